@@ -1,0 +1,121 @@
+//! The admin server: `GET /healthz`, `GET /metrics`, `GET /targets`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::CONTENT_TYPE;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use crate::snapshot::Shared;
+use crate::upstream::TargetView;
+
+/// Serves admin requests until `stop` is cancelled.
+pub(crate) async fn run(shared: Arc<Shared>, listener: TcpListener, stop: CancellationToken) {
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(conn) => conn,
+                Err(e) => {
+                    debug!(error = %e, "admin accept failed");
+                    continue;
+                }
+            },
+        };
+        let shared = shared.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let shared = shared.clone();
+                async move { Ok::<_, Infallible>(handle(&shared, &req)) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => if let Err(e) = r {
+                    debug!(client.addr = %peer, error = %e, "admin connection failed");
+                },
+                _ = stop.cancelled() => conn.as_mut().graceful_shutdown(),
+            }
+        });
+    }
+}
+
+fn handle(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n".into());
+    }
+    match req.uri().path() {
+        "/healthz" => healthz(shared),
+        "/metrics" => {
+            let mut response = text(StatusCode::OK, shared.metrics.render());
+            response.headers_mut().insert(
+                CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            response
+        }
+        "/targets" => json(StatusCode::OK, &targets(shared)),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found; try /healthz, /metrics or /targets\n".into(),
+        ),
+    }
+}
+
+fn healthz(shared: &Shared) -> Response<Full<Bytes>> {
+    let error = shared
+        .reload_error
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let body = serde_json::json!({
+        "status": "ok",
+        "config": shared.snapshot.load().config.path.display().to_string(),
+        "last_reload_error": error,
+    });
+    json(StatusCode::OK, &body)
+}
+
+/// Every target of every group, in configuration order.
+pub(crate) fn targets(shared: &Shared) -> Vec<TargetView> {
+    let snapshot = shared.snapshot.load();
+    snapshot
+        .config
+        .target_groups
+        .iter()
+        .filter_map(|g| snapshot.groups.get(&g.name))
+        .flat_map(|g| g.view())
+        .collect()
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Full<Bytes>> {
+    let body = serde_json::to_vec_pretty(value).unwrap_or_default();
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    response
+}

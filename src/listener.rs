@@ -1,0 +1,62 @@
+//! The accept loop of one listener.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::session;
+use crate::snapshot::Shared;
+
+/// How long to back off when the process is out of file descriptors or memory.
+const RESOURCE_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Accepts connections until `stop` is cancelled: checks the source address
+/// against the allow list, then hands each connection to its own task.
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    name: String,
+    listener: TcpListener,
+    stop: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = listener.accept() => r,
+        };
+        let (tcp, client) = match accepted {
+            Ok(conn) => conn,
+            Err(e) if is_resource_exhaustion(&e) => {
+                warn!(listener = %name, error = %e, "accept failed: out of resources; backing off");
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(RESOURCE_BACKOFF) => continue,
+                }
+            }
+            Err(e) => {
+                debug!(listener = %name, error = %e, "accept failed");
+                continue;
+            }
+        };
+        let state = shared.snapshot.load().listeners.get(&name).cloned();
+        let Some(state) = state else {
+            return;
+        };
+        if !state.config.allow.allows(client.ip()) {
+            state.metrics.not_allowed.inc();
+            debug!(listener = %name, client.addr = %client, "connection refused: source not in the allow list");
+            continue;
+        }
+        shared
+            .sessions
+            .spawn(session::run(shared.clone(), state, tcp, client));
+    }
+}
+
+fn is_resource_exhaustion(e: &io::Error) -> bool {
+    // EMFILE, ENFILE, ENOBUFS, ENOMEM
+    matches!(e.raw_os_error(), Some(24 | 23 | 105 | 12))
+}

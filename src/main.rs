@@ -1,0 +1,228 @@
+//! The `portico` command: flags, tracing and signals around the library.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use portico::certs::{write_dev_certs, CertRequest};
+use portico::{Config, ConfigError, Server};
+use tracing::{error, info};
+
+#[derive(Parser)]
+#[command(
+    name = "portico",
+    version,
+    about = "A TLS-terminating front door for private message brokers"
+)]
+struct Cli {
+    /// Log format; the level is set with RUST_LOG (default: info).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true, env = "PORTICO_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the front door.
+    Serve {
+        #[arg(long, default_value = "config/portico.toml")]
+        config: PathBuf,
+        /// How long open connections may run on after SIGTERM or Ctrl-C.
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        grace: Duration,
+    },
+    /// Check a configuration: exit 0, or print every error and exit 2.
+    Check {
+        #[arg(long, default_value = "config/portico.toml")]
+        config: PathBuf,
+    },
+    /// Make development certificates: a CA, one per domain, one per broker.
+    Certs {
+        /// Folder to write into (an existing ca.crt/ca.key there is reused).
+        #[arg(long)]
+        out: PathBuf,
+        /// A front-door name, such as mq.localhost (repeatable).
+        #[arg(long = "domain")]
+        domains: Vec<String>,
+        /// A broker name; its certificate also covers localhost and every --ip (repeatable).
+        #[arg(long = "broker")]
+        brokers: Vec<String>,
+        /// An IP address for the broker certificates (repeatable).
+        #[arg(long = "ip")]
+        ips: Vec<IpAddr>,
+    },
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?}"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("invalid duration {text:?}: use ms, s or m")),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Certs {
+            out,
+            domains,
+            brokers,
+            ips,
+        } => certs(
+            &out,
+            CertRequest {
+                domains,
+                brokers,
+                ips,
+            },
+        ),
+        Command::Serve { config, grace } => serve(&config, grace),
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        match &e {
+            ConfigError::Invalid { diagnostics } => {
+                for d in diagnostics {
+                    eprintln!("{d}");
+                }
+                eprintln!(
+                    "{}: {} error{}",
+                    path.display(),
+                    diagnostics.len(),
+                    if diagnostics.len() == 1 { "" } else { "s" }
+                );
+            }
+            ConfigError::Read { .. } => eprintln!("error: {e}"),
+        }
+        ExitCode::from(2)
+    })
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match load(path) {
+        Ok(config) => {
+            println!(
+                "{}: ok ({} listener{}, {} target group{})",
+                path.display(),
+                config.listeners.len(),
+                if config.listeners.len() == 1 { "" } else { "s" },
+                config.target_groups.len(),
+                if config.target_groups.len() == 1 {
+                    ""
+                } else {
+                    "s"
+                },
+            );
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+fn certs(out: &std::path::Path, request: CertRequest) -> ExitCode {
+    if request.domains.is_empty() && request.brokers.is_empty() {
+        eprintln!("error: name at least one --domain or --broker");
+        return ExitCode::from(2);
+    }
+    match write_dev_certs(out, &request) {
+        Ok(files) => {
+            for f in files {
+                println!("wrote {}", f.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn serve(path: &std::path::Path, grace: Duration) -> ExitCode {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(async {
+        let server = match Server::start(config).await {
+            Ok(s) => s,
+            Err(e) => {
+                error!("{e}");
+                return ExitCode::from(2);
+            }
+        };
+        info!(config = %path.display(), "portico is serving");
+        shutdown_signal().await;
+        info!("shutting down");
+        server.shutdown(grace).await;
+        info!("stopped");
+        ExitCode::SUCCESS
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

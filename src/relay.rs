@@ -1,0 +1,241 @@
+//! The bidirectional copy between a downstream and an upstream connection:
+//! backpressure (a direction reads only once its last chunk is written),
+//! half-close passed on, an idle timeout, byte counts as they go.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// One buffer per direction, allocated once per connection.
+const BUFFER_SIZE: usize = 16 * 1024;
+
+/// Which end of a proxied connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    Downstream,
+    Upstream,
+}
+
+impl Side {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Downstream => "downstream",
+            Self::Upstream => "upstream",
+        }
+    }
+}
+
+/// How a relay ended.
+#[derive(Debug)]
+pub(crate) enum RelayEnd {
+    /// Both sides closed their sending half; `first` closed first.
+    Closed { first: Side },
+    /// Nothing moved either way for the idle timeout.
+    Idle,
+    /// A read or write failed on `side`.
+    Error { side: Side, error: io::Error },
+    /// The server's shutdown grace period ran out.
+    Aborted,
+}
+
+#[derive(Debug)]
+pub(crate) struct RelayOutcome {
+    /// Bytes from the client to the target.
+    pub(crate) to_upstream: u64,
+    /// Bytes from the target to the client.
+    pub(crate) to_downstream: u64,
+    pub(crate) end: RelayEnd,
+}
+
+/// Counters the relay adds to as bytes move.
+pub(crate) struct RelayCounters<'a> {
+    pub(crate) to_upstream: &'a Counter,
+    pub(crate) to_downstream: &'a Counter,
+}
+
+/// Copies both ways until both sides have closed, one fails, nothing moves
+/// for `idle`, or `abort` is cancelled.
+pub(crate) async fn relay<D, U>(
+    down: &mut D,
+    up: &mut U,
+    idle: Duration,
+    abort: &CancellationToken,
+    counters: RelayCounters<'_>,
+) -> RelayOutcome
+where
+    D: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut to_upstream = Pipe::new(Side::Downstream, Side::Upstream);
+    let mut to_downstream = Pipe::new(Side::Upstream, Side::Downstream);
+    let mut first_closed = None;
+    let mut last_activity = Instant::now();
+    let idle_timer = tokio::time::sleep(idle);
+    let aborted = abort.cancelled();
+    tokio::pin!(idle_timer, aborted);
+
+    let end = std::future::poll_fn(|cx| {
+        if aborted.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(RelayEnd::Aborted);
+        }
+        let mut progress = false;
+        for (pipe, counter) in [
+            (&mut to_upstream, counters.to_upstream),
+            (&mut to_downstream, counters.to_downstream),
+        ] {
+            if pipe.done {
+                continue;
+            }
+            let polled = if pipe.from == Side::Downstream {
+                pipe.poll_copy(
+                    cx,
+                    Pin::new(&mut *down),
+                    Pin::new(&mut *up),
+                    &mut progress,
+                    counter,
+                )
+            } else {
+                pipe.poll_copy(
+                    cx,
+                    Pin::new(&mut *up),
+                    Pin::new(&mut *down),
+                    &mut progress,
+                    counter,
+                )
+            };
+            match polled {
+                Poll::Ready(Ok(())) => {
+                    pipe.done = true;
+                    first_closed.get_or_insert(pipe.from);
+                }
+                Poll::Ready(Err((side, error))) => {
+                    return Poll::Ready(RelayEnd::Error { side, error });
+                }
+                Poll::Pending => {}
+            }
+        }
+        if to_upstream.done && to_downstream.done {
+            return Poll::Ready(RelayEnd::Closed {
+                first: first_closed.unwrap_or(Side::Downstream),
+            });
+        }
+        if progress {
+            last_activity = Instant::now();
+        }
+        // The timer is re-armed only when it fires, not on every chunk.
+        while idle_timer.as_mut().poll(cx).is_ready() {
+            let deadline = last_activity + idle;
+            if deadline <= Instant::now() {
+                return Poll::Ready(RelayEnd::Idle);
+            }
+            idle_timer.as_mut().reset(deadline);
+        }
+        Poll::Pending
+    })
+    .await;
+
+    RelayOutcome {
+        to_upstream: to_upstream.total,
+        to_downstream: to_downstream.total,
+        end,
+    }
+}
+
+/// One direction of the copy.
+struct Pipe {
+    from: Side,
+    to: Side,
+    buf: Box<[u8]>,
+    pos: usize,
+    filled: usize,
+    read_done: bool,
+    need_flush: bool,
+    done: bool,
+    total: u64,
+}
+
+impl Pipe {
+    fn new(from: Side, to: Side) -> Self {
+        Self {
+            from,
+            to,
+            buf: vec![0; BUFFER_SIZE].into_boxed_slice(),
+            pos: 0,
+            filled: 0,
+            read_done: false,
+            need_flush: false,
+            done: false,
+            total: 0,
+        }
+    }
+
+    /// Ready(Ok) once the reader has ended and the writer is shut down.
+    fn poll_copy<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut reader: Pin<&mut R>,
+        mut writer: Pin<&mut W>,
+        progress: &mut bool,
+        counter: &Counter,
+    ) -> Poll<Result<(), (Side, io::Error)>>
+    where
+        R: AsyncRead + ?Sized,
+        W: AsyncWrite + ?Sized,
+    {
+        let (from, to) = (self.from, self.to);
+        loop {
+            if self.pos == self.filled && !self.read_done {
+                let mut read_buf = ReadBuf::new(&mut self.buf);
+                match reader.as_mut().poll_read(cx, &mut read_buf) {
+                    Poll::Pending => {
+                        if self.need_flush {
+                            ready!(writer.as_mut().poll_flush(cx)).map_err(|e| (to, e))?;
+                            self.need_flush = false;
+                        }
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err((from, e))),
+                    Poll::Ready(Ok(())) => {
+                        let n = read_buf.filled().len();
+                        if n == 0 {
+                            self.read_done = true;
+                        } else {
+                            self.pos = 0;
+                            self.filled = n;
+                            *progress = true;
+                            counter.inc_by(n as u64);
+                        }
+                    }
+                }
+            }
+            while self.pos < self.filled {
+                let n = ready!(writer
+                    .as_mut()
+                    .poll_write(cx, &self.buf[self.pos..self.filled]))
+                .map_err(|e| (to, e))?;
+                if n == 0 {
+                    return Poll::Ready(Err((
+                        to,
+                        io::Error::new(io::ErrorKind::WriteZero, "peer accepts no more bytes"),
+                    )));
+                }
+                self.pos += n;
+                self.total += n as u64;
+                self.need_flush = true;
+            }
+            if self.read_done {
+                // Pass the half-close on: flush, then end our sending half.
+                ready!(writer.as_mut().poll_flush(cx)).map_err(|e| (to, e))?;
+                ready!(writer.as_mut().poll_shutdown(cx)).map_err(|e| (to, e))?;
+                return Poll::Ready(Ok(()));
+            }
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! One downstream connection, start to finish: TLS handshake (for `tls`
+//! listeners), choosing and connecting a target, relaying, and the one log
+//! event that describes it.
+//!
+//! A client is never accepted that cannot be served: its ClientHello is read,
+//! the target is connected, and only then is the client's handshake finished.
+//! With no usable target the connection is closed at once, so a failover
+//! client moves on instead of believing it is connected.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use rustls::server::{Acceptor, ClientHello};
+use rustls::ServerConfig;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_rustls::LazyConfigAcceptor;
+use tracing::{info, Instrument};
+
+use crate::config::TlsVersion;
+use crate::proxy_protocol::ProxyHeader;
+use crate::relay::{relay, RelayCounters, RelayEnd};
+use crate::snapshot::{ListenerState, Shared};
+use crate::upstream::{ConnectionGuard, TargetGroup, UpstreamStream};
+
+/// Why a session ended.
+#[derive(Debug)]
+enum Close {
+    /// The downstream TLS handshake failed; the reason is a metric label.
+    Handshake(&'static str),
+    /// No target could take the connection.
+    NoTarget,
+    Relay(RelayEnd),
+    /// Shutdown's grace period ended before the session got going.
+    Shutdown,
+}
+
+impl fmt::Display for Close {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Handshake(reason) => write!(f, "handshake_failed: {reason}"),
+            Self::NoTarget => f.write_str("no_target"),
+            Self::Relay(RelayEnd::Closed { first }) => write!(f, "{}_closed", first.as_str()),
+            Self::Relay(RelayEnd::Idle) => f.write_str("idle_timeout"),
+            Self::Relay(RelayEnd::Error { side, error }) => {
+                write!(f, "{}_error: {error}", side.as_str())
+            }
+            Self::Relay(RelayEnd::Aborted) | Self::Shutdown => f.write_str("shutdown"),
+        }
+    }
+}
+
+/// What the closing log event reports.
+struct Report {
+    sni: Option<String>,
+    upstream: Option<ConnectionGuard>,
+    to_upstream: u64,
+    to_downstream: u64,
+    close: Close,
+}
+
+impl Report {
+    fn new() -> Self {
+        Self {
+            sni: None,
+            upstream: None,
+            to_upstream: 0,
+            to_downstream: 0,
+            close: Close::Shutdown,
+        }
+    }
+}
+
+/// Serves one accepted connection.
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    listener: Arc<ListenerState>,
+    tcp: TcpStream,
+    client: SocketAddr,
+) {
+    let id = shared.next_session_id();
+    let span = tracing::info_span!(
+        "session",
+        session.id = id,
+        client.addr = %client,
+        listener = %listener.config.name,
+    );
+    serve(shared, listener, tcp, client).instrument(span).await;
+}
+
+async fn serve(
+    shared: Arc<Shared>,
+    listener: Arc<ListenerState>,
+    tcp: TcpStream,
+    client: SocketAddr,
+) {
+    let started = Instant::now();
+    let metrics = &listener.metrics;
+    metrics.connections.inc();
+    metrics.active.inc();
+    let _ = tcp.set_nodelay(true);
+    let local = tcp.local_addr().unwrap_or(client);
+    let group = shared
+        .snapshot
+        .load()
+        .groups
+        .get(&listener.config.target_group)
+        .cloned();
+    let mut report = Report::new();
+    if let Some(group) = group {
+        let header = listener.config.proxy_protocol.then(|| {
+            ProxyHeader {
+                source: client,
+                destination: local,
+            }
+            .encode()
+        });
+        let cx = Cx {
+            shared: &shared,
+            listener: &listener,
+            group: &group,
+            client,
+            proxy_header: header.as_ref().map(AsRef::as_ref),
+        };
+        match &listener.tls {
+            Some(tls) => cx.tls(tcp, tls.clone(), &mut report).await,
+            None => cx.plain(tcp, &mut report).await,
+        }
+    } else {
+        report.close = Close::NoTarget;
+    }
+    if matches!(report.close, Close::NoTarget) {
+        metrics.no_target.inc();
+    }
+    if let Close::Handshake(reason) = report.close {
+        shared
+            .metrics
+            .handshake_failure(&listener.config.name, reason);
+    }
+    metrics.active.dec();
+    let target = report.upstream.as_ref().map(ConnectionGuard::target);
+    info!(
+        sni = report.sni.as_deref().unwrap_or(""),
+        target = target.map_or("", |t| t.label.as_str()),
+        upstream.addr = %target.map_or_else(String::new, |t| t.addr.to_string()),
+        bytes.to_upstream = report.to_upstream,
+        bytes.to_downstream = report.to_downstream,
+        duration_ms = started.elapsed().as_millis() as u64,
+        close_reason = %report.close,
+        "connection closed"
+    );
+}
+
+/// What a session's phases share.
+struct Cx<'a> {
+    shared: &'a Shared,
+    listener: &'a ListenerState,
+    group: &'a Arc<TargetGroup>,
+    client: SocketAddr,
+    proxy_header: Option<&'a [u8]>,
+}
+
+impl Cx<'_> {
+    async fn plain(&self, mut tcp: TcpStream, report: &mut Report) {
+        let connected = tokio::select! {
+            _ = self.shared.abort.cancelled() => return,
+            c = self.group.connect_any(self.client, self.proxy_header) => c,
+        };
+        let Some((guard, mut upstream)) = connected else {
+            report.close = Close::NoTarget;
+            return;
+        };
+        report.upstream = Some(guard);
+        self.relay(&mut tcp, &mut upstream, report).await;
+    }
+
+    async fn tls(&self, tcp: TcpStream, config: Arc<ServerConfig>, report: &mut Report) {
+        let timeout = self.listener.config.handshake_timeout;
+        let hello = tokio::select! {
+            _ = self.shared.abort.cancelled() => return,
+            r = tokio::time::timeout(timeout, LazyConfigAcceptor::new(Acceptor::default(), tcp)) => r,
+        };
+        let start = match hello {
+            Err(_) => return report.close = Close::Handshake("timeout"),
+            Ok(Err(e)) => return report.close = Close::Handshake(handshake_reason(&e)),
+            Ok(Ok(start)) => start,
+        };
+        report.sni = start.client_hello().server_name().map(str::to_owned);
+        let min_version = self.listener.config.tls.as_ref().map(|t| t.min_version);
+        if let Err(reason) = compatible(&start.client_hello(), &config, min_version) {
+            // Let rustls answer with its alert; no target is touched.
+            let _ = tokio::time::timeout(timeout, start.into_stream(config)).await;
+            return report.close = Close::Handshake(reason);
+        }
+        let connected = tokio::select! {
+            _ = self.shared.abort.cancelled() => return,
+            c = self.group.connect_any(self.client, self.proxy_header) => c,
+        };
+        let Some((guard, mut upstream)) = connected else {
+            report.close = Close::NoTarget;
+            return;
+        };
+        report.upstream = Some(guard);
+        let finished = tokio::select! {
+            _ = self.shared.abort.cancelled() => return,
+            r = tokio::time::timeout(timeout, start.into_stream(config)) => r,
+        };
+        let mut downstream = match finished {
+            Err(_) => return report.close = Close::Handshake("timeout"),
+            Ok(Err(e)) => return report.close = Close::Handshake(handshake_reason(&e)),
+            Ok(Ok(stream)) => stream,
+        };
+        self.relay(&mut downstream, &mut upstream, report).await;
+    }
+
+    async fn relay<D>(&self, downstream: &mut D, upstream: &mut UpstreamStream, report: &mut Report)
+    where
+        D: AsyncRead + AsyncWrite + Unpin,
+    {
+        let metrics = &self.listener.metrics;
+        let outcome = relay(
+            downstream,
+            upstream,
+            self.listener.config.idle_timeout,
+            &self.shared.abort,
+            RelayCounters {
+                to_upstream: &metrics.bytes_upstream,
+                to_downstream: &metrics.bytes_downstream,
+            },
+        )
+        .await;
+        report.to_upstream = outcome.to_upstream;
+        report.to_downstream = outcome.to_downstream;
+        report.close = Close::Relay(outcome.end);
+    }
+}
+
+/// Refuses, before any target is connected, a ClientHello this listener
+/// cannot complete: no cipher suite in common (such as a TLS 1.0-only
+/// client), or ALPN protocols that do not overlap.
+fn compatible(
+    hello: &ClientHello<'_>,
+    config: &ServerConfig,
+    min_version: Option<TlsVersion>,
+) -> Result<(), &'static str> {
+    let offered = hello.cipher_suites();
+    let common = config.crypto_provider().cipher_suites.iter().any(|suite| {
+        let version_ok = suite.version().version == rustls::ProtocolVersion::TLSv1_3
+            || min_version == Some(TlsVersion::V12);
+        version_ok && offered.contains(&suite.suite())
+    });
+    if !common {
+        return Err("incompatible");
+    }
+    if !config.alpn_protocols.is_empty() {
+        if let Some(mut protocols) = hello.alpn() {
+            if !protocols.any(|p| {
+                config
+                    .alpn_protocols
+                    .iter()
+                    .any(|ours| ours.as_slice() == p)
+            }) {
+                return Err("no_alpn_match");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A metric label for a failed downstream handshake.
+fn handshake_reason(e: &io::Error) -> &'static str {
+    if let Some(tls) = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        return match tls {
+            rustls::Error::InvalidMessage(_)
+            | rustls::Error::InappropriateMessage { .. }
+            | rustls::Error::InappropriateHandshakeMessage { .. } => "not_tls",
+            rustls::Error::PeerIncompatible(_) => "incompatible",
+            rustls::Error::NoCertificatesPresented => "no_client_certificate",
+            rustls::Error::InvalidCertificate(_) => "bad_client_certificate",
+            rustls::Error::NoApplicationProtocol => "no_alpn_match",
+            rustls::Error::AlertReceived(_) => "alert_received",
+            _ => "tls_error",
+        };
+    }
+    match e.kind() {
+        io::ErrorKind::InvalidData => "not_tls",
+        io::ErrorKind::UnexpectedEof
+        | io::ErrorKind::ConnectionReset
+        | io::ErrorKind::ConnectionAborted
+        | io::ErrorKind::BrokenPipe => "closed",
+        _ => "io_error",
+    }
+}

@@ -1,0 +1,67 @@
+//! The downstream (terminating) TLS configuration of a listener.
+
+use std::sync::Arc;
+
+use rustls::server::{
+    ProducesTickets, ServerSessionMemoryCache, StoresServerSessions, WebPkiClientVerifier,
+};
+use rustls::version::{TLS12, TLS13};
+use rustls::{ServerConfig, SupportedProtocolVersion};
+
+use super::{provider, CertResolver, TlsError};
+use crate::config::{ListenerTls, TlsVersion};
+
+/// What a listener keeps across reloads so clients can resume sessions.
+#[derive(Debug, Clone)]
+pub(crate) struct SessionState {
+    pub(crate) resolver: Arc<CertResolver>,
+    ticketer: Arc<dyn ProducesTickets>,
+    cache: Arc<dyn StoresServerSessions>,
+}
+
+impl SessionState {
+    pub(crate) fn new(tls: &ListenerTls) -> Result<Self, TlsError> {
+        let ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| TlsError::Verifier {
+            detail: format!("session ticketer: {e}"),
+        })?;
+        Ok(Self {
+            resolver: Arc::new(CertResolver::new(tls.certificates.clone())),
+            ticketer,
+            cache: ServerSessionMemoryCache::new(4096),
+        })
+    }
+}
+
+/// Builds a listener's server configuration around its session state.
+pub(crate) fn server_config(
+    tls: &ListenerTls,
+    session: &SessionState,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    static BOTH: [&SupportedProtocolVersion; 2] = [&TLS13, &TLS12];
+    static ONLY_13: [&SupportedProtocolVersion; 1] = [&TLS13];
+    let versions: &[&SupportedProtocolVersion] = match tls.min_version {
+        TlsVersion::V12 => &BOTH,
+        TlsVersion::V13 => &ONLY_13,
+    };
+    let builder = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(versions)
+        .map_err(|e| TlsError::Verifier {
+            detail: e.to_string(),
+        })?;
+    let builder = match &tls.client_ca {
+        Some(roots) => {
+            let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
+                .build()
+                .map_err(|e| TlsError::Verifier {
+                    detail: e.to_string(),
+                })?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(session.resolver.clone());
+    config.alpn_protocols = tls.alpn.clone();
+    config.ticketer = session.ticketer.clone();
+    config.session_storage = session.cache.clone();
+    Ok(Arc::new(config))
+}

@@ -1,0 +1,98 @@
+//! Active health checks: one task per target, probing tcp, http or https.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http_body_util::Empty;
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use super::target::Target;
+use super::TargetGroup;
+use crate::config::{HealthCheckConfig, HealthProtocol};
+
+/// Probes `target` every interval until its token is cancelled; the first
+/// probe runs at once.
+pub(crate) async fn run(group: Arc<TargetGroup>, target: Arc<Target>) {
+    let config = &group.config.health_check;
+    let mut ticks = tokio::time::interval(config.interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = target.cancel.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let result = tokio::select! {
+            _ = target.cancel.cancelled() => return,
+            r = tokio::time::timeout(config.timeout, probe(&group, &target, config)) => match r {
+                Ok(r) => r,
+                Err(_) => Err(format!("timed out after {:?}", config.timeout)),
+            },
+        };
+        if let Some(change) = target.record_check(result, config) {
+            group.health_changed(&target, change);
+        }
+    }
+}
+
+async fn probe(
+    group: &TargetGroup,
+    target: &Target,
+    config: &HealthCheckConfig,
+) -> Result<(), String> {
+    let addr = SocketAddr::new(target.addr.ip(), config.port.unwrap_or(target.addr.port()));
+    let tcp = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect to {addr}: {e}"))?;
+    match config.protocol {
+        HealthProtocol::Tcp => Ok(()),
+        HealthProtocol::Http => http_get(tcp, &host_header(target, addr), config).await,
+        HealthProtocol::Https => {
+            let name = group.server_name(target);
+            let tls = TlsConnector::from(group.health_tls.clone())
+                .connect(name, tcp)
+                .await
+                .map_err(|e| format!("TLS handshake with {addr}: {e}"))?;
+            http_get(tls, &host_header(target, addr), config).await
+        }
+    }
+}
+
+fn host_header(target: &Target, addr: SocketAddr) -> String {
+    match &target.spec {
+        crate::config::TargetSpec::Host { host, .. } => format!("{host}:{}", addr.port()),
+        crate::config::TargetSpec::Addr(_) => addr.to_string(),
+    }
+}
+
+async fn http_get<S>(stream: S, host: &str, config: &HealthCheckConfig) -> Result<(), String>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("HTTP: {e}"))?;
+    let request = hyper::Request::get(config.path.as_str())
+        .header(hyper::header::HOST, host)
+        .header(hyper::header::USER_AGENT, "portico-health-check")
+        .header(hyper::header::CONNECTION, "close")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| format!("HTTP request: {e}"))?;
+    let mut connection = std::pin::pin!(connection);
+    let response = tokio::select! {
+        r = sender.send_request(request) => r.map_err(|e| format!("HTTP: {e}"))?,
+        r = &mut connection => return Err(match r {
+            Ok(()) => "HTTP: connection closed before a response".into(),
+            Err(e) => format!("HTTP: {e}"),
+        }),
+    };
+    let status = response.status().as_u16();
+    if config.matcher.matches(status) {
+        Ok(())
+    } else {
+        Err(format!("HTTP status {status} from {}", config.path))
+    }
+}

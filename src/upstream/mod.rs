@@ -1,0 +1,419 @@
+//! Upstream: target groups, their discovery, health checks and selection,
+//! and connecting to a chosen target (re-encrypting where configured).
+
+pub(crate) mod discovery;
+mod health;
+mod select;
+pub(crate) mod target;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hickory_resolver::TokioResolver;
+use prometheus_client::metrics::gauge::Gauge;
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
+use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::config::{TargetGroupConfig, TargetSpec};
+use crate::metrics::Metrics;
+pub(crate) use target::ConnectionGuard;
+use target::{Health, Target, Transition};
+
+/// Why connecting to one target failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("connect timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("connect: {0}")]
+    Connect(#[source] io::Error),
+    #[error("sending the PROXY header: {0}")]
+    ProxyHeader(#[source] io::Error),
+    #[error("TLS handshake: {0}")]
+    Tls(#[source] io::Error),
+}
+
+/// A connection to a target: plain, or re-encrypted.
+#[derive(Debug)]
+pub(crate) enum UpstreamStream {
+    Tcp(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for UpstreamStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for UpstreamStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Self::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// What `/targets` shows of one target.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetView {
+    pub group: String,
+    pub target: String,
+    pub address: String,
+    pub state: &'static str,
+    pub reason: String,
+    pub active_connections: usize,
+    pub last_check: Option<String>,
+}
+
+/// An active/standby pair and how many of its nodes were healthy last time.
+#[derive(Debug)]
+struct Pair {
+    members: [TargetSpec; 2],
+    label: String,
+    active_nodes: Gauge,
+    /// `u8::MAX` until both nodes have been checked.
+    last: AtomicU8,
+}
+
+/// A running target group: its targets, their health, and how to reach them.
+#[derive(Debug)]
+pub(crate) struct TargetGroup {
+    pub(crate) config: TargetGroupConfig,
+    upstream_tls: Option<Arc<ClientConfig>>,
+    pub(crate) health_tls: Arc<ClientConfig>,
+    targets: ArcSwap<Vec<Arc<Target>>>,
+    next: AtomicUsize,
+    pairs: Vec<Pair>,
+    metrics: Arc<Metrics>,
+    tasks: TaskTracker,
+    /// Stops the group's discovery and health checks.
+    pub(crate) cancel: CancellationToken,
+}
+
+impl TargetGroup {
+    /// Starts the group: its address targets at once (checked from now
+    /// on), its hostname targets as soon as they resolve.
+    pub(crate) fn start(
+        config: TargetGroupConfig,
+        metrics: Arc<Metrics>,
+        resolver: Option<Arc<TokioResolver>>,
+        tasks: TaskTracker,
+        cancel: CancellationToken,
+    ) -> Arc<Self> {
+        let pairs = config
+            .pairs
+            .iter()
+            .map(|members| {
+                let label = format!("{}|{}", members[0], members[1]);
+                Pair {
+                    active_nodes: metrics.pair_active_nodes(&config.name, &label),
+                    members: members.clone(),
+                    label,
+                    last: AtomicU8::new(u8::MAX),
+                }
+            })
+            .collect();
+        let group = Arc::new(Self {
+            upstream_tls: config.tls.as_ref().map(crate::tls::upstream_config),
+            health_tls: crate::tls::health_check_config(),
+            targets: ArcSwap::from_pointee(Vec::new()),
+            next: AtomicUsize::new(0),
+            pairs,
+            metrics,
+            tasks,
+            cancel,
+            config,
+        });
+        group.set_resolved(&HashMap::new());
+        let has_hosts = group
+            .config
+            .targets
+            .iter()
+            .any(|t| matches!(t, TargetSpec::Host { .. }));
+        if let (true, Some(resolver)) = (has_hosts, resolver) {
+            group.tasks.spawn(discovery::run(group.clone(), resolver));
+        }
+        group
+    }
+
+    /// Rebuilds the target list from the configured targets and the
+    /// addresses hostnames resolved to. Targets that stay keep their health.
+    pub(crate) fn set_resolved(self: &Arc<Self>, resolved: &HashMap<TargetSpec, Vec<SocketAddr>>) {
+        let current = self.targets.load_full();
+        let mut list = Vec::new();
+        for spec in &self.config.targets {
+            let addrs: &[SocketAddr] = match spec {
+                TargetSpec::Addr(addr) => std::slice::from_ref(addr),
+                TargetSpec::Host { .. } => resolved.get(spec).map_or(&[], Vec::as_slice),
+            };
+            for &addr in addrs {
+                let existing = current.iter().find(|t| t.spec == *spec && t.addr == addr);
+                let target = match existing {
+                    Some(t) => t.clone(),
+                    None => self.add_target(spec.clone(), addr),
+                };
+                list.push(target);
+            }
+        }
+        for old in current.iter() {
+            if !list.iter().any(|t| Arc::ptr_eq(t, old)) {
+                self.retire(old);
+            }
+        }
+        self.targets.store(Arc::new(list));
+    }
+
+    fn add_target(self: &Arc<Self>, spec: TargetSpec, addr: SocketAddr) -> Arc<Target> {
+        let metrics = self
+            .metrics
+            .target(&self.config.name, &spec.to_string(), &addr.to_string());
+        let target = Arc::new(Target::new(spec, addr, metrics, self.cancel.child_token()));
+        self.tasks.spawn(health::run(self.clone(), target.clone()));
+        target
+    }
+
+    /// A target whose address went away: no new connections, no more
+    /// checks; connections already open run on.
+    fn retire(&self, target: &Arc<Target>) {
+        info!(group = %self.config.name, target = %target.label, address = %target.addr, "target removed");
+        target.set_draining();
+        target.cancel.cancel();
+        self.metrics
+            .remove_target(&self.config.name, &target.label, &target.addr.to_string());
+    }
+
+    /// Logs a health transition and re-evaluates the pairs.
+    pub(crate) fn health_changed(&self, target: &Target, change: Transition) {
+        let reason = target.reason();
+        info!(
+            group = %self.config.name,
+            target = %target.label,
+            address = %target.addr,
+            from = change.from.as_str(),
+            to = change.to.as_str(),
+            reason = %reason,
+            "target health changed"
+        );
+        self.evaluate_pairs();
+    }
+
+    fn evaluate_pairs(&self) {
+        if self.pairs.is_empty() {
+            return;
+        }
+        let targets = self.targets.load();
+        for pair in &self.pairs {
+            let members: Vec<Option<bool>> = pair
+                .members
+                .iter()
+                .map(|spec| {
+                    let of_spec: Vec<_> = targets.iter().filter(|t| t.spec == *spec).collect();
+                    if of_spec.iter().any(|t| t.is_healthy()) {
+                        Some(true)
+                    } else if of_spec.is_empty()
+                        || of_spec.iter().any(|t| t.health() == Health::Initial)
+                    {
+                        None
+                    } else {
+                        Some(false)
+                    }
+                })
+                .collect();
+            let active = members.iter().filter(|m| **m == Some(true)).count() as u8;
+            let known = members.iter().all(Option::is_some);
+            if !known && active < 2 {
+                continue;
+            }
+            pair.active_nodes.set(i64::from(active));
+            if pair.last.swap(active, Ordering::AcqRel) == active {
+                continue;
+            }
+            match active {
+                1 => {
+                    let node = pair.members[usize::from(members[0] != Some(true))].to_string();
+                    info!(group = %self.config.name, pair = %pair.label, active = %node, "pair has one active node");
+                }
+                0 => {
+                    warn!(group = %self.config.name, pair = %pair.label, "pair has no active node")
+                }
+                _ => {
+                    warn!(group = %self.config.name, pair = %pair.label, "pair has two active nodes")
+                }
+            }
+        }
+    }
+
+    /// Picks a healthy target not yet tried (see `select::choose`).
+    pub(crate) fn choose(&self, client: SocketAddr, tried: &[Arc<Target>]) -> Option<Arc<Target>> {
+        select::choose(
+            &self.targets.load(),
+            tried,
+            self.config.algorithm,
+            self.config.when_all_unhealthy,
+            &self.next,
+            client,
+        )
+    }
+
+    /// The name a target's certificate must carry, also sent as SNI.
+    pub(crate) fn server_name(&self, target: &Target) -> ServerName<'static> {
+        if let Some(name) = self.config.tls.as_ref().and_then(|t| t.server_name.clone()) {
+            return name;
+        }
+        match &target.spec {
+            TargetSpec::Host { host, .. } => ServerName::try_from(host.clone())
+                .unwrap_or_else(|_| ServerName::IpAddress(target.addr.ip().into())),
+            TargetSpec::Addr(addr) => ServerName::IpAddress(addr.ip().into()),
+        }
+    }
+
+    /// Connects to one target within the connect timeout: TCP, the PROXY
+    /// header if any, then TLS if the group re-encrypts.
+    pub(crate) async fn connect(
+        &self,
+        target: &Target,
+        proxy_header: Option<&[u8]>,
+    ) -> Result<UpstreamStream, UpstreamError> {
+        let timeout = self.config.connect_timeout;
+        let attempt = async {
+            let mut tcp = TcpStream::connect(target.addr)
+                .await
+                .map_err(UpstreamError::Connect)?;
+            let _ = tcp.set_nodelay(true);
+            if let Some(header) = proxy_header {
+                tcp.write_all(header)
+                    .await
+                    .map_err(UpstreamError::ProxyHeader)?;
+            }
+            match &self.upstream_tls {
+                None => Ok(UpstreamStream::Tcp(tcp)),
+                Some(tls) => {
+                    let stream = TlsConnector::from(tls.clone())
+                        .connect(self.server_name(target), tcp)
+                        .await
+                        .map_err(UpstreamError::Tls)?;
+                    Ok(UpstreamStream::Tls(Box::new(stream)))
+                }
+            }
+        };
+        tokio::time::timeout(timeout, attempt)
+            .await
+            .unwrap_or(Err(UpstreamError::Timeout(timeout)))
+    }
+
+    /// Connects to a target for `client`: a failed target is marked down
+    /// at once (a passive check) and the next one is tried, so a client
+    /// gets a refusal only when no target at all can take it.
+    pub(crate) async fn connect_any(
+        &self,
+        client: SocketAddr,
+        proxy_header: Option<&[u8]>,
+    ) -> Option<(ConnectionGuard, UpstreamStream)> {
+        let mut tried: Vec<Arc<Target>> = Vec::new();
+        while let Some(target) = self.choose(client, &tried) {
+            match self.connect(&target, proxy_header).await {
+                Ok(stream) => return Some((target.track(), stream)),
+                Err(e) => {
+                    let why = e.to_string();
+                    warn!(
+                        group = %self.config.name,
+                        target = %target.label,
+                        upstream.addr = %target.addr,
+                        error = %why,
+                        "upstream connect failed; trying the next target"
+                    );
+                    if let Some(change) = target.mark_down(&why) {
+                        self.health_changed(&target, change);
+                    }
+                    tried.push(target);
+                }
+            }
+        }
+        None
+    }
+
+    /// The state of every target, as `/targets` shows it.
+    pub(crate) fn view(&self) -> Vec<TargetView> {
+        let targets = self.targets.load();
+        targets
+            .iter()
+            .map(|t| TargetView {
+                group: self.config.name.clone(),
+                target: t.label.clone(),
+                address: t.addr.to_string(),
+                state: self.state_name(&targets, t),
+                reason: t.reason(),
+                active_connections: t.active_connections(),
+                last_check: t.last_check().map(rfc3339),
+            })
+            .collect()
+    }
+
+    fn state_name(&self, targets: &[Arc<Target>], t: &Target) -> &'static str {
+        if t.is_draining() {
+            return "draining";
+        }
+        let health = t.health();
+        if health != Health::Unhealthy {
+            return health.as_str();
+        }
+        let partner_healthy = self.pairs.iter().any(|pair| {
+            let Some(i) = pair.members.iter().position(|m| *m == t.spec) else {
+                return false;
+            };
+            let partner = &pair.members[1 - i];
+            targets.iter().any(|o| o.spec == *partner && o.is_healthy())
+        });
+        if partner_healthy {
+            "standby"
+        } else {
+            "unhealthy"
+        }
+    }
+}
+
+fn rfc3339(time: std::time::SystemTime) -> String {
+    time::OffsetDateTime::from(time)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
