@@ -82,13 +82,16 @@ where
         .body(Empty::<Bytes>::new())
         .map_err(|e| format!("HTTP request: {e}"))?;
     let mut connection = std::pin::pin!(connection);
+    let mut send = std::pin::pin!(sender.send_request(request));
     let response = tokio::select! {
-        r = sender.send_request(request) => r.map_err(|e| format!("HTTP: {e}"))?,
-        r = &mut connection => return Err(match r {
-            Ok(()) => "HTTP: connection closed before a response".into(),
-            Err(e) => format!("HTTP: {e}"),
-        }),
-    };
+        r = &mut send => r,
+        r = &mut connection => match r {
+            // The connection may finish as it hands over the response.
+            Ok(()) => send.await,
+            Err(e) => return Err(format!("HTTP: {e}")),
+        },
+    }
+    .map_err(|e| format!("HTTP: {e}"))?;
     let status = response.status().as_u16();
     if config.matcher.matches(status) {
         Ok(())

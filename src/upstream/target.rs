@@ -41,6 +41,8 @@ impl Health {
 #[derive(Debug, Default)]
 struct Detail {
     reason: String,
+    /// Why the target last went down, kept while it recovers.
+    cause: String,
     last_check: Option<SystemTime>,
     successes: u32,
     failures: u32,
@@ -155,8 +157,8 @@ impl Target {
                     detail.reason = "health check passed".into();
                 } else {
                     detail.reason = format!(
-                        "health check passed {} of {} times needed",
-                        detail.successes, config.healthy_threshold
+                        "{}; recovering: {} of {} checks passed",
+                        detail.cause, detail.successes, config.healthy_threshold
                     );
                 }
                 admit.then(|| self.set(Health::Healthy)).flatten()
@@ -171,6 +173,7 @@ impl Target {
                     Health::Unhealthy => false,
                 };
                 detail.reason = format!("health check failed: {why}");
+                detail.cause = detail.reason.clone();
                 down.then(|| self.set(Health::Unhealthy)).flatten()
             }
         }
@@ -183,6 +186,7 @@ impl Target {
         let mut detail = self.detail();
         detail.successes = 0;
         detail.reason = format!("connection failed: {why}");
+        detail.cause = detail.reason.clone();
         self.set(Health::Unhealthy)
     }
 
@@ -208,5 +212,92 @@ impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         self.0.active.fetch_sub(1, Ordering::Relaxed);
         self.0.metrics.connections.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+
+    fn target() -> Target {
+        let addr: SocketAddr = "127.0.0.1:61618".parse().unwrap();
+        let metrics = Metrics::new().target("g", "t", "a");
+        Target::new(
+            TargetSpec::Addr(addr),
+            addr,
+            metrics,
+            CancellationToken::new(),
+        )
+    }
+
+    fn config(healthy: u32, unhealthy: u32) -> HealthCheckConfig {
+        HealthCheckConfig {
+            healthy_threshold: healthy,
+            unhealthy_threshold: unhealthy,
+            ..HealthCheckConfig::default()
+        }
+    }
+
+    #[test]
+    fn initial_target_is_admitted_on_its_first_success() {
+        let t = target();
+        let change = t.record_check(Ok(()), &config(3, 3));
+        assert_eq!(change.map(|c| c.to), Some(Health::Healthy));
+    }
+
+    #[test]
+    fn after_a_failure_the_healthy_threshold_applies() {
+        let t = target();
+        let cfg = config(3, 2);
+        assert_eq!(
+            t.record_check(Err("refused".into()), &cfg).map(|c| c.to),
+            Some(Health::Unhealthy)
+        );
+        assert_eq!(t.record_check(Ok(()), &cfg), None);
+        assert_eq!(t.record_check(Ok(()), &cfg), None);
+        assert!(
+            t.reason().contains("refused") && t.reason().contains("2 of 3"),
+            "{}",
+            t.reason()
+        );
+        assert_eq!(
+            t.record_check(Ok(()), &cfg).map(|c| c.to),
+            Some(Health::Healthy)
+        );
+    }
+
+    #[test]
+    fn a_healthy_target_goes_down_at_the_unhealthy_threshold() {
+        let t = target();
+        let cfg = config(2, 3);
+        t.record_check(Ok(()), &cfg);
+        assert_eq!(t.record_check(Err("x".into()), &cfg), None);
+        assert_eq!(t.record_check(Err("x".into()), &cfg), None);
+        assert!(t.is_healthy());
+        assert_eq!(
+            t.record_check(Err("x".into()), &cfg).map(|c| c.to),
+            Some(Health::Unhealthy)
+        );
+    }
+
+    #[test]
+    fn a_failed_connection_takes_the_target_out_at_once() {
+        let t = target();
+        let cfg = config(2, 2);
+        t.record_check(Ok(()), &cfg);
+        let change = t.mark_down("connection refused");
+        assert_eq!(change.map(|c| c.to), Some(Health::Unhealthy));
+        t.record_check(Ok(()), &cfg);
+        assert!(
+            t.reason()
+                .starts_with("connection failed: connection refused"),
+            "{}",
+            t.reason()
+        );
+        assert_eq!(
+            t.record_check(Ok(()), &cfg).map(|c| c.to),
+            Some(Health::Healthy)
+        );
     }
 }

@@ -1,0 +1,777 @@
+//! End-to-end tests of the front door: real TLS clients, a real portico
+//! server and real (in-process) TLS backends, all on loopback.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::time::Instant;
+
+/// A TLS listener in front of a TLS group; `extra_group` and `extra_listener`
+/// are appended to their tables.
+fn config(
+    pki: &Pki,
+    targets: &[String],
+    health: &str,
+    extra_group: &str,
+    extra_listener: &str,
+) -> String {
+    let targets = targets
+        .iter()
+        .map(|t| format!("{t:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let ca = pki.path("ca.crt");
+    format!(
+        r#"
+[admin]
+bind = "127.0.0.1:0"
+
+[[listener]]
+name = "front"
+bind = "127.0.0.1:0"
+protocol = "tls"
+target_group = "brokers"
+handshake_timeout = "2s"
+{extra_listener}
+  [[listener.certificate]]
+  cert = "front.crt"
+  key = "front.key"
+
+[[target_group]]
+name = "brokers"
+protocol = "tls"
+ca = {ca:?}
+server_name = "broker.internal"
+connect_timeout = "1s"
+targets = [{targets}]
+{extra_group}
+  [target_group.health_check]
+  interval = "100ms"
+  timeout = "100ms"
+  healthy_threshold = 2
+  unhealthy_threshold = 2
+  {health}
+"#
+    )
+}
+
+fn pki() -> Pki {
+    let pki = Pki::new();
+    pki.issue("front", &["mq.localhost"]);
+    pki.issue("broker", &["broker.internal"]);
+    pki
+}
+
+async fn all_healthy(server: &portico::Server) {
+    wait_for("every target healthy", || async {
+        states(server).iter().all(|(_, s)| s == "healthy")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reencrypts_to_the_backend_with_its_server_name() {
+    let pki = pki();
+    let backend = Backend::tls("b1", "127.0.0.1", 0, &pki, "broker").await;
+    let server = start_portico(
+        pki.dir.path(),
+        &config(&pki, &[backend.addr.to_string()], "", "", ""),
+    )
+    .await;
+    all_healthy(&server).await;
+    let front = server.listener_addr("front").unwrap();
+
+    let (mut stream, greeting) = tls_connect(front, pki.client_config(), "mq.localhost")
+        .await
+        .unwrap();
+    assert_eq!(greeting, "b1");
+    stream
+        .write_all(b"ping through two TLS hops")
+        .await
+        .unwrap();
+    let mut echoed = vec![0u8; 25];
+    stream.read_exact(&mut echoed).await.unwrap();
+    assert_eq!(&echoed, b"ping through two TLS hops");
+    // The backend was reached over TLS, asked for its configured name.
+    assert_eq!(
+        backend.log.sni.lock().unwrap().as_slice(),
+        &[Some("broker.internal".to_owned())]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sni_chooses_the_certificate_and_the_first_is_the_default() {
+    let pki = pki();
+    pki.issue("other", &["other.localhost"]);
+    let backend = Backend::tls("b1", "127.0.0.1", 0, &pki, "broker").await;
+    let first = "  [[listener.certificate]]\n  cert = \"front.crt\"\n  key = \"front.key\"\n";
+    let both = format!(
+        "{first}  [[listener.certificate]]\n  cert = \"other.crt\"\n  key = \"other.key\"\n"
+    );
+    let toml = config(&pki, &[backend.addr.to_string()], "", "", "").replace(first, &both);
+    let server = start_portico(pki.dir.path(), &toml).await;
+    all_healthy(&server).await;
+    let front = server.listener_addr("front").unwrap();
+
+    // Each name verifies only if portico served the certificate for it.
+    for name in ["mq.localhost", "other.localhost"] {
+        let (_, greeting) = tls_connect(front, pki.client_config(), name).await.unwrap();
+        assert_eq!(greeting, "b1", "{name}");
+    }
+    // An unknown name gets the default (first) certificate, which the client rejects.
+    let err = tls_connect(front, pki.client_config(), "unknown.localhost")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("certificate"), "{err}");
+    // Without SNI, the default certificate (mq.localhost) is served.
+    let mut config = (*pki.client_config()).clone();
+    config.enable_sni = false;
+    let (_, greeting) = tls_connect(front, Arc::new(config), "mq.localhost")
+        .await
+        .unwrap();
+    assert_eq!(greeting, "b1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_with_a_certificate_for_another_name_is_never_used() {
+    let pki = pki();
+    pki.issue("impostor", &["impostor.internal"]);
+    let good = Backend::tls("good", "127.0.0.1", 0, &pki, "broker").await;
+    let bad = Backend::tls("bad", "127.0.0.1", 0, &pki, "impostor").await;
+    let server = start_portico(
+        pki.dir.path(),
+        &config(
+            &pki,
+            &[bad.addr.to_string(), good.addr.to_string()],
+            "",
+            "",
+            "",
+        ),
+    )
+    .await;
+    all_healthy(&server).await;
+    let front = server.listener_addr("front").unwrap();
+    for _ in 0..6 {
+        assert_eq!(who(front, pki.client_config()).await.unwrap(), "good");
+    }
+    assert_eq!(
+        bad.served(),
+        0,
+        "the impostor must never carry a client's bytes"
+    );
+    let view = server.targets();
+    let bad_view = view
+        .iter()
+        .find(|t| t.address == bad.addr.to_string())
+        .unwrap();
+    assert!(
+        bad_view.reason.contains("certificate") || bad_view.reason.contains("health check"),
+        "reason: {}",
+        bad_view.reason
+    );
+
+    // Alone, the impostor gets no client: the connection is closed, not proxied.
+    let server2 = start_portico(
+        pki.dir.path(),
+        &config(&pki, &[bad.addr.to_string()], "", "", ""),
+    )
+    .await;
+    all_healthy(&server2).await;
+    let front2 = server2.listener_addr("front").unwrap();
+    assert!(who(front2, pki.client_config()).await.is_err());
+    assert_eq!(bad.served(), 0);
+    let reason = &server2.targets()[0].reason;
+    assert!(reason.contains("certificate"), "reason: {reason}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_active_node_of_a_pair_gets_traffic_and_the_standby_takes_over() {
+    let pki = pki();
+    let port = same_port_on("127.0.0.2", "127.0.0.3").await;
+    let console_port = same_port_on("127.0.0.2", "127.0.0.3").await;
+    let a = Backend::tls("a", "127.0.0.2", port, &pki, "broker").await;
+    let b = Backend::tls("b", "127.0.0.3", port, &pki, "broker").await;
+    let console_a = Console::open("127.0.0.2", console_port).await;
+    let targets = [a.addr.to_string(), b.addr.to_string()];
+    let pairs = format!("pairs = [[{:?}, {:?}]]", targets[0], targets[1]);
+    let health = format!("port = {console_port}");
+    let server = start_portico(pki.dir.path(), &config(&pki, &targets, &health, &pairs, "")).await;
+    let front = server.listener_addr("front").unwrap();
+
+    wait_for("a healthy, b standby", || async {
+        state_of(&server, a.addr).as_deref() == Some("healthy")
+            && state_of(&server, b.addr).as_deref() == Some("standby")
+    })
+    .await;
+    for _ in 0..10 {
+        assert_eq!(who(front, pki.client_config()).await.unwrap(), "a");
+    }
+    assert_eq!(b.served(), 0);
+    let metrics = server.metrics().render();
+    assert!(
+        metrics.contains("portico_pair_active_nodes{group=\"brokers\""),
+        "{metrics}"
+    );
+
+    // The active node dies (ports and console); the standby opens its console.
+    a.stop();
+    drop(console_a);
+    let failed_at = Instant::now();
+    let _console_b = Console::open("127.0.0.3", console_port).await;
+    wait_for("the standby serves", || async {
+        matches!(who(front, pki.client_config()).await.as_deref(), Ok("b"))
+    })
+    .await;
+    let took = failed_at.elapsed();
+    // interval × healthy threshold + one interval, plus scheduling slack.
+    assert!(
+        took < Duration::from_millis(300 + 700),
+        "failover took {took:?}"
+    );
+    wait_for("a unhealthy or standby", || async {
+        matches!(state_of(&server, a.addr).as_deref(), Some("standby"))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_target_the_checker_has_not_caught_costs_no_client_a_refusal() {
+    let pki = pki();
+    let console_port = same_port_on("127.0.0.2", "127.0.0.3").await;
+    let a = Backend::tls("a", "127.0.0.2", 0, &pki, "broker").await;
+    let b = Backend::tls("b", "127.0.0.3", 0, &pki, "broker").await;
+    // Both consoles stay up: the active checks keep saying "healthy".
+    let _ca = Console::open("127.0.0.2", console_port).await;
+    let _cb = Console::open("127.0.0.3", console_port).await;
+    let health = format!("port = {console_port}");
+    let server = start_portico(
+        pki.dir.path(),
+        &config(
+            &pki,
+            &[a.addr.to_string(), b.addr.to_string()],
+            &health,
+            "",
+            "",
+        ),
+    )
+    .await;
+    all_healthy(&server).await;
+    let front = server.listener_addr("front").unwrap();
+    a.stop();
+    let mut refused = 0;
+    for _ in 0..20 {
+        match who(front, pki.client_config()).await {
+            Ok(name) => assert_eq!(name, "b"),
+            Err(_) => refused += 1,
+        }
+    }
+    assert_eq!(refused, 0, "clients refused while a healthy target existed");
+    let metrics = server.metrics().render();
+    let failures = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("portico_upstream_connect_failures_total")
+                && l.contains(&a.addr.to_string())
+        })
+        .unwrap_or_else(|| panic!("no connect failures counted for a:\n{metrics}"));
+    let count: u64 = failures.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(count >= 1, "{failures}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_shares_connections_equally() {
+    let pki = pki();
+    let backends = [
+        Backend::tls("a", "127.0.0.1", 0, &pki, "broker").await,
+        Backend::tls("b", "127.0.0.1", 0, &pki, "broker").await,
+        Backend::tls("c", "127.0.0.1", 0, &pki, "broker").await,
+    ];
+    let targets: Vec<String> = backends.iter().map(|b| b.addr.to_string()).collect();
+    let server = start_portico(pki.dir.path(), &config(&pki, &targets, "", "", "")).await;
+    all_healthy(&server).await;
+    let front = server.listener_addr("front").unwrap();
+    for _ in 0..9 {
+        who(front, pki.client_config()).await.unwrap();
+    }
+    for b in &backends {
+        assert_eq!(b.served(), 3, "backend {}", b.name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_connections_prefers_the_idle_target() {
+    let pki = pki();
+    let a = Backend::tls("a", "127.0.0.1", 0, &pki, "broker").await;
+    let b = Backend::tls("b", "127.0.0.1", 0, &pki, "broker").await;
+    let targets = [a.addr.to_string(), b.addr.to_string()];
+    let server = start_portico(
+        pki.dir.path(),
+        &config(&pki, &targets, "", "algorithm = \"least_connections\"", ""),
+    )
+    .await;
+    all_healthy(&server).await;
+    let front = server.listener_addr("front").unwrap();
+    // Hold three connections open; each new one goes to the less loaded target.
+    let (first, name1) = tls_connect(front, pki.client_config(), "mq.localhost")
+        .await
+        .unwrap();
+    let (_second, name2) = tls_connect(front, pki.client_config(), "mq.localhost")
+        .await
+        .unwrap();
+    assert_ne!(name1, name2);
+    drop(first);
+    wait_for("the closed connection is counted out", || async {
+        server
+            .targets()
+            .iter()
+            .map(|t| t.active_connections)
+            .sum::<usize>()
+            == 1
+    })
+    .await;
+    // One target has a connection, the other none: the next two go to the idle one, then alternate.
+    let (_third, name3) = tls_connect(front, pki.client_config(), "mq.localhost")
+        .await
+        .unwrap();
+    assert_eq!(name3, name1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flow_hash_keeps_a_client_address_on_one_target() {
+    let pki = pki();
+    let a = Backend::tls("a", "127.0.0.1", 0, &pki, "broker").await;
+    let b = Backend::tls("b", "127.0.0.1", 0, &pki, "broker").await;
+    let targets = [a.addr.to_string(), b.addr.to_string()];
+    let server = start_portico(
+        pki.dir.path(),
+        &config(&pki, &targets, "", "algorithm = \"flow_hash\"", ""),
+    )
+    .await;
+    all_healthy(&server).await;
+    let front = server.listener_addr("front").unwrap();
+    // Several connections open at once from fixed client ports: each port
+    // maps to one target, and both targets get some.
+    let mut seen = std::collections::HashMap::new();
+    for round in 0..2 {
+        let mut held = Vec::new();
+        for i in 0..8u16 {
+            let socket = TcpSocket::new_v4().unwrap();
+            socket.set_reuseaddr(true).unwrap();
+            let ip = format!("127.0.1.{}", i + 1);
+            socket.bind(format!("{ip}:0").parse().unwrap()).unwrap();
+            let tcp = socket.connect(front).await.unwrap();
+            let name = rustls::pki_types::ServerName::try_from("mq.localhost").unwrap();
+            let mut tls = tokio_rustls::TlsConnector::from(pki.client_config())
+                .connect(name, tcp)
+                .await
+                .unwrap();
+            let mut greeting = [0u8; 2];
+            tls.read_exact(&mut greeting).await.unwrap();
+            let key = (ip, tls.get_ref().0.local_addr().unwrap().port());
+            if round == 0 {
+                seen.insert(key.0.clone(), greeting);
+            }
+            held.push((key, greeting, tls));
+        }
+        drop(held);
+    }
+    let spread: std::collections::HashSet<_> = seen.values().collect();
+    assert!(a.served() + b.served() == 16);
+    assert!(!spread.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_open_tries_every_target_and_refuse_closes_at_once() {
+    let pki = pki();
+    let backend = Backend::tls("b1", "127.0.0.1", 0, &pki, "broker").await;
+    // The health port is closed, so the target is unhealthy, but its traffic port works.
+    let dead_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let health = format!("port = {dead_port}");
+    let targets = [backend.addr.to_string()];
+    let open = start_portico(pki.dir.path(), &config(&pki, &targets, &health, "", "")).await;
+    wait_for("unhealthy", || async {
+        state_of(&open, backend.addr).as_deref() == Some("unhealthy")
+    })
+    .await;
+    let front = open.listener_addr("front").unwrap();
+    assert_eq!(who(front, pki.client_config()).await.unwrap(), "b1");
+
+    let refuse = start_portico(
+        pki.dir.path(),
+        &config(
+            &pki,
+            &targets,
+            &health,
+            "when_all_unhealthy = \"refuse\"",
+            "",
+        ),
+    )
+    .await;
+    wait_for("unhealthy", || async {
+        state_of(&refuse, backend.addr).as_deref() == Some("unhealthy")
+    })
+    .await;
+    let front = refuse.listener_addr("front").unwrap();
+    let served_before = backend.served();
+    let started = Instant::now();
+    assert!(who(front, pki.client_config()).await.is_err());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "refusal must be immediate"
+    );
+    assert_eq!(backend.served(), served_before);
+    let metrics = refuse.metrics().render();
+    assert!(
+        metrics.contains(
+            "portico_connections_refused_total{listener=\"front\",reason=\"no_target\"} 1"
+        ),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_health_checks_use_the_path_and_matcher() {
+    let pki = pki();
+    let a = Backend::tls("a", "127.0.0.2", 0, &pki, "broker").await;
+    let b = Backend::tls("b", "127.0.0.3", 0, &pki, "broker").await;
+    let console_port = same_port_on("127.0.0.2", "127.0.0.3").await;
+    let _ok = Console::http("127.0.0.2", console_port, 200).await;
+    let _unavailable = Console::http("127.0.0.3", console_port, 503).await;
+    let health = format!("protocol = \"http\"\n  port = {console_port}\n  path = \"/health\"\n  matcher = \"200-299\"");
+    let server = start_portico(
+        pki.dir.path(),
+        &config(
+            &pki,
+            &[a.addr.to_string(), b.addr.to_string()],
+            &health,
+            "",
+            "",
+        ),
+    )
+    .await;
+    wait_for("a healthy, b unhealthy", || async {
+        state_of(&server, a.addr).as_deref() == Some("healthy")
+            && state_of(&server, b.addr).as_deref() == Some("unhealthy")
+    })
+    .await;
+    let reason = server
+        .targets()
+        .into_iter()
+        .find(|t| t.address == b.addr.to_string())
+        .unwrap()
+        .reason;
+    assert!(reason.contains("503"), "{reason}");
+    let front = server.listener_addr("front").unwrap();
+    for _ in 0..4 {
+        assert_eq!(who(front, pki.client_config()).await.unwrap(), "a");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_endpoints_report_health_metrics_and_targets() {
+    let pki = pki();
+    let backend = Backend::tls("b1", "127.0.0.1", 0, &pki, "broker").await;
+    let server = start_portico(
+        pki.dir.path(),
+        &config(&pki, &[backend.addr.to_string()], "", "", ""),
+    )
+    .await;
+    all_healthy(&server).await;
+    let front = server.listener_addr("front").unwrap();
+    let (mut stream, _) = tls_connect(front, pki.client_config(), "mq.localhost")
+        .await
+        .unwrap();
+    stream.write_all(b"12345").await.unwrap();
+    let mut back = [0u8; 5];
+    stream.read_exact(&mut back).await.unwrap();
+    drop(stream);
+    let admin = server.admin_addr().unwrap();
+
+    let (status, body) = admin_get(admin, "/healthz").await;
+    assert_eq!(status, 200);
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["status"], "ok");
+
+    let (status, body) = admin_get(admin, "/targets").await;
+    assert_eq!(status, 200);
+    let targets: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let t = &targets[0];
+    assert_eq!(t["group"], "brokers");
+    assert_eq!(t["target"], backend.addr.to_string());
+    assert_eq!(t["address"], backend.addr.to_string());
+    assert_eq!(t["state"], "healthy");
+    assert!(t["reason"].is_string() && t["last_check"].is_string());
+    assert!(t["active_connections"].is_number());
+
+    wait_for("bytes counted", || async {
+        let (_, metrics) = admin_get(admin, "/metrics").await;
+        metrics.contains("portico_bytes_total{listener=\"front\",direction=\"upstream\"} 5")
+    })
+    .await;
+    let (_, metrics) = admin_get(admin, "/metrics").await;
+    for needle in [
+        "portico_connections_total{listener=\"front\"} 1",
+        "portico_active_connections{listener=\"front\"}",
+        "portico_target_healthy{group=\"brokers\"",
+        "portico_health_checks_total{",
+        "result=\"success\"",
+    ] {
+        assert!(metrics.contains(needle), "missing {needle} in\n{metrics}");
+    }
+    assert_eq!(admin_get(admin, "/nope").await.0, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_clients_are_closed_and_counted_without_disturbing_others() {
+    let pki = pki();
+    let backend = Backend::tls("b1", "127.0.0.1", 0, &pki, "broker").await;
+    let server = start_portico(
+        pki.dir.path(),
+        &config(
+            &pki,
+            &[backend.addr.to_string()],
+            "",
+            "",
+            "handshake_timeout = \"300ms\"",
+        )
+        .replace("handshake_timeout = \"2s\"\n", ""),
+    )
+    .await;
+    all_healthy(&server).await;
+    let front = server.listener_addr("front").unwrap();
+
+    // A well-behaved client holds a connection throughout.
+    let (mut good, _) = tls_connect(front, pki.client_config(), "mq.localhost")
+        .await
+        .unwrap();
+
+    // Bytes that are not TLS.
+    let mut garbage = TcpStream::connect(front).await.unwrap();
+    garbage
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut sink = Vec::new();
+    let _ = tokio::time::timeout(DEADLINE, garbage.read_to_end(&mut sink))
+        .await
+        .unwrap();
+
+    // A client that stalls mid-handshake is closed at the handshake timeout.
+    let mut stalled = TcpStream::connect(front).await.unwrap();
+    stalled
+        .write_all(&[0x16, 0x03, 0x01, 0x00, 0x50, 0x01])
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let _ = tokio::time::timeout(DEADLINE, stalled.read_to_end(&mut sink))
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "closed too early"
+    );
+
+    // A client that offers only TLS 1.0 suites.
+    let accepted_before = backend.accepted();
+    let mut legacy = TcpStream::connect(front).await.unwrap();
+    legacy.write_all(&tls10_client_hello()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(DEADLINE, legacy.read_to_end(&mut answer))
+        .await
+        .unwrap();
+    assert!(
+        answer.is_empty() || answer[0] == 0x15,
+        "expected an alert or nothing, got {answer:?}"
+    );
+    assert_eq!(
+        backend.accepted(),
+        accepted_before,
+        "no target is touched for an incompatible client"
+    );
+
+    // The good connection still works.
+    good.write_all(b"still here").await.unwrap();
+    let mut back = [0u8; 10];
+    good.read_exact(&mut back).await.unwrap();
+    assert_eq!(&back, b"still here");
+
+    let metrics = server.metrics().render();
+    for reason in ["not_tls", "timeout", "incompatible"] {
+        assert!(
+            metrics.contains(&format!(
+                "portico_handshake_failures_total{{listener=\"front\",reason=\"{reason}\"}} 1"
+            )),
+            "{reason} not counted:\n{metrics}"
+        );
+    }
+}
+
+/// A ClientHello offering TLS 1.0 and only CBC-SHA suites.
+fn tls10_client_hello() -> Vec<u8> {
+    let mut body = vec![0x03, 0x01];
+    body.extend_from_slice(&[7u8; 32]); // random
+    body.push(0); // session id
+    body.extend_from_slice(&[0x00, 0x04, 0x00, 0x2f, 0xc0, 0x13]); // suites
+    body.extend_from_slice(&[0x01, 0x00]); // null compression
+    let mut handshake = vec![0x01, 0x00, 0x00, body.len() as u8];
+    handshake.extend_from_slice(&body);
+    let mut record = vec![0x16, 0x03, 0x01, 0x00, handshake.len() as u8];
+    record.extend_from_slice(&handshake);
+    record
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_requires_a_client_certificate_from_the_ca() {
+    let pki = pki();
+    pki.issue("client", &["client.localhost"]);
+    let backend = Backend::tls("b1", "127.0.0.1", 0, &pki, "broker").await;
+    let tls = format!("  [listener.tls]\n  client_ca = {:?}\n", pki.path("ca.crt"));
+    let server = start_portico(
+        pki.dir.path(),
+        &config(&pki, &[backend.addr.to_string()], "", "", &tls),
+    )
+    .await;
+    all_healthy(&server).await;
+    let front = server.listener_addr("front").unwrap();
+    assert!(who(front, pki.client_config()).await.is_err());
+    assert_eq!(
+        who(front, pki.client_config_with_cert("client"))
+            .await
+            .unwrap(),
+        "b1"
+    );
+    let metrics = server.metrics().render();
+    assert!(
+        metrics.contains("reason=\"no_client_certificate\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sources_outside_the_allow_list_are_refused_at_accept() {
+    let pki = pki();
+    let backend = Backend::tls("b1", "127.0.0.1", 0, &pki, "broker").await;
+    let server = start_portico(
+        pki.dir.path(),
+        &config(
+            &pki,
+            &[backend.addr.to_string()],
+            "",
+            "",
+            "allow = [\"127.0.0.2/32\"]",
+        ),
+    )
+    .await;
+    all_healthy(&server).await;
+    let front = server.listener_addr("front").unwrap();
+    assert!(who(front, pki.client_config()).await.is_err());
+
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let tcp = socket.connect(front).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("mq.localhost").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(pki.client_config())
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let mut greeting = [0u8; 3];
+    tls.read_exact(&mut greeting).await.unwrap();
+    assert_eq!(&greeting, b"b1\n");
+    let metrics = server.metrics().render();
+    assert!(metrics.contains("reason=\"not_allowed\"} 1"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_sessions_resume() {
+    let pki = pki();
+    let backend = Backend::tls("b1", "127.0.0.1", 0, &pki, "broker").await;
+    let server = start_portico(
+        pki.dir.path(),
+        &config(&pki, &[backend.addr.to_string()], "", "", ""),
+    )
+    .await;
+    all_healthy(&server).await;
+    let front = server.listener_addr("front").unwrap();
+    let client = pki.client_config();
+    let (first, _) = tls_connect(front, client.clone(), "mq.localhost")
+        .await
+        .unwrap();
+    assert_eq!(
+        first.get_ref().1.handshake_kind(),
+        Some(rustls::HandshakeKind::Full)
+    );
+    drop(first);
+    let (second, _) = tls_connect(front, client, "mq.localhost").await.unwrap();
+    assert_eq!(
+        second.get_ref().1.handshake_kind(),
+        Some(rustls::HandshakeKind::Resumed)
+    );
+}
+
+/// A plain `tcp` listener and group, with PROXY protocol v2 towards the target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_passthrough_with_proxy_protocol_half_close_and_idle_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = Backend::tcp_proxy_protocol("plain", "127.0.0.1", 0).await;
+    let toml = format!(
+        r#"
+[[listener]]
+name = "plain"
+bind = "127.0.0.1:0"
+protocol = "tcp"
+target_group = "g"
+proxy_protocol = true
+idle_timeout = "400ms"
+
+[[target_group]]
+name = "g"
+protocol = "tcp"
+targets = ["{}"]
+  [target_group.health_check]
+  interval = "100ms"
+  timeout = "100ms"
+"#,
+        backend.addr
+    );
+    let server = start_portico(dir.path(), &toml).await;
+    all_healthy(&server).await;
+    let front = server.listener_addr("plain").unwrap();
+
+    let mut client = TcpStream::connect(front).await.unwrap();
+    let me = client.local_addr().unwrap();
+    let mut greeting = vec![0u8; format!("plain from {me}\n").len()];
+    client.read_exact(&mut greeting).await.unwrap();
+    assert_eq!(
+        String::from_utf8(greeting).unwrap(),
+        format!("plain from {me}\n")
+    );
+
+    // Half-close: the client stops sending, and still gets every byte back.
+    client.write_all(b"last words").await.unwrap();
+    client.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(DEADLINE, client.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rest, b"last words");
+
+    // Idle: a silent connection is closed after the idle timeout.
+    let mut idle = TcpStream::connect(front).await.unwrap();
+    let started = Instant::now();
+    let mut all = Vec::new();
+    tokio::time::timeout(DEADLINE, idle.read_to_end(&mut all))
+        .await
+        .unwrap()
+        .unwrap();
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(350), "closed after {took:?}");
+}
