@@ -775,3 +775,120 @@ targets = ["{}"]
     let took = started.elapsed();
     assert!(took >= Duration::from_millis(350), "closed after {took:?}");
 }
+
+/// A DNS server for the test's own zone: every A query gets `answers`
+/// with a one-second TTL; AAAA queries get no records.
+struct TestDns {
+    addr: std::net::SocketAddr,
+    answers: Arc<std::sync::Mutex<Vec<std::net::Ipv4Addr>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestDns {
+    async fn start(answers: &[&str]) -> Self {
+        use hickory_proto::op::Message;
+        use hickory_proto::rr::rdata::A;
+        use hickory_proto::rr::{RData, Record, RecordType};
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        let answers = Arc::new(std::sync::Mutex::new(
+            answers
+                .iter()
+                .map(|a| a.parse().unwrap())
+                .collect::<Vec<_>>(),
+        ));
+        let current = answers.clone();
+        let task = tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            loop {
+                let Ok((n, peer)) = socket.recv_from(&mut buf).await else {
+                    continue;
+                };
+                let Ok(query) = Message::from_vec(&buf[..n]) else {
+                    continue;
+                };
+                let mut response = Message::response(query.metadata.id, query.metadata.op_code);
+                response.metadata.recursion_desired = query.metadata.recursion_desired;
+                response.metadata.recursion_available = true;
+                response.metadata.authoritative = true;
+                response.add_queries(query.queries.clone());
+                for q in &query.queries {
+                    if q.query_type() == RecordType::A {
+                        for ip in current.lock().unwrap().iter() {
+                            response.add_answer(Record::from_rdata(
+                                q.name().clone(),
+                                1,
+                                RData::A(A(*ip)),
+                            ));
+                        }
+                    }
+                }
+                let _ = socket.send_to(&response.to_vec().unwrap(), peer).await;
+            }
+        });
+        Self {
+            addr,
+            answers,
+            task,
+        }
+    }
+
+    fn answer(&self, ips: &[&str]) {
+        *self.answers.lock().unwrap() = ips.iter().map(|a| a.parse().unwrap()).collect();
+    }
+}
+
+impl Drop for TestDns {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostname_targets_are_re_resolved_when_their_ttl_runs_out() {
+    let pki = pki();
+    let port = same_port_on("127.0.0.2", "127.0.0.3").await;
+    let a = Backend::tls("a", "127.0.0.2", port, &pki, "broker").await;
+    let b = Backend::tls("b", "127.0.0.3", port, &pki, "broker").await;
+    let dns = TestDns::start(&["127.0.0.2"]).await;
+    let resolver = format!("[resolver]\nnameservers = [\"{}\"]\n", dns.addr);
+    let toml = format!(
+        "{resolver}{}",
+        config(&pki, &[format!("broker.portico.test:{port}")], "", "", "")
+    );
+    let server = start_portico(pki.dir.path(), &toml).await;
+    let front = server.listener_addr("front").unwrap();
+    wait_for("a resolved and healthy", || async {
+        state_of(&server, a.addr).as_deref() == Some("healthy")
+    })
+    .await;
+    let view = server.targets();
+    assert_eq!(view.len(), 1);
+    assert_eq!(view[0].target, format!("broker.portico.test:{port}"));
+    assert_eq!(who(front, pki.client_config()).await.unwrap(), "a");
+
+    // The broker moves: the name now points at another host.
+    dns.answer(&["127.0.0.3"]);
+    wait_for("b resolved and healthy, a gone", || async {
+        let states = states(&server);
+        states == vec![(b.addr.to_string(), "healthy".to_owned())]
+    })
+    .await;
+    assert_eq!(who(front, pki.client_config()).await.unwrap(), "b");
+
+    // Two addresses: each is its own target.
+    dns.answer(&["127.0.0.2", "127.0.0.3"]);
+    wait_for("both addresses are targets", || async {
+        let states = states(&server);
+        states.len() == 2 && states.iter().all(|(_, s)| s == "healthy")
+    })
+    .await;
+    let mut names: Vec<String> = Vec::new();
+    for _ in 0..4 {
+        names.push(who(front, pki.client_config()).await.unwrap());
+    }
+    assert!(
+        names.contains(&"a".to_owned()) && names.contains(&"b".to_owned()),
+        "{names:?}"
+    );
+}

@@ -229,8 +229,8 @@ impl TargetGroup {
             group = %self.config.name,
             target = %target.label,
             address = %target.addr,
-            from = change.from.as_str(),
-            to = change.to.as_str(),
+            from = %change.from.as_str(),
+            to = %change.to.as_str(),
             reason = %reason,
             "target health changed"
         );

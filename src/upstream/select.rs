@@ -52,3 +52,151 @@ pub(crate) fn choose(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{HealthCheckConfig, TargetSpec};
+    use crate::metrics::Metrics;
+    use tokio_util::sync::CancellationToken;
+
+    fn targets(n: u16, healthy: &[bool]) -> Vec<Arc<Target>> {
+        let metrics = Metrics::new();
+        (0..n)
+            .map(|i| {
+                let addr: SocketAddr = format!("127.0.0.{}:61614", i + 1).parse().unwrap();
+                let t = Target::new(
+                    TargetSpec::Addr(addr),
+                    addr,
+                    metrics.target("g", &addr.to_string(), &addr.to_string()),
+                    CancellationToken::new(),
+                );
+                let result = if healthy[usize::from(i)] {
+                    Ok(())
+                } else {
+                    Err("down".into())
+                };
+                t.record_check(result, &HealthCheckConfig::default());
+                Arc::new(t)
+            })
+            .collect()
+    }
+
+    fn pick(
+        ts: &[Arc<Target>],
+        tried: &[Arc<Target>],
+        algorithm: Algorithm,
+        when: WhenAllUnhealthy,
+        next: &AtomicUsize,
+        client: &str,
+    ) -> Option<SocketAddr> {
+        choose(ts, tried, algorithm, when, next, client.parse().unwrap()).map(|t| t.addr)
+    }
+
+    #[test]
+    fn flow_hash_maps_one_client_to_one_target_and_spreads_clients() {
+        let ts = targets(3, &[true, true, true]);
+        let next = AtomicUsize::new(0);
+        let mut used = std::collections::HashSet::new();
+        for port in 40000..40064 {
+            let client = format!("192.0.2.7:{port}");
+            let first = pick(
+                &ts,
+                &[],
+                Algorithm::FlowHash,
+                WhenAllUnhealthy::FailOpen,
+                &next,
+                &client,
+            );
+            for _ in 0..3 {
+                assert_eq!(
+                    pick(
+                        &ts,
+                        &[],
+                        Algorithm::FlowHash,
+                        WhenAllUnhealthy::FailOpen,
+                        &next,
+                        &client
+                    ),
+                    first
+                );
+            }
+            used.insert(first.unwrap());
+        }
+        assert_eq!(used.len(), 3, "64 clients should reach all three targets");
+    }
+
+    #[test]
+    fn unhealthy_and_tried_targets_are_skipped() {
+        let ts = targets(3, &[true, false, true]);
+        let next = AtomicUsize::new(0);
+        for _ in 0..10 {
+            let got = pick(
+                &ts,
+                &[],
+                Algorithm::RoundRobin,
+                WhenAllUnhealthy::Refuse,
+                &next,
+                "192.0.2.1:1",
+            )
+            .unwrap();
+            assert_ne!(got, ts[1].addr);
+        }
+        let tried = [ts[0].clone(), ts[2].clone()];
+        // Healthy ones tried: with fail_open the unhealthy one is the last resort.
+        assert_eq!(
+            pick(
+                &ts,
+                &tried,
+                Algorithm::RoundRobin,
+                WhenAllUnhealthy::FailOpen,
+                &next,
+                "192.0.2.1:1"
+            ),
+            Some(ts[1].addr)
+        );
+        assert_eq!(
+            pick(
+                &ts,
+                &tried,
+                Algorithm::RoundRobin,
+                WhenAllUnhealthy::Refuse,
+                &next,
+                "192.0.2.1:1"
+            ),
+            None
+        );
+        let all = [ts[0].clone(), ts[1].clone(), ts[2].clone()];
+        assert_eq!(
+            pick(
+                &ts,
+                &all,
+                Algorithm::RoundRobin,
+                WhenAllUnhealthy::FailOpen,
+                &next,
+                "192.0.2.1:1"
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn least_connections_picks_the_least_loaded() {
+        let ts = targets(2, &[true, true]);
+        let next = AtomicUsize::new(0);
+        let _held = [ts[0].track(), ts[0].track()];
+        for _ in 0..4 {
+            assert_eq!(
+                pick(
+                    &ts,
+                    &[],
+                    Algorithm::LeastConnections,
+                    WhenAllUnhealthy::FailOpen,
+                    &next,
+                    "192.0.2.1:1"
+                ),
+                Some(ts[1].addr)
+            );
+        }
+    }
+}
