@@ -342,7 +342,7 @@ async fn least_connections_prefers_the_idle_target() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn flow_hash_keeps_a_client_address_on_one_target() {
+async fn flow_hash_spreads_client_addresses_over_the_targets() {
     let pki = pki();
     let a = Backend::tls("a", "127.0.0.1", 0, &pki, "broker").await;
     let b = Backend::tls("b", "127.0.0.1", 0, &pki, "broker").await;
@@ -354,35 +354,29 @@ async fn flow_hash_keeps_a_client_address_on_one_target() {
     .await;
     all_healthy(&server).await;
     let front = server.listener_addr("front").unwrap();
-    // Several connections open at once from fixed client ports: each port
-    // maps to one target, and both targets get some.
-    let mut seen = std::collections::HashMap::new();
-    for round in 0..2 {
-        let mut held = Vec::new();
-        for i in 0..8u16 {
-            let socket = TcpSocket::new_v4().unwrap();
-            socket.set_reuseaddr(true).unwrap();
-            let ip = format!("127.0.1.{}", i + 1);
-            socket.bind(format!("{ip}:0").parse().unwrap()).unwrap();
-            let tcp = socket.connect(front).await.unwrap();
-            let name = rustls::pki_types::ServerName::try_from("mq.localhost").unwrap();
-            let mut tls = tokio_rustls::TlsConnector::from(pki.client_config())
-                .connect(name, tcp)
-                .await
-                .unwrap();
-            let mut greeting = [0u8; 2];
-            tls.read_exact(&mut greeting).await.unwrap();
-            let key = (ip, tls.get_ref().0.local_addr().unwrap().port());
-            if round == 0 {
-                seen.insert(key.0.clone(), greeting);
-            }
-            held.push((key, greeting, tls));
-        }
-        drop(held);
+    // Sixteen client addresses (the mapping of one address to one target is
+    // checked in the selection's unit tests): both targets get some.
+    for i in 0..16u8 {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket
+            .bind(format!("127.0.1.{}:0", i + 1).parse().unwrap())
+            .unwrap();
+        let tcp = socket.connect(front).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("mq.localhost").unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(pki.client_config())
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        let mut greeting = [0u8; 2];
+        tls.read_exact(&mut greeting).await.unwrap();
     }
-    let spread: std::collections::HashSet<_> = seen.values().collect();
-    assert!(a.served() + b.served() == 16);
-    assert!(!spread.is_empty());
+    assert_eq!(a.served() + b.served(), 16);
+    assert!(
+        a.served() > 0 && b.served() > 0,
+        "a {} b {}",
+        a.served(),
+        b.served()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -891,4 +885,123 @@ async fn hostname_targets_are_re_resolved_when_their_ttl_runs_out() {
         names.contains(&"a".to_owned()) && names.contains(&"b".to_owned()),
         "{names:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_that_resets_is_skipped_and_its_reason_shown() {
+    let pki = pki();
+    let good = Backend::tls("good", "127.0.0.1", 0, &pki, "broker").await;
+    // A target that accepts and resets every connection at once.
+    let resetter = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let reset_addr = resetter.local_addr().unwrap();
+    let reset_task = tokio::spawn(async move {
+        loop {
+            if let Ok((tcp, _)) = resetter.accept().await {
+                let _ = tcp.set_zero_linger();
+                drop(tcp);
+            }
+        }
+    });
+    // Health checks go to a console that is always up, so only connects fail.
+    let console = Console::open("127.0.0.1", 0).await;
+    let health = format!("port = {}", console.addr.port());
+    let good_console_target = good.addr.to_string();
+    let server = start_portico(
+        pki.dir.path(),
+        &config(
+            &pki,
+            &[reset_addr.to_string(), good_console_target],
+            &health,
+            "",
+            "",
+        ),
+    )
+    .await;
+    all_healthy(&server).await;
+    let front = server.listener_addr("front").unwrap();
+    for _ in 0..6 {
+        assert_eq!(who(front, pki.client_config()).await.unwrap(), "good");
+    }
+    let metrics = server.metrics().render();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("portico_upstream_connect_failures_total")
+                && l.contains(&reset_addr.to_string())
+                && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+    reset_task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_health_checks_reach_a_tls_console() {
+    let pki = pki();
+    let a = Backend::tls("a", "127.0.0.2", 0, &pki, "broker").await;
+    let b = Backend::tls("b", "127.0.0.3", 0, &pki, "broker").await;
+    let console_port = same_port_on("127.0.0.2", "127.0.0.3").await;
+    // Only a has an HTTPS console; b's port speaks plain HTTP, which fails TLS.
+    let _a_console = Console::https("127.0.0.2", console_port, 200, &pki, "broker").await;
+    let _b_console = Console::http("127.0.0.3", console_port, 200).await;
+    let health = format!("protocol = \"https\"\n  port = {console_port}");
+    let server = start_portico(
+        pki.dir.path(),
+        &config(
+            &pki,
+            &[a.addr.to_string(), b.addr.to_string()],
+            &health,
+            "",
+            "",
+        ),
+    )
+    .await;
+    wait_for("a healthy, b unhealthy", || async {
+        state_of(&server, a.addr).as_deref() == Some("healthy")
+            && state_of(&server, b.addr).as_deref() == Some("unhealthy")
+    })
+    .await;
+    let view = server.targets();
+    let b_reason = &view
+        .iter()
+        .find(|t| t.address == b.addr.to_string())
+        .unwrap()
+        .reason;
+    assert!(b_reason.contains("TLS"), "{b_reason}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alpn_is_negotiated_and_a_client_without_a_common_protocol_is_refused() {
+    let pki = pki();
+    let backend = Backend::tls("b1", "127.0.0.1", 0, &pki, "broker").await;
+    let tls = "  [listener.tls]\n  alpn = [\"stomp\"]\n";
+    let server = start_portico(
+        pki.dir.path(),
+        &config(&pki, &[backend.addr.to_string()], "", "", tls),
+    )
+    .await;
+    all_healthy(&server).await;
+    let front = server.listener_addr("front").unwrap();
+
+    let with_alpn = |protocols: &[&[u8]]| {
+        let mut config = (*pki.client_config()).clone();
+        config.alpn_protocols = protocols.iter().map(|p| p.to_vec()).collect();
+        Arc::new(config)
+    };
+    let (stream, greeting) = tls_connect(front, with_alpn(&[b"amqp", b"stomp"]), "mq.localhost")
+        .await
+        .unwrap();
+    assert_eq!(greeting, "b1");
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"stomp"[..]));
+
+    let accepted = backend.accepted();
+    assert!(tls_connect(front, with_alpn(&[b"amqp"]), "mq.localhost")
+        .await
+        .is_err());
+    assert_eq!(
+        backend.accepted(),
+        accepted,
+        "no target is touched for a client that cannot be served"
+    );
+    let metrics = server.metrics().render();
+    assert!(metrics.contains("reason=\"no_alpn_match\"} 1"), "{metrics}");
 }

@@ -278,6 +278,16 @@ impl Console {
 
     /// An HTTP console answering every request with `status`.
     pub async fn http(ip: &str, port: u16, status: u16) -> Self {
+        Self::serve_http(ip, port, status, None).await
+    }
+
+    /// An HTTPS console with certificate `stem`.
+    pub async fn https(ip: &str, port: u16, status: u16, pki: &Pki, stem: &str) -> Self {
+        let acceptor = TlsAcceptor::from(pki.server_config(stem));
+        Self::serve_http(ip, port, status, Some(acceptor)).await
+    }
+
+    async fn serve_http(ip: &str, port: u16, status: u16, tls: Option<TlsAcceptor>) -> Self {
         let listener = TcpListener::bind((ip.parse::<IpAddr>().unwrap(), port))
             .await
             .unwrap();
@@ -287,29 +297,41 @@ impl Console {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;
                 };
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let mut reader = BufReader::new(tcp);
-                    let mut line = String::new();
-                    // Read the request head up to its blank line.
-                    loop {
-                        line.clear();
-                        match reader.read_line(&mut line).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(_) if line == "\r\n" => break,
-                            Ok(_) => {}
+                    match tls {
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(tcp).await {
+                                answer_http(stream, status).await;
+                            }
                         }
+                        None => answer_http(tcp, status).await,
                     }
-                    let response = format!(
-                        "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-                    );
-                    let _ = reader.get_mut().write_all(response.as_bytes()).await;
                 });
             }
         });
         Self { addr, task }
     }
+}
 
-    pub fn close(self) {}
+/// Reads a request head and answers with `status` and no body.
+async fn answer_http<S>(stream: S, status: u16)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match reader.read_line(&mut line).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) if line == "\r\n" => break,
+            Ok(_) => {}
+        }
+    }
+    let response = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+    let _ = reader.get_mut().write_all(response.as_bytes()).await;
+    let _ = reader.get_mut().shutdown().await;
 }
 
 impl Drop for Console {
