@@ -96,6 +96,7 @@ pub(crate) fn targets(shared: &Shared) -> Vec<TargetView> {
         .iter()
         .filter_map(|g| snapshot.groups.get(&g.name))
         .flat_map(|g| g.view())
+        .chain(shared.drains.view())
         .collect()
 }
 

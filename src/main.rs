@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use portico::certs::{write_dev_certs, CertRequest};
 use portico::{Config, ConfigError, Server};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 #[derive(Parser)]
 #[command(
@@ -39,6 +39,9 @@ enum Command {
         /// How long open connections may run on after SIGTERM or Ctrl-C.
         #[arg(long, default_value = "30s", value_parser = parse_duration)]
         grace: Duration,
+        /// Reload only on SIGHUP, not when the files change.
+        #[arg(long)]
+        no_watch: bool,
     },
     /// Check a configuration: exit 0, or print every error and exit 2.
     Check {
@@ -96,7 +99,11 @@ fn main() -> ExitCode {
                 ips,
             },
         ),
-        Command::Serve { config, grace } => serve(&config, grace),
+        Command::Serve {
+            config,
+            grace,
+            no_watch,
+        } => serve(&config, grace, !no_watch),
     }
 }
 
@@ -173,7 +180,7 @@ fn certs(out: &std::path::Path, request: CertRequest) -> ExitCode {
     }
 }
 
-fn serve(path: &std::path::Path, grace: Duration) -> ExitCode {
+fn serve(path: &std::path::Path, grace: Duration, watch: bool) -> ExitCode {
     let config = match load(path) {
         Ok(c) => c,
         Err(code) => return code,
@@ -196,8 +203,13 @@ fn serve(path: &std::path::Path, grace: Duration) -> ExitCode {
                 return ExitCode::from(2);
             }
         };
+        if watch {
+            if let Err(e) = server.watch_config().await {
+                warn!("{e}; reload with SIGHUP instead");
+            }
+        }
         info!(config = %path.display(), "portico is serving");
-        shutdown_signal().await;
+        serve_until_stopped(&server).await;
         info!("shutting down");
         server.shutdown(grace).await;
         info!("stopped");
@@ -205,25 +217,35 @@ fn serve(path: &std::path::Path, grace: Duration) -> ExitCode {
     })
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
+/// Reloads on SIGHUP until SIGTERM or Ctrl-C.
+#[cfg(unix)]
+async fn serve_until_stopped(server: &Server) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut term, mut hup) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) {
+        (Ok(term), Ok(hup)) => (term, hup),
+        _ => {
+            warn!("cannot install signal handlers; stop with Ctrl-C");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return,
+            _ = term.recv() => return,
+            _ = hup.recv() => {
+                info!("SIGHUP: reloading the configuration");
+                // Errors are logged, counted and shown by the server itself.
+                let _ = server.reload().await;
             }
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
+}
+
+#[cfg(not(unix))]
+async fn serve_until_stopped(_server: &Server) {
+    let _ = tokio::signal::ctrl_c().await;
 }

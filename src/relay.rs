@@ -43,6 +43,8 @@ pub(crate) enum RelayEnd {
     Error { side: Side, error: io::Error },
     /// The server's shutdown grace period ran out.
     Aborted,
+    /// The target was removed and its deregistration delay ran out.
+    Deregistered,
 }
 
 #[derive(Debug)]
@@ -60,13 +62,21 @@ pub(crate) struct RelayCounters<'a> {
     pub(crate) to_downstream: &'a Counter,
 }
 
+/// When a relay must stop early.
+pub(crate) struct Stops<'a> {
+    /// The server's shutdown grace period is over.
+    pub(crate) abort: &'a CancellationToken,
+    /// The target's deregistration delay is over.
+    pub(crate) deregistered: &'a CancellationToken,
+}
+
 /// Copies both ways until both sides have closed, one fails, nothing moves
-/// for `idle`, or `abort` is cancelled.
+/// for `idle`, or one of `stops` is cancelled.
 pub(crate) async fn relay<D, U>(
     down: &mut D,
     up: &mut U,
     idle: Duration,
-    abort: &CancellationToken,
+    stops: Stops<'_>,
     counters: RelayCounters<'_>,
 ) -> RelayOutcome
 where
@@ -78,12 +88,16 @@ where
     let mut first_closed = None;
     let mut last_activity = Instant::now();
     let idle_timer = tokio::time::sleep(idle);
-    let aborted = abort.cancelled();
-    tokio::pin!(idle_timer, aborted);
+    let aborted = stops.abort.cancelled();
+    let deregistered = stops.deregistered.cancelled();
+    tokio::pin!(idle_timer, aborted, deregistered);
 
     let end = std::future::poll_fn(|cx| {
         if aborted.as_mut().poll(cx).is_ready() {
             return Poll::Ready(RelayEnd::Aborted);
+        }
+        if deregistered.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(RelayEnd::Deregistered);
         }
         let mut progress = false;
         for (pipe, counter) in [

@@ -18,11 +18,12 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::LazyConfigAcceptor;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, Instrument};
 
 use crate::config::TlsVersion;
 use crate::proxy_protocol::ProxyHeader;
-use crate::relay::{relay, RelayCounters, RelayEnd};
+use crate::relay::{relay, RelayCounters, RelayEnd, Stops};
 use crate::snapshot::{ListenerState, Shared};
 use crate::upstream::{ConnectionGuard, TargetGroup, UpstreamStream};
 
@@ -49,6 +50,7 @@ impl fmt::Display for Close {
                 write!(f, "{}_error: {error}", side.as_str())
             }
             Self::Relay(RelayEnd::Aborted) | Self::Shutdown => f.write_str("shutdown"),
+            Self::Relay(RelayEnd::Deregistered) => f.write_str("deregistered"),
         }
     }
 }
@@ -173,8 +175,10 @@ impl Cx<'_> {
             report.close = Close::NoTarget;
             return;
         };
+        let target = guard.target().clone();
         report.upstream = Some(guard);
-        self.relay(&mut tcp, &mut upstream, report).await;
+        self.relay(&mut tcp, &mut upstream, &target.deregistered, report)
+            .await;
     }
 
     async fn tls(&self, tcp: TcpStream, config: Arc<ServerConfig>, report: &mut Report) {
@@ -203,6 +207,7 @@ impl Cx<'_> {
             report.close = Close::NoTarget;
             return;
         };
+        let target = guard.target().clone();
         report.upstream = Some(guard);
         let finished = tokio::select! {
             _ = self.shared.abort.cancelled() => return,
@@ -213,11 +218,17 @@ impl Cx<'_> {
             Ok(Err(e)) => return report.close = Close::Handshake(handshake_reason(&e)),
             Ok(Ok(stream)) => stream,
         };
-        self.relay(&mut downstream, &mut upstream, report).await;
+        self.relay(&mut downstream, &mut upstream, &target.deregistered, report)
+            .await;
     }
 
-    async fn relay<D>(&self, downstream: &mut D, upstream: &mut UpstreamStream, report: &mut Report)
-    where
+    async fn relay<D>(
+        &self,
+        downstream: &mut D,
+        upstream: &mut UpstreamStream,
+        deregistered: &CancellationToken,
+        report: &mut Report,
+    ) where
         D: AsyncRead + AsyncWrite + Unpin,
     {
         let metrics = &self.listener.metrics;
@@ -225,7 +236,10 @@ impl Cx<'_> {
             downstream,
             upstream,
             self.listener.config.idle_timeout,
-            &self.shared.abort,
+            Stops {
+                abort: &self.shared.abort,
+                deregistered,
+            },
             RelayCounters {
                 to_upstream: &metrics.bytes_upstream,
                 to_downstream: &metrics.bytes_downstream,

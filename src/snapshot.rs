@@ -11,7 +11,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, ListenerConfig};
 use crate::metrics::{ListenerMetrics, Metrics};
-use crate::upstream::TargetGroup;
+use crate::tls::SessionState;
+use crate::upstream::{Drains, TargetGroup};
 
 /// One consistent view of the configuration and its running parts.
 #[derive(Debug)]
@@ -27,6 +28,8 @@ pub(crate) struct ListenerState {
     pub(crate) config: ListenerConfig,
     /// The TLS configuration for `tls` listeners.
     pub(crate) tls: Option<Arc<ServerConfig>>,
+    /// Kept across reloads so clients can resume their sessions.
+    pub(crate) tls_session: Option<SessionState>,
     pub(crate) metrics: ListenerMetrics,
 }
 
@@ -35,6 +38,8 @@ pub(crate) struct ListenerState {
 pub(crate) struct Shared {
     pub(crate) snapshot: ArcSwap<Snapshot>,
     pub(crate) metrics: Arc<Metrics>,
+    /// Targets taken out of service, finishing their connections.
+    pub(crate) drains: Arc<Drains>,
     next_session: AtomicU64,
     /// Every downstream connection's task.
     pub(crate) sessions: TaskTracker,
@@ -45,10 +50,11 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(snapshot: Snapshot, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(snapshot: Snapshot, metrics: Arc<Metrics>, drains: Arc<Drains>) -> Self {
         Self {
             snapshot: ArcSwap::from_pointee(snapshot),
             metrics,
+            drains,
             next_session: AtomicU64::new(1),
             sessions: TaskTracker::new(),
             abort: CancellationToken::new(),

@@ -8,6 +8,7 @@
 mod duration;
 mod error;
 mod file;
+mod watch;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -28,6 +29,7 @@ use toml::Spanned;
 use error::Diagnoser;
 pub use error::{ConfigError, Diagnostic};
 use file::*;
+pub use watch::ConfigWatcher;
 
 /// A checked front-door configuration.
 #[derive(Debug, Clone)]
@@ -38,6 +40,9 @@ pub struct Config {
     pub resolver: ResolverConfig,
     pub listeners: Vec<ListenerConfig>,
     pub target_groups: Vec<TargetGroupConfig>,
+    /// Every certificate, key and CA file it read: a change to one of them
+    /// is a reason to reload.
+    pub files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -316,6 +321,7 @@ impl Config {
         let mut checker = Checker {
             d: Diagnoser::new(path, text),
             base,
+            files: Vec::new(),
         };
         let config = checker.config(text, path);
         checker.d.finish()?;
@@ -333,6 +339,7 @@ impl Config {
 struct Checker<'a> {
     d: Diagnoser<'a>,
     base: PathBuf,
+    files: Vec<PathBuf>,
 }
 
 impl Checker<'_> {
@@ -385,6 +392,7 @@ impl Checker<'_> {
             resolver: resolver?,
             listeners,
             target_groups,
+            files: std::mem::take(&mut self.files),
         })
     }
 
@@ -490,8 +498,10 @@ impl Checker<'_> {
         Some(d)
     }
 
-    fn path(&self, value: &Spanned<String>) -> PathBuf {
-        self.base.join(value.get_ref())
+    fn path(&mut self, value: &Spanned<String>) -> PathBuf {
+        let path = self.base.join(value.get_ref());
+        self.files.push(path.clone());
+        path
     }
 
     fn admin(&mut self, admin: FileAdmin) -> Option<AdminConfig> {

@@ -30,6 +30,15 @@ impl SessionState {
             cache: ServerSessionMemoryCache::new(4096),
         })
     }
+
+    /// The same ticket key and cache, serving `tls`'s certificates.
+    pub(crate) fn with_certificates(&self, tls: &ListenerTls) -> Self {
+        Self {
+            resolver: Arc::new(CertResolver::new(tls.certificates.clone())),
+            ticketer: self.ticketer.clone(),
+            cache: self.cache.clone(),
+        }
+    }
 }
 
 /// Builds a listener's server configuration around its session state.

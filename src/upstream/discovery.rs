@@ -58,8 +58,8 @@ pub(crate) async fn run(group: Arc<TargetGroup>, resolver: Arc<TokioResolver>) {
         .filter(|t| matches!(t, TargetSpec::Host { .. }))
         .cloned()
         .collect();
-    let mut resolved: HashMap<TargetSpec, Vec<SocketAddr>> = HashMap::new();
     loop {
+        let mut resolved: HashMap<TargetSpec, Vec<SocketAddr>> = group.resolved().clone();
         let now = Instant::now();
         let mut next = now + MAX_REFRESH;
         for spec in &hosts {
@@ -85,7 +85,7 @@ pub(crate) async fn run(group: Arc<TargetGroup>, resolver: Arc<TokioResolver>) {
                 }
             }
         }
-        group.set_resolved(&resolved);
+        group.set_resolved(resolved);
         let next = next.clamp(now + MIN_REFRESH, now + MAX_REFRESH);
         tokio::select! {
             _ = group.cancel.cancelled() => return,

@@ -14,19 +14,22 @@ use super::target::Target;
 use super::TargetGroup;
 use crate::config::{HealthCheckConfig, HealthProtocol};
 
-/// Probes `target` every interval until its token is cancelled; the first
-/// probe runs at once.
+/// Probes `target` every interval, the first probe at once, until the
+/// group is replaced or stopped or the target is removed.
 pub(crate) async fn run(group: Arc<TargetGroup>, target: Arc<Target>) {
     let config = &group.config.health_check;
     let mut ticks = tokio::time::interval(config.interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = target.cancel.cancelled() => return,
+            _ = group.cancel.cancelled() => return,
             _ = ticks.tick() => {}
         }
+        if target.is_draining() {
+            return;
+        }
         let result = tokio::select! {
-            _ = target.cancel.cancelled() => return,
+            _ = group.cancel.cancelled() => return,
             r = tokio::time::timeout(config.timeout, probe(&group, &target, config)) => match r {
                 Ok(r) => r,
                 Err(_) => Err(format!("timed out after {:?}", config.timeout)),

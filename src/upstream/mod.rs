@@ -2,6 +2,7 @@
 //! and connecting to a chosen target (re-encrypting where configured).
 
 pub(crate) mod discovery;
+mod drain;
 mod health;
 mod select;
 pub(crate) mod target;
@@ -11,7 +12,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -30,6 +31,7 @@ use tracing::{info, warn};
 
 use crate::config::{TargetGroupConfig, TargetSpec};
 use crate::metrics::Metrics;
+pub(crate) use drain::Drains;
 pub(crate) use target::ConnectionGuard;
 use target::{Health, Target, Transition};
 
@@ -116,70 +118,119 @@ struct Pair {
 }
 
 /// A running target group: its targets, their health, and how to reach them.
+///
+/// A reload builds a new group from the new configuration, carrying over
+/// the targets that stay (with their health), and stops the old one.
 #[derive(Debug)]
 pub(crate) struct TargetGroup {
     pub(crate) config: TargetGroupConfig,
     upstream_tls: Option<Arc<ClientConfig>>,
     pub(crate) health_tls: Arc<ClientConfig>,
     targets: ArcSwap<Vec<Arc<Target>>>,
+    /// What hostname targets last resolved to.
+    resolved: Mutex<HashMap<TargetSpec, Vec<SocketAddr>>>,
     next: AtomicUsize,
     pairs: Vec<Pair>,
     metrics: Arc<Metrics>,
+    drains: Arc<Drains>,
     tasks: TaskTracker,
     /// Stops the group's discovery and health checks.
     pub(crate) cancel: CancellationToken,
 }
 
+/// What a group needs from the server that runs it.
+#[derive(Debug, Clone)]
+pub(crate) struct GroupContext {
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) resolver: Option<Arc<TokioResolver>>,
+    pub(crate) drains: Arc<Drains>,
+    pub(crate) tasks: TaskTracker,
+}
+
 impl TargetGroup {
-    /// Starts the group: its address targets at once (checked from now
-    /// on), its hostname targets as soon as they resolve.
+    /// Starts the group. Targets of `previous` (the group of the same name
+    /// before a reload) that stay are carried over with their health; new
+    /// address targets are checked from now on, hostname targets as soon as
+    /// they resolve.
     pub(crate) fn start(
         config: TargetGroupConfig,
-        metrics: Arc<Metrics>,
-        resolver: Option<Arc<TokioResolver>>,
-        tasks: TaskTracker,
+        cx: &GroupContext,
         cancel: CancellationToken,
+        previous: Option<&Self>,
     ) -> Arc<Self> {
         let pairs = config
             .pairs
             .iter()
             .map(|members| {
                 let label = format!("{}|{}", members[0], members[1]);
+                let last = previous
+                    .and_then(|p| p.pairs.iter().find(|old| old.label == label))
+                    .map_or(u8::MAX, |old| old.last.load(Ordering::Acquire));
                 Pair {
-                    active_nodes: metrics.pair_active_nodes(&config.name, &label),
+                    active_nodes: cx.metrics.pair_active_nodes(&config.name, &label),
                     members: members.clone(),
                     label,
-                    last: AtomicU8::new(u8::MAX),
+                    last: AtomicU8::new(last),
                 }
             })
             .collect();
+        let resolved: HashMap<_, _> = previous
+            .map(|p| p.resolved().clone())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(spec, _)| config.targets.contains(spec))
+            .collect();
+        let carried = previous.map(|p| p.targets.load_full()).unwrap_or_default();
         let group = Arc::new(Self {
             upstream_tls: config.tls.as_ref().map(crate::tls::upstream_config),
             health_tls: crate::tls::health_check_config(),
             targets: ArcSwap::from_pointee(Vec::new()),
+            resolved: Mutex::new(HashMap::new()),
             next: AtomicUsize::new(0),
             pairs,
-            metrics,
-            tasks,
+            metrics: cx.metrics.clone(),
+            drains: cx.drains.clone(),
+            tasks: cx.tasks.clone(),
             cancel,
             config,
         });
-        group.set_resolved(&HashMap::new());
+        let list = group.assemble(&resolved, &carried);
+        for target in &list {
+            group
+                .tasks
+                .spawn(health::run(group.clone(), target.clone()));
+        }
+        group.targets.store(Arc::new(list));
+        *group.resolved() = resolved;
         let has_hosts = group
             .config
             .targets
             .iter()
             .any(|t| matches!(t, TargetSpec::Host { .. }));
-        if let (true, Some(resolver)) = (has_hosts, resolver) {
+        if let (true, Some(resolver)) = (has_hosts, cx.resolver.clone()) {
             group.tasks.spawn(discovery::run(group.clone(), resolver));
         }
         group
     }
 
-    /// Rebuilds the target list from the configured targets and the
-    /// addresses hostnames resolved to. Targets that stay keep their health.
-    pub(crate) fn set_resolved(self: &Arc<Self>, resolved: &HashMap<TargetSpec, Vec<SocketAddr>>) {
-        let current = self.targets.load_full();
+    pub(crate) fn resolved(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<TargetSpec, Vec<SocketAddr>>> {
+        self.resolved.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The current targets, in configuration order.
+    pub(crate) fn targets(&self) -> Arc<Vec<Arc<Target>>> {
+        self.targets.load_full()
+    }
+
+    /// The target list for the configured targets and the addresses
+    /// hostnames resolved to, reusing the `existing` targets that stay.
+    fn assemble(
+        &self,
+        resolved: &HashMap<TargetSpec, Vec<SocketAddr>>,
+        existing: &[Arc<Target>],
+    ) -> Vec<Arc<Target>> {
         let mut list = Vec::new();
         for spec in &self.config.targets {
             let addrs: &[SocketAddr] = match spec {
@@ -187,39 +238,48 @@ impl TargetGroup {
                 TargetSpec::Host { .. } => resolved.get(spec).map_or(&[], Vec::as_slice),
             };
             for &addr in addrs {
-                let existing = current.iter().find(|t| t.spec == *spec && t.addr == addr);
-                let target = match existing {
+                let reused = existing
+                    .iter()
+                    .find(|t| t.spec == *spec && t.addr == addr && !t.is_draining());
+                list.push(match reused {
                     Some(t) => t.clone(),
-                    None => self.add_target(spec.clone(), addr),
-                };
-                list.push(target);
+                    None => Arc::new(Target::new(
+                        spec.clone(),
+                        addr,
+                        self.metrics.target(
+                            &self.config.name,
+                            &spec.to_string(),
+                            &addr.to_string(),
+                        ),
+                    )),
+                });
+            }
+        }
+        list
+    }
+
+    /// Applies a new resolution of the hostname targets: new addresses
+    /// become targets (checked from now on), vanished ones drain.
+    pub(crate) fn set_resolved(self: &Arc<Self>, resolved: HashMap<TargetSpec, Vec<SocketAddr>>) {
+        let current = self.targets.load_full();
+        let list = self.assemble(&resolved, &current);
+        for target in &list {
+            if !current.iter().any(|t| Arc::ptr_eq(t, target)) {
+                self.tasks.spawn(health::run(self.clone(), target.clone()));
             }
         }
         for old in current.iter() {
             if !list.iter().any(|t| Arc::ptr_eq(t, old)) {
-                self.retire(old);
+                self.drains.retire(
+                    &self.config.name,
+                    old,
+                    self.config.deregistration_delay,
+                    "its hostname no longer resolves to this address",
+                );
             }
         }
         self.targets.store(Arc::new(list));
-    }
-
-    fn add_target(self: &Arc<Self>, spec: TargetSpec, addr: SocketAddr) -> Arc<Target> {
-        let metrics = self
-            .metrics
-            .target(&self.config.name, &spec.to_string(), &addr.to_string());
-        let target = Arc::new(Target::new(spec, addr, metrics, self.cancel.child_token()));
-        self.tasks.spawn(health::run(self.clone(), target.clone()));
-        target
-    }
-
-    /// A target whose address went away: no new connections, no more
-    /// checks; connections already open run on.
-    fn retire(&self, target: &Arc<Target>) {
-        info!(group = %self.config.name, target = %target.label, address = %target.addr, "target removed");
-        target.set_draining();
-        target.cancel.cancel();
-        self.metrics
-            .remove_target(&self.config.name, &target.label, &target.addr.to_string());
+        *self.resolved() = resolved;
     }
 
     /// Logs a health transition and re-evaluates the pairs.
@@ -412,7 +472,7 @@ impl TargetGroup {
     }
 }
 
-fn rfc3339(time: std::time::SystemTime) -> String {
+pub(crate) fn rfc3339(time: std::time::SystemTime) -> String {
     time::OffsetDateTime::from(time)
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()

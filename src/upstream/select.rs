@@ -58,7 +58,6 @@ mod tests {
     use super::*;
     use crate::config::{HealthCheckConfig, TargetSpec};
     use crate::metrics::Metrics;
-    use tokio_util::sync::CancellationToken;
 
     fn targets(n: u16, healthy: &[bool]) -> Vec<Arc<Target>> {
         let metrics = Metrics::new();
@@ -69,7 +68,6 @@ mod tests {
                     TargetSpec::Addr(addr),
                     addr,
                     metrics.target("g", &addr.to_string(), &addr.to_string()),
-                    CancellationToken::new(),
                 );
                 let result = if healthy[usize::from(i)] {
                     Ok(())

@@ -67,17 +67,13 @@ pub(crate) struct Target {
     detail: Mutex<Detail>,
     active: AtomicUsize,
     pub(crate) metrics: TargetMetrics,
-    /// Stops this target's health checks.
-    pub(crate) cancel: CancellationToken,
+    /// Cancelled when a removed target's deregistration delay is over: its
+    /// remaining connections close.
+    pub(crate) deregistered: CancellationToken,
 }
 
 impl Target {
-    pub(crate) fn new(
-        spec: TargetSpec,
-        addr: SocketAddr,
-        metrics: TargetMetrics,
-        cancel: CancellationToken,
-    ) -> Self {
+    pub(crate) fn new(spec: TargetSpec, addr: SocketAddr, metrics: TargetMetrics) -> Self {
         Self {
             label: spec.to_string(),
             spec,
@@ -90,7 +86,7 @@ impl Target {
             }),
             active: AtomicUsize::new(0),
             metrics,
-            cancel,
+            deregistered: CancellationToken::new(),
         }
     }
 
@@ -223,12 +219,7 @@ mod tests {
     fn target() -> Target {
         let addr: SocketAddr = "127.0.0.1:61618".parse().unwrap();
         let metrics = Metrics::new().target("g", "t", "a");
-        Target::new(
-            TargetSpec::Addr(addr),
-            addr,
-            metrics,
-            CancellationToken::new(),
-        )
+        Target::new(TargetSpec::Addr(addr), addr, metrics)
     }
 
     fn config(healthy: u32, unhealthy: u32) -> HealthCheckConfig {
