@@ -221,16 +221,13 @@ fn serve(path: &std::path::Path, grace: Duration, watch: bool) -> ExitCode {
 #[cfg(unix)]
 async fn serve_until_stopped(server: &Server) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (mut term, mut hup) = match (
+    let (Ok(mut term), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::hangup()),
-    ) {
-        (Ok(term), Ok(hup)) => (term, hup),
-        _ => {
-            warn!("cannot install signal handlers; stop with Ctrl-C");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
+    ) else {
+        warn!("cannot install signal handlers; stop with Ctrl-C");
+        let _ = tokio::signal::ctrl_c().await;
+        return;
     };
     loop {
         tokio::select! {
