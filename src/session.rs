@@ -166,10 +166,29 @@ struct Cx<'a> {
 }
 
 impl Cx<'_> {
+    /// Connects to a target of the listener's group. A reload may replace
+    /// the group while this session picks from it (its removed targets then
+    /// drain and refuse new connections): the session moves on to the
+    /// group now in service.
+    async fn connect(&self) -> Option<(ConnectionGuard, UpstreamStream)> {
+        let mut group = self.group.clone();
+        for _ in 0..3 {
+            if let Some(connected) = group.connect_any(self.client, self.proxy_header).await {
+                return Some(connected);
+            }
+            if !group.cancel.is_cancelled() {
+                return None;
+            }
+            let name = &self.listener.config.target_group;
+            group = self.shared.snapshot.load().groups.get(name)?.clone();
+        }
+        None
+    }
+
     async fn plain(&self, mut tcp: TcpStream, report: &mut Report) {
         let connected = tokio::select! {
             _ = self.shared.abort.cancelled() => return,
-            c = self.group.connect_any(self.client, self.proxy_header) => c,
+            c = self.connect() => c,
         };
         let Some((guard, mut upstream)) = connected else {
             report.close = Close::NoTarget;
@@ -201,7 +220,7 @@ impl Cx<'_> {
         }
         let connected = tokio::select! {
             _ = self.shared.abort.cancelled() => return,
-            c = self.group.connect_any(self.client, self.proxy_header) => c,
+            c = self.connect() => c,
         };
         let Some((guard, mut upstream)) = connected else {
             report.close = Close::NoTarget;

@@ -7,8 +7,11 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
+use std::time::Duration;
 
 use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
 
 /// Kills the child if a test fails before stopping it.
 struct Running(Child);
@@ -20,12 +23,79 @@ impl Drop for Running {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serve_reports_its_address_serves_and_stops_on_sigterm() {
-    let pki = Pki::new();
-    pki.issue("front", &["mq.localhost"]);
-    pki.issue("broker", &["broker.internal"]);
-    let backend = Backend::tls("b1", "127.0.0.1", 0, &pki, "broker").await;
+/// The portico binary and its log lines.
+struct Portico {
+    child: Running,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Portico {
+    fn start(config: &std::path::Path, args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_portico"))
+            .arg("serve")
+            .args(args)
+            .arg("--config")
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child: Running(child),
+            lines,
+        }
+    }
+
+    /// The next log line containing `what`.
+    fn line(&self, what: &str) -> String {
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(DEADLINE)
+                .unwrap_or_else(|_| panic!("no log line with {what}"));
+            if line.contains(what) {
+                return line;
+            }
+        }
+    }
+
+    /// The address from its "listening on" line.
+    fn listening(&self) -> SocketAddr {
+        let line = self.line("listening on ");
+        line.split("listening on ")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    fn signal(&self, name: &str) {
+        let pid = self.child.0.id().to_string();
+        assert!(Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .unwrap()
+            .success());
+    }
+
+    fn wait(mut self) -> Option<i32> {
+        self.child.0.wait().unwrap().code()
+    }
+}
+
+fn write_config(pki: &Pki, target: SocketAddr) -> std::path::PathBuf {
     let config = pki.path("portico.toml");
     std::fs::write(
         &config,
@@ -43,55 +113,33 @@ target_group = "brokers"
 name = "brokers"
 ca = "ca.crt"
 server_name = "broker.internal"
-targets = ["{}"]
-"#,
-            backend.addr
+targets = ["{target}"]
+"#
         ),
     )
     .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_portico"))
-        .args(["serve", "--grace", "5s", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut running = Running(child);
-    let stderr = running.0.stderr.take().unwrap();
-    let (lines_tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let next_line = |what: &str| -> String {
-        loop {
-            let line = lines
-                .recv_timeout(DEADLINE)
-                .unwrap_or_else(|_| panic!("no log line with {what}"));
-            if line.contains(what) {
-                return line;
-            }
-        }
-    };
-    let listening = next_line("listening on ");
-    let addr: SocketAddr = listening
-        .split("listening on ")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    config
+}
+
+fn pki() -> Pki {
+    let pki = Pki::new();
+    pki.issue("front", &["mq.localhost"]);
+    pki.issue("broker", &["broker.internal"]);
+    pki
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_reports_its_address_serves_and_stops_on_sigterm() {
+    let pki = pki();
+    let backend = Backend::tls("b1", "127.0.0.1", 0, &pki, "broker").await;
+    let portico = Portico::start(&write_config(&pki, backend.addr), &["--grace", "5s"]);
+    let addr = portico.listening();
 
     wait_for("served through the binary", || async {
         matches!(who(addr, pki.client_config()).await.as_deref(), Ok("b1"))
     })
     .await;
-    let closed = next_line("connection closed");
+    let closed = portico.line("connection closed");
     assert!(
         closed.contains("close_reason=downstream_closed")
             || closed.contains("close_reason=downstream_error"),
@@ -99,13 +147,88 @@ targets = ["{}"]
     );
     assert!(closed.contains("bytes.to_downstream=3"), "{closed}");
 
-    let pid = running.0.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    next_line("stopped");
-    let status = running.0.wait().unwrap();
-    assert_eq!(status.code(), Some(0));
+    portico.signal("TERM");
+    portico.line("stopped");
+    assert_eq!(portico.wait(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_live_streams_finish_within_the_grace_period() {
+    let pki = pki();
+    let backend = Backend::tls("b1", "127.0.0.1", 0, &pki, "broker").await;
+    let portico = Portico::start(&write_config(&pki, backend.addr), &["--grace", "30s"]);
+    let addr = portico.listening();
+    let (mut stream, _) = tls_connect(addr, pki.client_config(), "mq.localhost")
+        .await
+        .unwrap();
+
+    portico.signal("TERM");
+    portico.line("waiting for open connections to finish");
+    // New connections are no longer accepted; the live stream still works.
+    wait_for("no longer accepting", || async {
+        who(addr, pki.client_config()).await.is_err()
+    })
+    .await;
+    stream.write_all(b"during shutdown").await.unwrap();
+    let mut back = [0u8; 15];
+    stream.read_exact(&mut back).await.unwrap();
+    assert_eq!(&back, b"during shutdown");
+    // The client finishes: the process exits at once, well inside the grace period.
+    let closed_at = Instant::now();
+    drop(stream);
+    portico.line("stopped");
+    assert!(closed_at.elapsed() < Duration::from_secs(10));
+    assert_eq!(portico.wait(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_what_is_left_when_the_grace_period_ends() {
+    let pki = pki();
+    let backend = Backend::tls("b1", "127.0.0.1", 0, &pki, "broker").await;
+    let portico = Portico::start(&write_config(&pki, backend.addr), &["--grace", "500ms"]);
+    let addr = portico.listening();
+    let (mut stream, _) = tls_connect(addr, pki.client_config(), "mq.localhost")
+        .await
+        .unwrap();
+    let signalled = Instant::now();
+    portico.signal("TERM");
+    let mut buf = [0u8; 1];
+    let end = tokio::time::timeout(DEADLINE, stream.read(&mut buf))
+        .await
+        .unwrap();
+    assert!(matches!(end, Ok(0) | Err(_)), "{end:?}");
+    assert!(
+        signalled.elapsed() >= Duration::from_millis(450),
+        "closed before the grace period ended"
+    );
+    portico.line("grace period over");
+    assert_eq!(portico.wait(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_configuration() {
+    let pki = pki();
+    let a = Backend::tls("a", "127.0.0.1", 0, &pki, "broker").await;
+    let b = Backend::tls("b", "127.0.0.1", 0, &pki, "broker").await;
+    let config = write_config(&pki, a.addr);
+    let portico = Portico::start(&config, &["--no-watch"]);
+    let addr = portico.listening();
+    wait_for("a serves", || async {
+        matches!(who(addr, pki.client_config()).await.as_deref(), Ok("a"))
+    })
+    .await;
+    write_config(&pki, b.addr);
+    // Without the file watch nothing changes until SIGHUP.
+    assert_eq!(who(addr, pki.client_config()).await.unwrap(), "a");
+    portico.signal("HUP");
+    portico.line("configuration reloaded");
+    assert_eq!(who(addr, pki.client_config()).await.unwrap(), "b");
+    // A broken file on SIGHUP: logged with its position, nothing changes.
+    std::fs::write(&config, "[[listener]]\nname = 1\n").unwrap();
+    portico.signal("HUP");
+    let error = portico.line("reload failed");
+    assert!(error.contains("portico.toml:2:8"), "{error}");
+    assert_eq!(who(addr, pki.client_config()).await.unwrap(), "b");
+    portico.signal("TERM");
+    assert_eq!(portico.wait(), Some(0));
 }
