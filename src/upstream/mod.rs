@@ -477,3 +477,70 @@ pub(crate) fn rfc3339(time: std::time::SystemTime) -> String {
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Algorithm, HealthCheckConfig, WhenAllUnhealthy};
+
+    fn config(targets: &[&str]) -> TargetGroupConfig {
+        TargetGroupConfig {
+            name: "g".into(),
+            tls: None,
+            algorithm: Algorithm::RoundRobin,
+            connect_timeout: Duration::from_secs(1),
+            deregistration_delay: Duration::from_secs(30),
+            when_all_unhealthy: WhenAllUnhealthy::FailOpen,
+            targets: targets
+                .iter()
+                .map(|t| TargetSpec::Addr(t.parse().unwrap()))
+                .collect(),
+            pairs: Vec::new(),
+            health_check: HealthCheckConfig::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reload_carries_over_the_targets_that_stay_with_their_health() {
+        let metrics = Arc::new(Metrics::new());
+        let (tasks, stop) = (TaskTracker::new(), CancellationToken::new());
+        let cx = GroupContext {
+            metrics: metrics.clone(),
+            resolver: None,
+            drains: Drains::new(metrics, tasks.clone(), stop.clone()),
+            tasks: tasks.clone(),
+        };
+        // A live port for the target that stays, so its checks pass.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let live = listener.local_addr().unwrap().to_string();
+        let first = TargetGroup::start(
+            config(&["127.0.0.1:1", &live]),
+            &cx,
+            stop.child_token(),
+            None,
+        );
+        let kept = first.targets()[1].clone();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !kept.is_healthy() {
+            assert!(tokio::time::Instant::now() < deadline, "never healthy");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let second = TargetGroup::start(
+            config(&[&live, "127.0.0.1:3"]),
+            &cx,
+            stop.child_token(),
+            Some(&first),
+        );
+        let targets = second.targets();
+        assert!(
+            Arc::ptr_eq(&targets[0], &kept),
+            "the staying target is the same one"
+        );
+        assert!(targets[0].is_healthy(), "and keeps its health");
+        assert_eq!(targets[1].health(), Health::Initial);
+        assert!(!targets.iter().any(|t| Arc::ptr_eq(t, &first.targets()[0])));
+        stop.cancel();
+        tasks.close();
+        tasks.wait().await;
+    }
+}
