@@ -1,0 +1,182 @@
+//! STOMP frames: commands, headers (with STOMP 1.2 escaping) and bodies.
+
+use std::fmt;
+
+/// A STOMP command, client or server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Command {
+    Connect,
+    Stomp,
+    Connected,
+    Send,
+    Subscribe,
+    Unsubscribe,
+    Ack,
+    Nack,
+    Begin,
+    Commit,
+    Abort,
+    Disconnect,
+    Message,
+    Receipt,
+    Error,
+}
+
+impl Command {
+    pub fn parse(bytes: &[u8]) -> Option<Self> {
+        Some(match bytes {
+            b"CONNECT" => Self::Connect,
+            b"STOMP" => Self::Stomp,
+            b"CONNECTED" => Self::Connected,
+            b"SEND" => Self::Send,
+            b"SUBSCRIBE" => Self::Subscribe,
+            b"UNSUBSCRIBE" => Self::Unsubscribe,
+            b"ACK" => Self::Ack,
+            b"NACK" => Self::Nack,
+            b"BEGIN" => Self::Begin,
+            b"COMMIT" => Self::Commit,
+            b"ABORT" => Self::Abort,
+            b"DISCONNECT" => Self::Disconnect,
+            b"MESSAGE" => Self::Message,
+            b"RECEIPT" => Self::Receipt,
+            b"ERROR" => Self::Error,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connect => "CONNECT",
+            Self::Stomp => "STOMP",
+            Self::Connected => "CONNECTED",
+            Self::Send => "SEND",
+            Self::Subscribe => "SUBSCRIBE",
+            Self::Unsubscribe => "UNSUBSCRIBE",
+            Self::Ack => "ACK",
+            Self::Nack => "NACK",
+            Self::Begin => "BEGIN",
+            Self::Commit => "COMMIT",
+            Self::Abort => "ABORT",
+            Self::Disconnect => "DISCONNECT",
+            Self::Message => "MESSAGE",
+            Self::Receipt => "RECEIPT",
+            Self::Error => "ERROR",
+        }
+    }
+
+    /// CONNECT and CONNECTED frames carry their headers unescaped.
+    fn escapes_headers(self) -> bool {
+        !matches!(self, Self::Connect | Self::Stomp | Self::Connected)
+    }
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One frame. Headers keep their order; when a name repeats, the first wins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    pub command: Command,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Frame {
+    pub fn new(command: Command) -> Self {
+        Self {
+            command,
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+
+    pub fn header(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.headers.push((name.to_owned(), value.into()));
+        self
+    }
+
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// The first value of header `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Serialises the frame, with a `content-length` for any body.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.command.as_str().as_bytes());
+        out.push(b'\n');
+        let escape = self.command.escapes_headers();
+        let mut has_length = false;
+        for (name, value) in &self.headers {
+            if name == "content-length" {
+                has_length = true;
+                // Always the true length, whatever a header said.
+                out.extend_from_slice(format!("content-length:{}\n", self.body.len()).as_bytes());
+                continue;
+            }
+            push_header_part(out, name, escape);
+            out.push(b':');
+            push_header_part(out, value, escape);
+            out.push(b'\n');
+        }
+        if !has_length && !self.body.is_empty() {
+            out.extend_from_slice(format!("content-length:{}\n", self.body.len()).as_bytes());
+        }
+        out.push(b'\n');
+        out.extend_from_slice(&self.body);
+        out.push(0);
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64 + self.body.len());
+        self.encode(&mut out);
+        out
+    }
+}
+
+fn push_header_part(out: &mut Vec<u8>, text: &str, escape: bool) {
+    if !escape {
+        // Without escaping, these bytes cannot be represented: drop them.
+        out.extend(text.bytes().filter(|b| !matches!(b, b'\n' | b'\r' | b':')));
+        return;
+    }
+    for b in text.bytes() {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b':' => out.extend_from_slice(b"\\c"),
+            _ => out.push(b),
+        }
+    }
+}
+
+/// Undoes STOMP 1.2 header escaping; `None` for an undefined escape.
+pub(crate) fn unescape(raw: &[u8]) -> Option<String> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut bytes = raw.iter();
+    while let Some(&b) = bytes.next() {
+        if b != b'\\' {
+            out.push(b);
+            continue;
+        }
+        match bytes.next()? {
+            b'\\' => out.push(b'\\'),
+            b'n' => out.push(b'\n'),
+            b'r' => out.push(b'\r'),
+            b'c' => out.push(b':'),
+            _ => return None,
+        }
+    }
+    String::from_utf8(out).ok()
+}
