@@ -1,0 +1,413 @@
+//! The journal: persistent messages and their acknowledgements, appended
+//! to segment files by one writer that group-commits (one fsync for every
+//! batch of waiting appends), replayed on start.
+
+mod record;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use tokio::sync::{mpsc, oneshot};
+use tracing::{info, warn};
+
+pub use record::{Record, StoredMessage};
+
+/// A segment is closed and a new one begun past this size.
+const SEGMENT_SIZE: u64 = 32 * 1024 * 1024;
+/// Appends waiting at most, before senders wait (backpressure).
+const QUEUE: usize = 4096;
+
+/// Why the journal failed.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("journal {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("journal segment {path} is corrupt at byte {offset}: {detail}")]
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        detail: String,
+    },
+    #[error("the journal writer has stopped")]
+    Stopped,
+}
+
+/// What a replay found.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// Messages added and not acknowledged, in journal order.
+    pub messages: Vec<StoredMessage>,
+    /// One above the highest message id ever written.
+    pub next_id: u64,
+    /// A torn record at the tail was cut off.
+    pub torn_tail: bool,
+}
+
+struct Append {
+    records: Vec<Record>,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+/// A handle to the journal writer; clones share it.
+#[derive(Debug, Clone)]
+pub struct Journal {
+    tx: mpsc::Sender<Append>,
+}
+
+impl Journal {
+    /// Replays the journal in `dir` and starts its writer thread.
+    pub fn open(dir: &Path) -> Result<(Self, Recovered), JournalError> {
+        let io = |source| JournalError::Io {
+            path: dir.to_owned(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let mut state = Writer::replay(dir)?;
+        let recovered = state.recovered.take().unwrap_or_default();
+        let (tx, rx) = mpsc::channel(QUEUE);
+        std::thread::Builder::new()
+            .name("journal-writer".into())
+            .spawn(move || state.run(rx))
+            .map_err(io)?;
+        Ok((Self { tx }, recovered))
+    }
+
+    /// Appends `records`; resolves once they are on disk (fsynced).
+    pub async fn append(&self, records: Vec<Record>) -> Result<(), JournalError> {
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send(Append { records, done })
+            .await
+            .map_err(|_| JournalError::Stopped)?;
+        match wait.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(detail)) => Err(JournalError::Io {
+                path: PathBuf::from("journal"),
+                source: std::io::Error::other(detail),
+            }),
+            Err(_) => Err(JournalError::Stopped),
+        }
+    }
+}
+
+/// The writer thread's state: the open segment and which segments still
+/// hold unacknowledged messages.
+struct Writer {
+    dir: PathBuf,
+    file: File,
+    current: u64,
+    current_size: u64,
+    /// Per segment, messages added there and not yet acknowledged.
+    live: BTreeMap<u64, usize>,
+    /// Segment of each unacknowledged message.
+    location: HashMap<u64, u64>,
+    recovered: Option<Recovered>,
+}
+
+fn segment_path(dir: &Path, n: u64) -> PathBuf {
+    dir.join(format!("{n:016}.log"))
+}
+
+impl Writer {
+    fn replay(dir: &Path) -> Result<Self, JournalError> {
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| JournalError::Io { path, source }
+        };
+        let mut segments: Vec<u64> = std::fs::read_dir(dir)
+            .map_err(io(dir))?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                name.strip_suffix(".log")?.parse().ok()
+            })
+            .collect();
+        segments.sort_unstable();
+        let mut pending: Vec<StoredMessage> = Vec::new();
+        let mut index: HashMap<u64, usize> = HashMap::new();
+        let mut acked = 0usize;
+        let mut live: BTreeMap<u64, usize> = BTreeMap::new();
+        let mut location = HashMap::new();
+        let mut next_id = 1;
+        let mut torn_tail = false;
+        let mut last_size = 0;
+        for (i, &seg) in segments.iter().enumerate() {
+            let path = segment_path(dir, seg);
+            let mut bytes = Vec::new();
+            File::open(&path)
+                .and_then(|mut f| f.read_to_end(&mut bytes))
+                .map_err(io(&path))?;
+            let is_last = i + 1 == segments.len();
+            let mut offset = 0;
+            live.entry(seg).or_insert(0);
+            while offset < bytes.len() {
+                match Record::decode(&bytes[offset..]) {
+                    Ok(Some((record, used))) => {
+                        match record {
+                            Record::Add(m) => {
+                                next_id = next_id.max(m.id + 1);
+                                *live.entry(seg).or_insert(0) += 1;
+                                location.insert(m.id, seg);
+                                index.insert(m.id, pending.len());
+                                pending.push(m);
+                            }
+                            Record::Ack { id } => {
+                                if let Some(s) = location.remove(&id) {
+                                    if let Some(n) = live.get_mut(&s) {
+                                        *n = n.saturating_sub(1);
+                                    }
+                                }
+                                if let Some(at) = index.remove(&id) {
+                                    pending[at].id = 0;
+                                    acked += 1;
+                                }
+                            }
+                        }
+                        offset += used;
+                    }
+                    Ok(None) | Err(_) if is_last => {
+                        // A crash mid-write: cut the torn record off.
+                        warn!(segment = %path.display(), offset, "journal tail is torn; cutting it off");
+                        OpenOptions::new()
+                            .write(true)
+                            .open(&path)
+                            .and_then(|f| f.set_len(offset as u64).and_then(|_| f.sync_all()))
+                            .map_err(io(&path))?;
+                        torn_tail = true;
+                        break;
+                    }
+                    Ok(None) => {
+                        return Err(JournalError::Corrupt {
+                            path,
+                            offset: offset as u64,
+                            detail: "truncated record before the last segment".into(),
+                        })
+                    }
+                    Err(detail) => {
+                        return Err(JournalError::Corrupt {
+                            path,
+                            offset: offset as u64,
+                            detail,
+                        })
+                    }
+                }
+            }
+            if is_last {
+                last_size = offset as u64;
+            }
+        }
+        pending.retain(|m| m.id != 0);
+        if !pending.is_empty() || acked > 0 {
+            info!(
+                messages = pending.len(),
+                acknowledged = acked,
+                "journal replayed"
+            );
+        }
+        let current = segments.last().copied().unwrap_or(1);
+        let path = segment_path(dir, current);
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        live.entry(current).or_insert(0);
+        let mut writer = Self {
+            dir: dir.to_owned(),
+            file,
+            current,
+            current_size: last_size,
+            live,
+            location,
+            recovered: Some(Recovered {
+                messages: pending,
+                next_id,
+                torn_tail,
+            }),
+        };
+        writer.reclaim();
+        Ok(writer)
+    }
+
+    fn run(mut self, mut rx: mpsc::Receiver<Append>) {
+        let mut buf = Vec::with_capacity(1024 * 1024);
+        while let Some(first) = rx.blocking_recv() {
+            let mut batch = vec![first];
+            // Group commit: everything already waiting goes in this fsync.
+            while batch.len() < 1024 {
+                match rx.try_recv() {
+                    Ok(more) => batch.push(more),
+                    Err(_) => break,
+                }
+            }
+            buf.clear();
+            for append in &batch {
+                for record in &append.records {
+                    record.encode(&mut buf);
+                }
+            }
+            let result = self.write(&buf).map_err(|e| e.to_string());
+            if result.is_ok() {
+                for append in &batch {
+                    self.account(&append.records);
+                }
+                self.reclaim();
+            }
+            for append in batch {
+                let _ = append.done.send(result.clone());
+            }
+        }
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        if self.current_size > 0 && self.current_size + bytes.len() as u64 > SEGMENT_SIZE {
+            self.file.sync_data()?;
+            self.current += 1;
+            self.current_size = 0;
+            self.file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(segment_path(&self.dir, self.current))?;
+            self.live.entry(self.current).or_insert(0);
+            // The new segment's directory entry must survive a crash too.
+            File::open(&self.dir)?.sync_all()?;
+        }
+        self.file.write_all(bytes)?;
+        self.file.sync_data()?;
+        self.current_size += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn account(&mut self, records: &[Record]) {
+        for record in records {
+            match record {
+                Record::Add(m) => {
+                    *self.live.entry(self.current).or_insert(0) += 1;
+                    self.location.insert(m.id, self.current);
+                }
+                Record::Ack { id } => {
+                    if let Some(seg) = self.location.remove(id) {
+                        if let Some(n) = self.live.get_mut(&seg) {
+                            *n = n.saturating_sub(1);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Deletes the oldest segments whose messages are all acknowledged.
+    /// Only a prefix goes: a later segment may hold acks of earlier ones.
+    fn reclaim(&mut self) {
+        while let Some((&seg, &n)) = self.live.iter().next() {
+            if n > 0 || seg == self.current {
+                break;
+            }
+            let path = segment_path(&self.dir, seg);
+            if let Err(e) = std::fs::remove_file(&path) {
+                warn!(segment = %path.display(), error = %e, "cannot delete a consumed journal segment");
+                break;
+            }
+            self.live.remove(&seg);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(id: u64, body: &str) -> StoredMessage {
+        StoredMessage {
+            id,
+            destination: "/queue/q".into(),
+            headers: vec![("persistent".into(), "true".into())],
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[tokio::test]
+    async fn replays_what_was_not_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (journal, recovered) = Journal::open(dir.path()).unwrap();
+            assert!(recovered.messages.is_empty());
+            for i in 1..=5 {
+                journal
+                    .append(vec![Record::Add(message(i, "m"))])
+                    .await
+                    .unwrap();
+            }
+            journal
+                .append(vec![Record::Ack { id: 2 }, Record::Ack { id: 4 }])
+                .await
+                .unwrap();
+        }
+        let (_journal, recovered) = Journal::open(dir.path()).unwrap();
+        let ids: Vec<u64> = recovered.messages.iter().map(|m| m.id).collect();
+        assert_eq!(ids, vec![1, 3, 5]);
+        assert_eq!(recovered.next_id, 6);
+    }
+
+    #[test]
+    fn a_torn_last_record_is_cut_at_every_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = Vec::new();
+        Record::Add(message(1, "first")).encode(&mut bytes);
+        Record::Add(message(2, "second")).encode(&mut bytes);
+        let intact = bytes.len();
+        Record::Add(message(3, "third, torn")).encode(&mut bytes);
+        for cut in intact..bytes.len() {
+            let path = segment_path(dir.path(), 1);
+            std::fs::write(&path, &bytes[..cut]).unwrap();
+            let mut writer = Writer::replay(dir.path()).unwrap();
+            let recovered = writer.recovered.take().unwrap();
+            let ids: Vec<u64> = recovered.messages.iter().map(|m| m.id).collect();
+            assert_eq!(ids, vec![1, 2], "cut at {cut}");
+            assert_eq!(recovered.torn_tail, cut > intact);
+            assert_eq!(std::fs::metadata(&path).unwrap().len(), intact as u64);
+        }
+    }
+
+    #[test]
+    fn corruption_before_the_tail_refuses_to_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = Vec::new();
+        Record::Add(message(1, "first")).encode(&mut bytes);
+        bytes[12] ^= 0xff;
+        std::fs::write(segment_path(dir.path(), 1), &bytes).unwrap();
+        let mut later = Vec::new();
+        Record::Add(message(2, "second")).encode(&mut later);
+        std::fs::write(segment_path(dir.path(), 2), &later).unwrap();
+        let err = Writer::replay(dir.path()).err().unwrap();
+        assert!(err.to_string().contains("checksum"), "{err}");
+    }
+
+    #[test]
+    fn consumed_segments_are_deleted_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = Vec::new();
+        Record::Add(message(1, "a")).encode(&mut a);
+        std::fs::write(segment_path(dir.path(), 1), &a).unwrap();
+        let mut b = Vec::new();
+        Record::Add(message(2, "b")).encode(&mut b);
+        Record::Ack { id: 1 }.encode(&mut b);
+        std::fs::write(segment_path(dir.path(), 2), &b).unwrap();
+        let mut c = Vec::new();
+        Record::Ack { id: 2 }.encode(&mut c);
+        std::fs::write(segment_path(dir.path(), 3), &c).unwrap();
+        let _writer = Writer::replay(dir.path()).unwrap();
+        assert!(!segment_path(dir.path(), 1).exists());
+        assert!(!segment_path(dir.path(), 2).exists());
+        assert!(
+            segment_path(dir.path(), 3).exists(),
+            "the current segment stays"
+        );
+    }
+}
