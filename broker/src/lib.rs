@@ -1,4 +1,226 @@
 //! `portico-broker`: the broker network that the portico front door fronts.
+//!
+//! `Broker::start` runs one node from a checked `BrokerConfig`:
+//! its journal is replayed, then its transports and console open.
 
+pub mod auth;
+pub mod config;
+pub mod router;
 pub mod stomp;
 pub mod store;
+
+mod console;
+mod transport;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::ServerConfig;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::info;
+
+use auth::Auth;
+use config::{BrokerConfig, Limits};
+use router::{Destination, Message, Router, RouterLimits};
+use store::{Journal, JournalError};
+
+/// Why a broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("transport {name:?} cannot bind {addr}: {source}")]
+    Bind {
+        name: String,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("console cannot bind {addr}: {source}")]
+    ConsoleBind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("data_dir {path}: {source}")]
+    DataDir {
+        path: std::path::PathBuf,
+        #[source]
+        source: JournalError,
+    },
+}
+
+/// What every connection of a broker shares.
+#[derive(Debug)]
+pub(crate) struct BrokerCore {
+    pub(crate) name: String,
+    pub(crate) router: Router,
+    pub(crate) journal: Journal,
+    pub(crate) auth: Auth,
+    pub(crate) limits: Limits,
+    next_conn: AtomicU64,
+    next_seq: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl BrokerCore {
+    pub(crate) fn next_connection(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.next_seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn metrics_error(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A running broker node.
+#[derive(Debug)]
+pub struct Broker {
+    core: Arc<BrokerCore>,
+    transports: Vec<(String, SocketAddr)>,
+    console: Option<SocketAddr>,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Broker {
+    /// Replays the journal, then binds every transport and the console.
+    pub async fn start(config: BrokerConfig) -> Result<Self, StartError> {
+        let journal_dir = config.data_dir.join("journal");
+        let (journal, recovered) =
+            Journal::open(&journal_dir).map_err(|source| StartError::DataDir {
+                path: config.data_dir.clone(),
+                source,
+            })?;
+        let router = Router::start(RouterLimits {
+            queue_memory: config.limits.queue_memory,
+        });
+        let restored: Vec<Arc<Message>> = recovered
+            .messages
+            .into_iter()
+            .filter_map(|m| {
+                let destination = Destination::parse(&m.destination).ok()?;
+                Some(Arc::new(Message {
+                    seq: m.id,
+                    message_id: format!("ID:{}-{}", config.name, m.id),
+                    destination,
+                    headers: m.headers,
+                    body: m.body,
+                    stored: true,
+                }))
+            })
+            .collect();
+        if !restored.is_empty() {
+            info!(messages = restored.len(), "restoring persistent messages");
+        }
+        router.restore(restored).await;
+        let core = Arc::new(BrokerCore {
+            name: config.name.clone(),
+            router,
+            journal,
+            auth: Auth::new(config.users.clone(), config.authorization.clone()),
+            limits: config.limits,
+            next_conn: AtomicU64::new(1),
+            next_seq: AtomicU64::new(recovered.next_id.max(1)),
+            errors: AtomicU64::new(0),
+        });
+        let stop = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let mut sockets = Vec::new();
+        for t in &config.transports {
+            let listener = TcpListener::bind(t.bind)
+                .await
+                .map_err(|source| StartError::Bind {
+                    name: t.name.clone(),
+                    addr: t.bind,
+                    source,
+                })?;
+            sockets.push((t, listener));
+        }
+        let console_socket = match config.console {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::ConsoleBind { addr, source })?,
+            ),
+            None => None,
+        };
+        let mut transports = Vec::new();
+        for (t, listener) in sockets {
+            let addr = listener.local_addr().unwrap_or(t.bind);
+            info!(transport = %t.name, addr = %addr, "listening on {addr}");
+            let tls = t
+                .tls
+                .as_ref()
+                .map(|ck| TlsAcceptor::from(tls_config(ck.clone())));
+            tasks.spawn(transport::accept_loop(
+                core.clone(),
+                listener,
+                t.name.clone(),
+                tls,
+                tasks.clone(),
+                stop.clone(),
+            ));
+            transports.push((t.name.clone(), addr));
+        }
+        let console = match console_socket {
+            Some(listener) => {
+                let addr = listener.local_addr().ok();
+                if let Some(addr) = addr {
+                    info!(addr = %addr, "console listening on {addr}");
+                }
+                tasks.spawn(console::run(core.clone(), listener, stop.clone()));
+                addr
+            }
+            None => None,
+        };
+        info!(broker = %config.name, "broker active");
+        Ok(Self {
+            core,
+            transports,
+            console,
+            stop,
+            tasks,
+        })
+    }
+
+    /// Where transport `name` listens (the first of that name).
+    pub fn transport_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.transports
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| *a)
+    }
+
+    pub fn console_addr(&self) -> Option<SocketAddr> {
+        self.console
+    }
+
+    pub fn name(&self) -> &str {
+        &self.core.name
+    }
+
+    /// Stops accepting and closes every connection (waiting up to `grace`).
+    pub async fn shutdown(self, grace: Duration) {
+        self.stop.cancel();
+        self.tasks.close();
+        let _ = tokio::time::timeout(grace, self.tasks.wait()).await;
+    }
+}
+
+fn tls_config(key: Arc<rustls::sign::CertifiedKey>) -> Arc<ServerConfig> {
+    let resolver = Arc::new(portico::tls::CertResolver::new(vec![key]));
+    let config = ServerConfig::builder_with_provider(portico::tls::provider())
+        .with_safe_default_protocol_versions()
+        .expect("the ring provider supports TLS 1.2 and 1.3")
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    Arc::new(config)
+}

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 /// Parses a duration written as a whole number followed by a unit
 /// (`ms`, `s`, `m` or `h`). Several parts may follow each other: `"1m30s"`.
-pub(crate) fn parse(text: &str) -> Result<Duration, String> {
+pub fn parse(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     if text.is_empty() {
         return Err("empty duration; write it as \"500ms\", \"2s\", \"5m\" or \"1h\"".into());

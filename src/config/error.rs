@@ -55,15 +55,16 @@ impl fmt::Display for Diagnostics<'_> {
     }
 }
 
-/// Collects diagnostics for one file, turning byte spans into positions.
-pub(crate) struct Diagnoser<'a> {
+/// Collects diagnostics for one file, turning byte spans into positions;
+/// shared by the front door's and the broker's configuration checks.
+pub struct Diagnoser<'a> {
     file: &'a Path,
     text: &'a str,
     diagnostics: Vec<Diagnostic>,
 }
 
 impl<'a> Diagnoser<'a> {
-    pub(crate) fn new(file: &'a Path, text: &'a str) -> Self {
+    pub fn new(file: &'a Path, text: &'a str) -> Self {
         Self {
             file,
             text,
@@ -71,7 +72,7 @@ impl<'a> Diagnoser<'a> {
         }
     }
 
-    pub(crate) fn error(&mut self, span: Range<usize>, message: impl Into<String>) {
+    pub fn error(&mut self, span: Range<usize>, message: impl Into<String>) {
         let (line, column) = position(self.text, span.start);
         self.diagnostics.push(Diagnostic {
             file: self.file.to_owned(),
@@ -81,16 +82,16 @@ impl<'a> Diagnoser<'a> {
         });
     }
 
-    pub(crate) fn toml_error(&mut self, error: &toml::de::Error) {
+    pub fn toml_error(&mut self, error: &toml::de::Error) {
         let span = error.span().unwrap_or(0..0);
         self.error(span, error.message().trim_end().to_owned());
     }
 
-    pub(crate) fn is_clean(&self) -> bool {
+    pub fn is_clean(&self) -> bool {
         self.diagnostics.is_empty()
     }
 
-    pub(crate) fn finish(mut self) -> Result<(), ConfigError> {
+    pub fn finish(mut self) -> Result<(), ConfigError> {
         if self.diagnostics.is_empty() {
             return Ok(());
         }

@@ -26,8 +26,8 @@ use serde::Deserialize;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 use toml::Spanned;
 
-use error::Diagnoser;
-pub use error::{ConfigError, Diagnostic};
+pub use duration::parse as parse_duration;
+pub use error::{ConfigError, Diagnoser, Diagnostic};
 use file::*;
 pub use watch::ConfigWatcher;
 

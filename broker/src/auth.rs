@@ -1,0 +1,182 @@
+//! Users, their passwords, and per-destination authorization.
+
+use std::fmt;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+
+use crate::config::{AuthorizationEntry, UserConfig};
+use crate::router::Destination;
+
+/// A user's password: an argon2 hash, or the password itself (from an
+/// environment variable or a file). Never printed.
+#[derive(Clone)]
+pub struct Secret(SecretKind);
+
+#[derive(Clone)]
+enum SecretKind {
+    Hash(String),
+    Plain(String),
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(****)")
+    }
+}
+
+impl Secret {
+    /// An argon2 PHC string, as `hash-password` prints.
+    pub fn hash(phc: &str) -> Result<Self, String> {
+        PasswordHash::new(phc).map_err(|e| format!("invalid password_hash: {e}"))?;
+        Ok(Self(SecretKind::Hash(phc.to_owned())))
+    }
+
+    pub fn plain(password: String) -> Self {
+        Self(SecretKind::Plain(password))
+    }
+
+    pub fn verify(&self, password: &str) -> bool {
+        match &self.0 {
+            SecretKind::Hash(phc) => PasswordHash::new(phc)
+                .map(|h| {
+                    Argon2::default()
+                        .verify_password(password.as_bytes(), &h)
+                        .is_ok()
+                })
+                .unwrap_or(false),
+            SecretKind::Plain(p) => constant_time_eq(p.as_bytes(), password.as_bytes()),
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Hashes a password for `password_hash` (argon2id, random salt).
+pub fn hash_password(password: &str) -> Result<String, String> {
+    let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// Who may connect and what they may do.
+#[derive(Debug, Clone)]
+pub struct Auth {
+    users: Vec<UserConfig>,
+    entries: Vec<AuthorizationEntry>,
+}
+
+/// A connected client's identity.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub user: String,
+    pub groups: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Read,
+    Write,
+    Admin,
+}
+
+impl Auth {
+    pub fn new(users: Vec<UserConfig>, entries: Vec<AuthorizationEntry>) -> Self {
+        Self { users, entries }
+    }
+
+    /// With no users configured, anyone may connect (as "anonymous").
+    pub fn authenticate(&self, login: Option<&str>, passcode: Option<&str>) -> Option<Principal> {
+        if self.users.is_empty() {
+            return Some(Principal {
+                user: login.unwrap_or("anonymous").to_owned(),
+                groups: Vec::new(),
+            });
+        }
+        let user = self.users.iter().find(|u| Some(u.name.as_str()) == login)?;
+        user.secret
+            .verify(passcode.unwrap_or_default())
+            .then(|| Principal {
+                user: user.name.clone(),
+                groups: user.groups.clone(),
+            })
+    }
+
+    /// With no authorization entries, every user may do everything;
+    /// otherwise an entry matching the destination must grant the operation
+    /// to one of the user's groups (or to the user by name).
+    pub fn allows(&self, who: &Principal, op: Operation, destination: &Destination) -> bool {
+        if self.entries.is_empty() {
+            return true;
+        }
+        self.entries
+            .iter()
+            .filter(|e| e.destination.matches(destination))
+            .any(|e| {
+                let granted = match op {
+                    Operation::Read => &e.read,
+                    Operation::Write => &e.write,
+                    Operation::Admin => &e.admin,
+                };
+                granted
+                    .iter()
+                    .any(|g| g == "*" || g == &who.user || who.groups.contains(g))
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::router::Filter;
+
+    #[test]
+    fn hashed_and_plain_passwords_verify() {
+        let hash = hash_password("s3cret").unwrap();
+        assert!(hash.starts_with("$argon2id$"));
+        let secret = Secret::hash(&hash).unwrap();
+        assert!(secret.verify("s3cret") && !secret.verify("wrong"));
+        assert!(Secret::plain("p".into()).verify("p"));
+        assert!(!Secret::plain("p".into()).verify("q"));
+        assert_eq!(format!("{secret:?}"), "Secret(****)");
+        assert!(Secret::hash("not a hash").is_err());
+    }
+
+    #[test]
+    fn authorization_follows_matching_entries() {
+        let users = vec![UserConfig {
+            name: "app".into(),
+            secret: Secret::plain("pw".into()),
+            groups: vec!["apps".into()],
+        }];
+        let entries = vec![
+            AuthorizationEntry {
+                destination: Filter::parse("queue://ORDERS.>").unwrap(),
+                read: vec!["apps".into()],
+                write: vec!["apps".into()],
+                admin: vec![],
+            },
+            AuthorizationEntry {
+                destination: Filter::parse("topic://>").unwrap(),
+                read: vec!["*".into()],
+                write: vec![],
+                admin: vec![],
+            },
+        ];
+        let auth = Auth::new(users, entries);
+        assert!(auth.authenticate(Some("app"), Some("bad")).is_none());
+        let who = auth.authenticate(Some("app"), Some("pw")).unwrap();
+        let d = |s: &str| Destination::parse(s).unwrap();
+        assert!(auth.allows(&who, Operation::Write, &d("/queue/ORDERS.new")));
+        assert!(!auth.allows(&who, Operation::Write, &d("/queue/OTHER")));
+        assert!(auth.allows(&who, Operation::Read, &d("/topic/news")));
+        assert!(!auth.allows(&who, Operation::Write, &d("/topic/news")));
+    }
+}

@@ -1,0 +1,429 @@
+//! The broker's configuration (`broker.toml`): serde mirrors checked into a
+//! typed `BrokerConfig`, every error reported with `file:line:column`.
+
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use portico::config::{ConfigError, Diagnoser};
+use rustls::sign::CertifiedKey;
+use serde::Deserialize;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+use toml::Spanned;
+
+use crate::auth::Secret;
+use crate::router::Filter;
+
+/// A checked broker configuration.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub path: PathBuf,
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub transports: Vec<TransportConfig>,
+    pub console: Option<SocketAddr>,
+    pub users: Vec<UserConfig>,
+    pub authorization: Vec<AuthorizationEntry>,
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone)]
+pub struct TransportConfig {
+    pub name: String,
+    pub bind: SocketAddr,
+    /// `None` for plain `stomp`.
+    pub tls: Option<Arc<CertifiedKey>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct UserConfig {
+    pub name: String,
+    pub secret: Secret,
+    pub groups: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthorizationEntry {
+    pub destination: Filter,
+    pub read: Vec<String>,
+    pub write: Vec<String>,
+    pub admin: Vec<String>,
+}
+
+/// What one client may cost the broker.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_frame_size: usize,
+    pub max_headers: usize,
+    pub max_header_length: usize,
+    /// Pending bytes a queue holds before it slows its senders.
+    pub queue_memory: usize,
+    /// A client must send CONNECT within this.
+    pub connect_timeout: Duration,
+    /// The broker's heart-beat preference, both ways.
+    pub heart_beat: Duration,
+    /// Frames one transaction may buffer.
+    pub max_transaction_frames: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_frame_size: 4 * 1024 * 1024,
+            max_headers: 64,
+            max_header_length: 8 * 1024,
+            queue_memory: 64 * 1024 * 1024,
+            connect_timeout: Duration::from_secs(10),
+            heart_beat: Duration::from_secs(1),
+            max_transaction_frames: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileBroker {
+    name: Spanned<String>,
+    data_dir: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTransport {
+    name: Spanned<String>,
+    bind: Spanned<String>,
+    cert: Option<Spanned<String>>,
+    key: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConsole {
+    bind: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileUser {
+    name: Spanned<String>,
+    password_hash: Option<Spanned<String>>,
+    password_env: Option<Spanned<String>>,
+    password_file: Option<Spanned<String>>,
+    #[serde(default)]
+    groups: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAuthorization {
+    destination: Spanned<String>,
+    #[serde(default)]
+    read: Vec<String>,
+    #[serde(default)]
+    write: Vec<String>,
+    #[serde(default)]
+    admin: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLimits {
+    max_frame_size: Option<Spanned<i64>>,
+    max_headers: Option<Spanned<i64>>,
+    max_header_length: Option<Spanned<i64>>,
+    queue_memory: Option<Spanned<i64>>,
+    connect_timeout: Option<Spanned<String>>,
+    heart_beat: Option<Spanned<String>>,
+    max_transaction_frames: Option<Spanned<i64>>,
+}
+
+impl BrokerConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let mut d = Diagnoser::new(path, text);
+        let base = path.parent().unwrap_or(Path::new("")).to_owned();
+        let config = check(&mut d, text, path, &base);
+        d.finish()?;
+        config.ok_or_else(|| ConfigError::Invalid {
+            diagnostics: Vec::new(),
+        })
+    }
+}
+
+fn item<T: for<'de> Deserialize<'de>>(
+    d: &mut Diagnoser<'_>,
+    value: &Spanned<DeValue<'_>>,
+) -> Option<T> {
+    match T::deserialize(ValueDeserializer::from(value.clone())) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            d.error(
+                e.span().unwrap_or_else(|| value.span()),
+                e.message().trim_end().to_owned(),
+            );
+            None
+        }
+    }
+}
+
+fn items<T: for<'de> Deserialize<'de>>(
+    d: &mut Diagnoser<'_>,
+    key: &str,
+    value: &Spanned<DeValue<'_>>,
+) -> Vec<(Range<usize>, T)> {
+    let Some(array) = value.get_ref().as_array() else {
+        d.error(
+            value.span(),
+            format!("`{key}` must be an array of tables: write each one as [[{key}]]"),
+        );
+        return Vec::new();
+    };
+    array
+        .iter()
+        .filter_map(|v| item::<T>(d, v).map(|t| (v.span(), t)))
+        .collect()
+}
+
+fn check(d: &mut Diagnoser<'_>, text: &str, path: &Path, base: &Path) -> Option<BrokerConfig> {
+    let root = match DeTable::parse(text) {
+        Ok(root) => root,
+        Err(e) => {
+            d.toml_error(&e);
+            return None;
+        }
+    };
+    let mut broker = None;
+    let mut transports = Vec::new();
+    let mut console = None;
+    let mut users = Vec::new();
+    let mut authorization = Vec::new();
+    let mut limits = None;
+    let mut broker_seen = false;
+    for (key, value) in root.get_ref().iter() {
+        match key.get_ref().as_ref() {
+            "broker" => {
+                broker_seen = true;
+                broker = item::<FileBroker>(d, value);
+            }
+            "transport" => transports = items::<FileTransport>(d, "transport", value),
+            "console" => console = item::<FileConsole>(d, value),
+            "user" => users = items::<FileUser>(d, "user", value),
+            "authorization" => authorization = items::<FileAuthorization>(d, "authorization", value),
+            "limits" => limits = item::<FileLimits>(d, value),
+            other => d.error(
+                key.span(),
+                format!("unknown key `{other}`, expected one of `broker`, `transport`, `console`, `user`, `authorization`, `limits`"),
+            ),
+        }
+    }
+    if !broker_seen {
+        d.error(0..0, "missing [broker] table with `name` and `data_dir`");
+    }
+    let mut checked_transports = Vec::new();
+    for (span, t) in transports {
+        let bind = socket_addr(d, &t.bind);
+        let tls = match t.name.get_ref().as_str() {
+            "stomp" => {
+                for extra in [&t.cert, &t.key].into_iter().flatten() {
+                    d.error(
+                        extra.span(),
+                        "`cert` and `key` are only for \"stomp+ssl\" transports",
+                    );
+                }
+                Some(None)
+            }
+            "stomp+ssl" => match (&t.cert, &t.key) {
+                (Some(cert), Some(key)) => {
+                    let (cert_path, key_path) =
+                        (base.join(cert.get_ref()), base.join(key.get_ref()));
+                    match portico::tls::load_certified_key(&cert_path, &key_path) {
+                        Ok(ck) => Some(Some(ck)),
+                        Err(e) => {
+                            let at = if e.path() == Some(cert_path.as_path()) {
+                                cert.span()
+                            } else {
+                                key.span()
+                            };
+                            d.error(at, e.to_string());
+                            None
+                        }
+                    }
+                }
+                _ => {
+                    d.error(span, "a \"stomp+ssl\" transport needs `cert` and `key`");
+                    None
+                }
+            },
+            other => {
+                d.error(
+                    t.name.span(),
+                    format!("unknown transport {other:?}: use \"stomp+ssl\" or \"stomp\""),
+                );
+                None
+            }
+        };
+        if let (Some(bind), Some(tls)) = (bind, tls) {
+            checked_transports.push(TransportConfig {
+                name: t.name.into_inner(),
+                bind,
+                tls,
+            });
+        }
+    }
+    let console = console.and_then(|c| socket_addr(d, &c.bind));
+    let mut checked_users = Vec::new();
+    for (span, u) in users {
+        let sources = [&u.password_hash, &u.password_env, &u.password_file]
+            .iter()
+            .filter(|s| s.is_some())
+            .count();
+        if sources != 1 {
+            d.error(
+                span,
+                format!(
+                "user {:?} needs exactly one of `password_hash`, `password_env`, `password_file`",
+                u.name.get_ref()
+            ),
+            );
+            continue;
+        }
+        let secret = if let Some(hash) = &u.password_hash {
+            Secret::hash(hash.get_ref())
+                .map_err(|e| d.error(hash.span(), e))
+                .ok()
+        } else if let Some(var) = &u.password_env {
+            match std::env::var(var.get_ref()) {
+                Ok(p) if !p.is_empty() => Some(Secret::plain(p)),
+                _ => {
+                    d.error(
+                        var.span(),
+                        format!("environment variable {:?} is not set", var.get_ref()),
+                    );
+                    None
+                }
+            }
+        } else if let Some(file) = &u.password_file {
+            match std::fs::read_to_string(base.join(file.get_ref())) {
+                Ok(p) => Some(Secret::plain(p.trim_end_matches(['\n', '\r']).to_owned())),
+                Err(e) => {
+                    d.error(
+                        file.span(),
+                        format!("cannot read {}: {e}", base.join(file.get_ref()).display()),
+                    );
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        if let Some(secret) = secret {
+            checked_users.push(UserConfig {
+                name: u.name.into_inner(),
+                secret,
+                groups: u.groups,
+            });
+        }
+    }
+    let mut checked_authz = Vec::new();
+    for (_, a) in authorization {
+        match Filter::parse(a.destination.get_ref()) {
+            Ok(destination) => checked_authz.push(AuthorizationEntry {
+                destination,
+                read: a.read,
+                write: a.write,
+                admin: a.admin,
+            }),
+            Err(e) => d.error(a.destination.span(), e),
+        }
+    }
+    let limits = check_limits(d, limits.unwrap_or_default());
+    let broker = broker?;
+    if broker.name.get_ref().is_empty() {
+        d.error(broker.name.span(), "broker name must not be empty");
+    }
+    if !d.is_clean() {
+        return None;
+    }
+    Some(BrokerConfig {
+        path: path.to_owned(),
+        name: broker.name.into_inner(),
+        data_dir: base.join(broker.data_dir.get_ref()),
+        transports: checked_transports,
+        console,
+        users: checked_users,
+        authorization: checked_authz,
+        limits: limits?,
+    })
+}
+
+fn socket_addr(d: &mut Diagnoser<'_>, value: &Spanned<String>) -> Option<SocketAddr> {
+    value
+        .get_ref()
+        .parse()
+        .map_err(|_| {
+            d.error(
+                value.span(),
+                format!(
+                    "invalid address {:?}: expected \"ip:port\"",
+                    value.get_ref()
+                ),
+            )
+        })
+        .ok()
+}
+
+fn check_limits(d: &mut Diagnoser<'_>, f: FileLimits) -> Option<Limits> {
+    let defaults = Limits::default();
+    let mut ok = true;
+    let mut size = |v: &Option<Spanned<i64>>, default: usize, min: i64| -> usize {
+        match v {
+            None => default,
+            Some(v) if *v.get_ref() >= min => *v.get_ref() as usize,
+            Some(v) => {
+                d.error(v.span(), format!("must be at least {min}"));
+                ok = false;
+                default
+            }
+        }
+    };
+    let max_frame_size = size(&f.max_frame_size, defaults.max_frame_size, 1024);
+    let max_headers = size(&f.max_headers, defaults.max_headers, 4);
+    let max_header_length = size(&f.max_header_length, defaults.max_header_length, 64);
+    let queue_memory = size(&f.queue_memory, defaults.queue_memory, 1024);
+    let max_transaction_frames = size(
+        &f.max_transaction_frames,
+        defaults.max_transaction_frames,
+        1,
+    );
+    let mut duration = |v: &Option<Spanned<String>>, default: Duration| match v {
+        None => default,
+        Some(v) => match portico::config::parse_duration(v.get_ref()) {
+            Ok(d) => d,
+            Err(e) => {
+                d.error(v.span(), e);
+                ok = false;
+                default
+            }
+        },
+    };
+    let connect_timeout = duration(&f.connect_timeout, defaults.connect_timeout);
+    let heart_beat = duration(&f.heart_beat, defaults.heart_beat);
+    ok.then_some(Limits {
+        max_frame_size,
+        max_headers,
+        max_header_length,
+        queue_memory,
+        connect_timeout,
+        heart_beat,
+        max_transaction_frames,
+    })
+}

@@ -1,0 +1,160 @@
+//! The `portico-broker` command: flags, tracing and signals around the library.
+
+use std::io::{BufRead, IsTerminal};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use portico::ConfigError;
+use portico_broker::config::BrokerConfig;
+use portico_broker::Broker;
+use tracing::{error, info};
+
+#[derive(Parser)]
+#[command(
+    name = "portico-broker",
+    version,
+    about = "A STOMP broker node of a portico broker network"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one broker node.
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Check a broker configuration: exit 0, or print every error and exit 2.
+    Check {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Read a password on standard input and print its hash for `password_hash`.
+    HashPassword,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    match cli.command {
+        Command::Check { config } => match load(&config) {
+            Ok(c) => {
+                println!(
+                    "{}: ok (broker {}, {} transport{})",
+                    config.display(),
+                    c.name,
+                    c.transports.len(),
+                    if c.transports.len() == 1 { "" } else { "s" }
+                );
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::HashPassword => hash_password(),
+        Command::Run { config } => run(&config),
+    }
+}
+
+fn load(path: &Path) -> Result<BrokerConfig, ExitCode> {
+    BrokerConfig::load(path).map_err(|e| {
+        match &e {
+            ConfigError::Invalid { diagnostics } => {
+                for d in diagnostics {
+                    eprintln!("{d}");
+                }
+                eprintln!(
+                    "{}: {} error{}",
+                    path.display(),
+                    diagnostics.len(),
+                    if diagnostics.len() == 1 { "" } else { "s" }
+                );
+            }
+            ConfigError::Read { .. } => eprintln!("error: {e}"),
+        }
+        ExitCode::from(2)
+    })
+}
+
+fn hash_password() -> ExitCode {
+    if std::io::stdin().is_terminal() {
+        eprintln!("password (then Enter):");
+    }
+    let mut line = String::new();
+    if std::io::stdin().lock().read_line(&mut line).is_err() {
+        eprintln!("error: cannot read a password from standard input");
+        return ExitCode::from(2);
+    }
+    let password = line.trim_end_matches(['\n', '\r']);
+    if password.is_empty() {
+        eprintln!("error: the password is empty");
+        return ExitCode::from(2);
+    }
+    match portico_broker::auth::hash_password(password) {
+        Ok(hash) => {
+            println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(path: &Path) -> ExitCode {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(async {
+        let broker = match Broker::start(config).await {
+            Ok(b) => b,
+            Err(e) => {
+                error!("{e}");
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        wait_for_stop().await;
+        info!("stopping");
+        broker.shutdown(Duration::from_secs(5)).await;
+        info!("stopped");
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_stop() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

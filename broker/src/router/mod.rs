@@ -1,0 +1,800 @@
+//! The router: the one owner of every destination, subscription and
+//! in-flight message. Connections talk to it through `Router`, a handle on
+//! a bounded channel.
+//!
+//! Queues give each message to one consumer, round robin over consumers
+//! with room in their prefetch window; topics give it to every subscriber.
+//! Slow consumers: a queue consumer whose connection cannot take more is
+//! skipped until it drains (its messages wait in the queue); a topic
+//! subscriber whose connection falls a full outbox behind is disconnected
+//! with an ERROR, so one slow reader never grows the broker's memory.
+//! Producers: a queue over its memory limit holds back its senders' SENDs
+//! (each connection waits for its SEND to be accepted) until consumers
+//! make room.
+
+pub mod destination;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, warn};
+
+pub use destination::{Destination, Filter, Kind};
+
+/// A message as the router holds it.
+#[derive(Debug)]
+pub struct Message {
+    /// Broker-wide sequence number; the journal's id for stored messages.
+    pub seq: u64,
+    /// The `message-id` header.
+    pub message_id: String,
+    pub destination: Destination,
+    /// Application headers, as sent.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// Sent with `persistent:true` to a queue: kept in the journal.
+    pub stored: bool,
+}
+
+impl Message {
+    fn size(&self) -> usize {
+        self.body.len()
+            + self
+                .headers
+                .iter()
+                .map(|(n, v)| n.len() + v.len())
+                .sum::<usize>()
+            + 64
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AckMode {
+    Auto,
+    Client,
+    ClientIndividual,
+}
+
+/// A message on its way to a subscriber.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub subscription: String,
+    /// The `ack` header value, when the subscription acknowledges.
+    pub ack: Option<String>,
+    pub message: Arc<Message>,
+    pub redelivered: bool,
+    pub ack_mode: AckMode,
+}
+
+pub type ConnId = u64;
+
+/// What the console shows of a connection.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectionInfo {
+    pub id: ConnId,
+    pub remote: String,
+    pub user: String,
+    pub transport: String,
+    pub version: String,
+    pub connected_at: String,
+    pub subscriptions: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueStats {
+    pub name: String,
+    pub pending: usize,
+    pub consumers: usize,
+    pub enqueued: u64,
+    pub dequeued: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TopicStats {
+    pub name: String,
+    pub subscribers: usize,
+    pub enqueued: u64,
+    pub dequeued: u64,
+}
+
+/// Live figures for the console.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Stats {
+    pub queues: Vec<QueueStats>,
+    pub topics: Vec<TopicStats>,
+    pub connections: Vec<ConnectionInfo>,
+}
+
+/// A connection's way to receive deliveries.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    pub tx: mpsc::Sender<Delivery>,
+    /// Set by the router when the outbox was full; the connection asks to
+    /// resume once it has written what was queued.
+    pub stalled: Arc<AtomicBool>,
+    /// Set by the router when it drops a slow subscriber's connection.
+    pub evicted: Arc<AtomicBool>,
+}
+
+enum Op {
+    Register {
+        conn: ConnId,
+        outbox: Outbox,
+        info: ConnectionInfo,
+    },
+    Unregister {
+        conn: ConnId,
+    },
+    Subscribe {
+        conn: ConnId,
+        id: String,
+        destination: Destination,
+        ack: AckMode,
+        prefetch: usize,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    Unsubscribe {
+        conn: ConnId,
+        id: String,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    Send {
+        message: Arc<Message>,
+        reply: oneshot::Sender<()>,
+    },
+    Ack {
+        conn: ConnId,
+        ack: String,
+        reply: oneshot::Sender<Result<Vec<u64>, String>>,
+    },
+    Nack {
+        conn: ConnId,
+        ack: String,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    Resume {
+        conn: ConnId,
+    },
+    Restore {
+        messages: Vec<Arc<Message>>,
+    },
+    Stats {
+        reply: oneshot::Sender<Stats>,
+    },
+}
+
+/// A handle on the router.
+#[derive(Debug, Clone)]
+pub struct Router {
+    tx: mpsc::Sender<Op>,
+}
+
+/// Router settings.
+#[derive(Debug, Clone, Copy)]
+pub struct RouterLimits {
+    /// Bytes of pending messages a queue holds before it holds back senders.
+    pub queue_memory: usize,
+}
+
+impl Default for RouterLimits {
+    fn default() -> Self {
+        Self {
+            queue_memory: 64 * 1024 * 1024,
+        }
+    }
+}
+
+impl Router {
+    /// Starts the router task.
+    pub fn start(limits: RouterLimits) -> Self {
+        let (tx, rx) = mpsc::channel(1024);
+        let state = State {
+            limits,
+            queues: HashMap::new(),
+            topics: HashMap::new(),
+            conns: HashMap::new(),
+            subs: HashMap::new(),
+            next_sub: 1,
+        };
+        tokio::spawn(state.run(rx));
+        Self { tx }
+    }
+
+    async fn op(&self, op: Op) {
+        // The router outlives every connection; a send fails only at exit.
+        let _ = self.tx.send(op).await;
+    }
+
+    async fn ask<T>(&self, op: impl FnOnce(oneshot::Sender<T>) -> Op) -> Option<T> {
+        let (reply, answer) = oneshot::channel();
+        self.op(op(reply)).await;
+        answer.await.ok()
+    }
+
+    pub async fn register(&self, conn: ConnId, outbox: Outbox, info: ConnectionInfo) {
+        self.op(Op::Register { conn, outbox, info }).await;
+    }
+
+    /// The connection is gone: what it had in flight is redelivered.
+    pub async fn unregister(&self, conn: ConnId) {
+        self.op(Op::Unregister { conn }).await;
+    }
+
+    pub async fn subscribe(
+        &self,
+        conn: ConnId,
+        id: String,
+        destination: Destination,
+        ack: AckMode,
+        prefetch: usize,
+    ) -> Result<(), String> {
+        self.ask(|reply| Op::Subscribe {
+            conn,
+            id,
+            destination,
+            ack,
+            prefetch,
+            reply,
+        })
+        .await
+        .unwrap_or_else(|| Err("the broker is stopping".into()))
+    }
+
+    pub async fn unsubscribe(&self, conn: ConnId, id: String) -> Result<(), String> {
+        self.ask(|reply| Op::Unsubscribe { conn, id, reply })
+            .await
+            .unwrap_or_else(|| Err("the broker is stopping".into()))
+    }
+
+    /// Routes a message; returns once the destination has accepted it
+    /// (later when a queue is over its memory limit).
+    pub async fn send(&self, message: Arc<Message>) {
+        self.ask(|reply| Op::Send { message, reply }).await;
+    }
+
+    /// Acknowledges; returns the journal ids of stored messages acknowledged.
+    pub async fn ack(&self, conn: ConnId, ack: String) -> Result<Vec<u64>, String> {
+        self.ask(|reply| Op::Ack { conn, ack, reply })
+            .await
+            .unwrap_or_else(|| Err("the broker is stopping".into()))
+    }
+
+    pub async fn nack(&self, conn: ConnId, ack: String) -> Result<(), String> {
+        self.ask(|reply| Op::Nack { conn, ack, reply })
+            .await
+            .unwrap_or_else(|| Err("the broker is stopping".into()))
+    }
+
+    pub async fn resume(&self, conn: ConnId) {
+        self.op(Op::Resume { conn }).await;
+    }
+
+    /// Puts recovered messages back in their queues.
+    pub async fn restore(&self, messages: Vec<Arc<Message>>) {
+        self.op(Op::Restore { messages }).await;
+    }
+
+    pub async fn stats(&self) -> Stats {
+        self.ask(|reply| Op::Stats { reply })
+            .await
+            .unwrap_or_default()
+    }
+}
+
+struct Pending {
+    message: Arc<Message>,
+    redelivered: bool,
+}
+
+#[derive(Default)]
+struct Queue {
+    messages: VecDeque<Pending>,
+    bytes: usize,
+    consumers: Vec<u64>,
+    next: usize,
+    enqueued: u64,
+    dequeued: u64,
+    /// Senders held back while the queue is over its memory limit.
+    parked: VecDeque<(Arc<Message>, oneshot::Sender<()>)>,
+}
+
+#[derive(Default)]
+struct Topic {
+    subscribers: Vec<u64>,
+    enqueued: u64,
+    dequeued: u64,
+}
+
+struct Conn {
+    outbox: Outbox,
+    info: ConnectionInfo,
+    subs: Vec<u64>,
+}
+
+struct Subscription {
+    conn: ConnId,
+    id: String,
+    destination: Destination,
+    ack: AckMode,
+    prefetch: usize,
+    /// Delivered, not yet acknowledged (client modes), in delivery order.
+    inflight: VecDeque<Arc<Message>>,
+}
+
+struct State {
+    limits: RouterLimits,
+    queues: HashMap<String, Queue>,
+    topics: HashMap<String, Topic>,
+    conns: HashMap<ConnId, Conn>,
+    subs: HashMap<u64, Subscription>,
+    next_sub: u64,
+}
+
+/// `ack` header values: `{subscription key}-{message seq}`.
+fn ack_id(sub: u64, seq: u64) -> String {
+    format!("{sub}-{seq}")
+}
+
+fn parse_ack(text: &str) -> Option<(u64, u64)> {
+    let (sub, seq) = text.split_once('-')?;
+    Some((sub.parse().ok()?, seq.parse().ok()?))
+}
+
+impl State {
+    async fn run(mut self, mut rx: mpsc::Receiver<Op>) {
+        while let Some(op) = rx.recv().await {
+            self.handle(op);
+        }
+    }
+
+    fn handle(&mut self, op: Op) {
+        match op {
+            Op::Register { conn, outbox, info } => {
+                self.conns.insert(
+                    conn,
+                    Conn {
+                        outbox,
+                        info,
+                        subs: Vec::new(),
+                    },
+                );
+            }
+            Op::Unregister { conn } => self.unregister(conn),
+            Op::Subscribe {
+                conn,
+                id,
+                destination,
+                ack,
+                prefetch,
+                reply,
+            } => {
+                let _ = reply.send(self.subscribe(conn, id, destination, ack, prefetch));
+            }
+            Op::Unsubscribe { conn, id, reply } => {
+                let key = self.conns.get(&conn).and_then(|c| {
+                    c.subs
+                        .iter()
+                        .copied()
+                        .find(|k| self.subs.get(k).is_some_and(|s| s.id == id))
+                });
+                let result = match key {
+                    Some(key) => {
+                        self.remove_subscription(key);
+                        Ok(())
+                    }
+                    None => Err(format!("no subscription with id {id:?}")),
+                };
+                let _ = reply.send(result);
+            }
+            Op::Send { message, reply } => self.route(message, reply),
+            Op::Ack { conn, ack, reply } => {
+                let _ = reply.send(self.ack(conn, &ack));
+            }
+            Op::Nack { conn, ack, reply } => {
+                let _ = reply.send(self.nack(conn, &ack));
+            }
+            Op::Resume { conn } => {
+                if let Some(c) = self.conns.get(&conn) {
+                    c.outbox.stalled.store(false, Ordering::Release);
+                    let queues: Vec<String> = c
+                        .subs
+                        .iter()
+                        .filter_map(|k| self.subs.get(k))
+                        .filter(|s| s.destination.kind == Kind::Queue)
+                        .map(|s| s.destination.name.clone())
+                        .collect();
+                    for q in queues {
+                        self.dispatch(&q);
+                    }
+                }
+            }
+            Op::Restore { messages } => {
+                let mut names = Vec::new();
+                for message in messages {
+                    let name = message.destination.name.clone();
+                    let queue = self.queues.entry(name.clone()).or_default();
+                    queue.bytes += message.size();
+                    queue.messages.push_back(Pending {
+                        message,
+                        redelivered: true,
+                    });
+                    names.push(name);
+                }
+                names.dedup();
+                for name in names {
+                    self.dispatch(&name);
+                }
+            }
+            Op::Stats { reply } => {
+                let _ = reply.send(self.stats());
+            }
+        }
+    }
+
+    fn subscribe(
+        &mut self,
+        conn: ConnId,
+        id: String,
+        destination: Destination,
+        ack: AckMode,
+        prefetch: usize,
+    ) -> Result<(), String> {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return Err("not connected".into());
+        };
+        if c.subs
+            .iter()
+            .any(|k| self.subs.get(k).is_some_and(|s| s.id == id))
+        {
+            return Err(format!(
+                "subscription id {id:?} is already in use on this connection"
+            ));
+        }
+        let key = self.next_sub;
+        self.next_sub += 1;
+        c.subs.push(key);
+        c.info.subscriptions = c.subs.len();
+        let name = destination.name.clone();
+        let kind = destination.kind;
+        self.subs.insert(
+            key,
+            Subscription {
+                conn,
+                id,
+                destination,
+                ack,
+                prefetch: prefetch.max(1),
+                inflight: VecDeque::new(),
+            },
+        );
+        match kind {
+            Kind::Queue => {
+                self.queues
+                    .entry(name.clone())
+                    .or_default()
+                    .consumers
+                    .push(key);
+                self.dispatch(&name);
+            }
+            Kind::Topic => self.topics.entry(name).or_default().subscribers.push(key),
+        }
+        Ok(())
+    }
+
+    fn unregister(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.get(&conn) {
+            for key in c.subs.clone() {
+                self.remove_subscription(key);
+            }
+        }
+        self.conns.remove(&conn);
+    }
+
+    /// Removes a subscription; its unacknowledged queue messages go back
+    /// to the front of their queue, marked redelivered.
+    fn remove_subscription(&mut self, key: u64) {
+        let Some(sub) = self.subs.remove(&key) else {
+            return;
+        };
+        if let Some(c) = self.conns.get_mut(&sub.conn) {
+            c.subs.retain(|k| *k != key);
+            c.info.subscriptions = c.subs.len();
+        }
+        let name = sub.destination.name.clone();
+        match sub.destination.kind {
+            Kind::Queue => {
+                if let Some(q) = self.queues.get_mut(&name) {
+                    q.consumers.retain(|k| *k != key);
+                    for message in sub.inflight.into_iter().rev() {
+                        q.bytes += message.size();
+                        q.messages.push_front(Pending {
+                            message,
+                            redelivered: true,
+                        });
+                    }
+                }
+                self.dispatch(&name);
+            }
+            Kind::Topic => {
+                if let Some(t) = self.topics.get_mut(&name) {
+                    t.subscribers.retain(|k| *k != key);
+                }
+            }
+        }
+    }
+
+    fn route(&mut self, message: Arc<Message>, reply: oneshot::Sender<()>) {
+        let name = message.destination.name.clone();
+        match message.destination.kind {
+            Kind::Queue => {
+                let limit = self.limits.queue_memory;
+                let queue = self.queues.entry(name.clone()).or_default();
+                if queue.bytes >= limit {
+                    queue.parked.push_back((message, reply));
+                    debug!(queue = %name, "queue over its memory limit: holding back a sender");
+                    self.dispatch(&name);
+                    return;
+                }
+                queue.enqueued += 1;
+                queue.bytes += message.size();
+                queue.messages.push_back(Pending {
+                    message,
+                    redelivered: false,
+                });
+                let _ = reply.send(());
+                self.dispatch(&name);
+            }
+            Kind::Topic => {
+                let _ = reply.send(());
+                self.publish(&name, message);
+            }
+        }
+    }
+
+    fn publish(&mut self, name: &str, message: Arc<Message>) {
+        let Some(topic) = self.topics.get_mut(name) else {
+            return;
+        };
+        topic.enqueued += 1;
+        let mut slow = Vec::new();
+        for key in topic.subscribers.clone() {
+            let Some(sub) = self.subs.get_mut(&key) else {
+                continue;
+            };
+            let Some(conn) = self.conns.get(&sub.conn) else {
+                continue;
+            };
+            let acks = sub.ack != AckMode::Auto;
+            if acks && sub.inflight.len() >= sub.prefetch {
+                slow.push(sub.conn);
+                continue;
+            }
+            let delivery = Delivery {
+                subscription: sub.id.clone(),
+                ack: acks.then(|| ack_id(key, message.seq)),
+                message: message.clone(),
+                redelivered: false,
+                ack_mode: sub.ack,
+            };
+            match conn.outbox.tx.try_send(delivery) {
+                Ok(()) => {
+                    if acks {
+                        sub.inflight.push_back(message.clone());
+                    }
+                    if let Some(t) = self.topics.get_mut(name) {
+                        t.dequeued += 1;
+                    }
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => slow.push(sub.conn),
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
+        }
+        for conn in slow {
+            warn!(conn, topic = %name, "slow topic subscriber: disconnecting it");
+            if let Some(c) = self.conns.get(&conn) {
+                // The connection sees a closed outbox and ends with an ERROR.
+                c.outbox.evicted.store(true, Ordering::Release);
+            }
+            self.unregister(conn);
+        }
+    }
+
+    /// Gives a queue's messages to consumers with room, round robin.
+    fn dispatch(&mut self, name: &str) {
+        let Some(queue) = self.queues.get_mut(name) else {
+            return;
+        };
+        let mut skipped = 0;
+        while !queue.messages.is_empty()
+            && !queue.consumers.is_empty()
+            && skipped < queue.consumers.len()
+        {
+            let index = queue.next % queue.consumers.len();
+            let key = queue.consumers[index];
+            queue.next = queue.next.wrapping_add(1);
+            let Some(sub) = self.subs.get_mut(&key) else {
+                skipped += 1;
+                continue;
+            };
+            let Some(conn) = self.conns.get(&sub.conn) else {
+                skipped += 1;
+                continue;
+            };
+            let acks = sub.ack != AckMode::Auto;
+            let full = acks && sub.inflight.len() >= sub.prefetch;
+            if full || conn.outbox.stalled.load(Ordering::Acquire) {
+                skipped += 1;
+                continue;
+            }
+            let Some(pending) = queue.messages.pop_front() else {
+                break;
+            };
+            let delivery = Delivery {
+                subscription: sub.id.clone(),
+                ack: acks.then(|| ack_id(key, pending.message.seq)),
+                message: pending.message.clone(),
+                redelivered: pending.redelivered,
+                ack_mode: sub.ack,
+            };
+            match conn.outbox.tx.try_send(delivery) {
+                Ok(()) => {
+                    skipped = 0;
+                    queue.bytes = queue.bytes.saturating_sub(pending.message.size());
+                    if acks {
+                        sub.inflight.push_back(pending.message);
+                    } else {
+                        queue.dequeued += 1;
+                    }
+                }
+                Err(e) => {
+                    queue.messages.push_front(pending);
+                    if matches!(e, mpsc::error::TrySendError::Full(_)) {
+                        conn.outbox.stalled.store(true, Ordering::Release);
+                    }
+                    skipped += 1;
+                }
+            }
+        }
+        // Room again: let held-back senders in.
+        while queue.bytes < self.limits.queue_memory {
+            let Some((message, reply)) = queue.parked.pop_front() else {
+                break;
+            };
+            queue.enqueued += 1;
+            queue.bytes += message.size();
+            queue.messages.push_back(Pending {
+                message,
+                redelivered: false,
+            });
+            let _ = reply.send(());
+        }
+    }
+
+    fn find(&self, conn: ConnId, ack: &str) -> Result<(u64, u64), String> {
+        let (key, seq) = parse_ack(ack)
+            .or_else(|| {
+                // STOMP 1.0/1.1 clients acknowledge by message-id.
+                let seq = ack.rsplit('-').next()?.parse().ok()?;
+                let c = self.conns.get(&conn)?;
+                let key = c.subs.iter().copied().find(|k| {
+                    self.subs
+                        .get(k)
+                        .is_some_and(|s| s.inflight.iter().any(|m| m.seq == seq))
+                })?;
+                Some((key, seq))
+            })
+            .ok_or_else(|| format!("no message to acknowledge with id {ack:?}"))?;
+        match self.subs.get(&key) {
+            Some(sub) if sub.conn == conn && sub.inflight.iter().any(|m| m.seq == seq) => {
+                Ok((key, seq))
+            }
+            _ => Err(format!("no message to acknowledge with id {ack:?}")),
+        }
+    }
+
+    fn ack(&mut self, conn: ConnId, ack: &str) -> Result<Vec<u64>, String> {
+        let (key, seq) = self.find(conn, ack)?;
+        let Some(sub) = self.subs.get_mut(&key) else {
+            return Err("subscription gone".into());
+        };
+        let acked: Vec<Arc<Message>> = match sub.ack {
+            AckMode::ClientIndividual => {
+                let at = sub.inflight.iter().position(|m| m.seq == seq).unwrap_or(0);
+                sub.inflight.remove(at).into_iter().collect()
+            }
+            // Cumulative: this message and every one delivered before it.
+            _ => {
+                let at = sub.inflight.iter().position(|m| m.seq == seq).unwrap_or(0);
+                sub.inflight.drain(..=at).collect()
+            }
+        };
+        let name = sub.destination.name.clone();
+        let kind = sub.destination.kind;
+        let count = acked.len() as u64;
+        match kind {
+            Kind::Queue => {
+                if let Some(q) = self.queues.get_mut(&name) {
+                    q.dequeued += count;
+                }
+                self.dispatch(&name);
+            }
+            Kind::Topic => {}
+        }
+        Ok(acked.iter().filter(|m| m.stored).map(|m| m.seq).collect())
+    }
+
+    fn nack(&mut self, conn: ConnId, ack: &str) -> Result<(), String> {
+        let (key, seq) = self.find(conn, ack)?;
+        let Some(sub) = self.subs.get_mut(&key) else {
+            return Err("subscription gone".into());
+        };
+        let at = sub.inflight.iter().position(|m| m.seq == seq).unwrap_or(0);
+        let Some(message) = sub.inflight.remove(at) else {
+            return Ok(());
+        };
+        if sub.destination.kind == Kind::Queue {
+            let name = sub.destination.name.clone();
+            if let Some(q) = self.queues.get_mut(&name) {
+                q.bytes += message.size();
+                q.messages.push_front(Pending {
+                    message,
+                    redelivered: true,
+                });
+            }
+            self.dispatch(&name);
+        }
+        Ok(())
+    }
+
+    fn stats(&self) -> Stats {
+        let mut queues: Vec<QueueStats> = self
+            .queues
+            .iter()
+            .map(|(name, q)| QueueStats {
+                name: name.clone(),
+                pending: q.messages.len()
+                    + q.parked.len()
+                    + q.consumers
+                        .iter()
+                        .filter_map(|k| self.subs.get(k))
+                        .map(|s| s.inflight.len())
+                        .sum::<usize>(),
+                consumers: q.consumers.len(),
+                enqueued: q.enqueued,
+                dequeued: q.dequeued,
+            })
+            .collect();
+        queues.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut topics: Vec<TopicStats> = self
+            .topics
+            .iter()
+            .map(|(name, t)| TopicStats {
+                name: name.clone(),
+                subscribers: t.subscribers.len(),
+                enqueued: t.enqueued,
+                dequeued: t.dequeued,
+            })
+            .collect();
+        topics.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut connections: Vec<ConnectionInfo> =
+            self.conns.values().map(|c| c.info.clone()).collect();
+        connections.sort_by_key(|c| c.id);
+        Stats {
+            queues,
+            topics,
+            connections,
+        }
+    }
+}
+
+/// RFC 3339 time for the console.
+pub(crate) fn rfc3339(time: SystemTime) -> String {
+    time::OffsetDateTime::from(time)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}

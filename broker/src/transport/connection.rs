@@ -1,0 +1,622 @@
+//! One client connection: CONNECT and heart-beat negotiation, then frames
+//! in, deliveries and receipts out.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use crate::auth::{Operation, Principal};
+use crate::router::{AckMode, ConnectionInfo, Delivery, Destination, Kind, Message, Outbox};
+use crate::stomp::{decode, Command, Decoded, Frame, Limits as FrameLimits};
+use crate::store::{Record, StoredMessage};
+use crate::BrokerCore;
+
+/// Deliveries a connection may have queued for writing.
+const OUTBOX: usize = 1024;
+/// Default queue prefetch, as ActiveMQ's.
+const DEFAULT_PREFETCH: usize = 1000;
+
+/// Why a connection ends with an ERROR frame.
+struct Fatal {
+    message: String,
+    detail: String,
+    receipt: Option<String>,
+}
+
+impl Fatal {
+    fn new(message: impl Into<String>, frame: Option<&Frame>) -> Self {
+        Self {
+            message: message.into(),
+            detail: String::new(),
+            receipt: frame.and_then(|f| f.get("receipt")).map(str::to_owned),
+        }
+    }
+
+    fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = detail.into();
+        self
+    }
+
+    fn frame(&self) -> Frame {
+        let mut frame = Frame::new(Command::Error)
+            .header("message", self.message.clone())
+            .header("content-type", "text/plain");
+        if let Some(r) = &self.receipt {
+            frame = frame.header("receipt-id", r.clone());
+        }
+        frame.body(if self.detail.is_empty() {
+            self.message.clone()
+        } else {
+            self.detail.clone()
+        })
+    }
+}
+
+/// Serves one connection until it ends or the broker stops.
+pub(crate) async fn serve<S>(
+    core: Arc<BrokerCore>,
+    stream: S,
+    remote: SocketAddr,
+    transport: String,
+    stop: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let id = core.next_connection();
+    let (mut reader, writer) = tokio::io::split(stream);
+    let (control_tx, control_rx) = mpsc::channel::<Vec<u8>>(64);
+    let mut session = Session {
+        core: core.clone(),
+        id,
+        buf: Vec::with_capacity(16 * 1024),
+        limits: FrameLimits {
+            max_frame_size: core.limits.max_frame_size,
+            max_headers: core.limits.max_headers,
+            max_header_length: core.limits.max_header_length,
+        },
+        control: control_tx,
+        principal: None,
+        transactions: HashMap::new(),
+        version: "1.2",
+    };
+    let connected = tokio::select! {
+        _ = stop.cancelled() => return,
+        r = session.connect(&mut reader, remote, &transport) => r,
+    };
+    let (send_every, expect_every) = match connected {
+        Ok(beats) => beats,
+        Err(fatal) => {
+            core.metrics_error();
+            let mut writer = writer;
+            let _ = writer.write_all(&fatal.frame().to_bytes()).await;
+            let _ = writer.shutdown().await;
+            debug!(conn = id, client.addr = %remote, error = %fatal.message, "connection refused");
+            return;
+        }
+    };
+    let (outbox_tx, outbox_rx) = mpsc::channel(OUTBOX);
+    let stalled = Arc::new(AtomicBool::new(false));
+    let evicted = Arc::new(AtomicBool::new(false));
+    let principal = session.principal.clone().unwrap_or(Principal {
+        user: "anonymous".into(),
+        groups: Vec::new(),
+    });
+    core.router
+        .register(
+            id,
+            Outbox {
+                tx: outbox_tx,
+                stalled: stalled.clone(),
+                evicted: evicted.clone(),
+            },
+            ConnectionInfo {
+                id,
+                remote: remote.to_string(),
+                user: principal.user.clone(),
+                transport: transport.clone(),
+                version: session.version.to_owned(),
+                connected_at: crate::router::rfc3339(SystemTime::now()),
+                subscriptions: 0,
+            },
+        )
+        .await;
+    info!(conn = id, client.addr = %remote, user = %principal.user, transport = %transport, "client connected");
+    let writer_done = CancellationToken::new();
+    let writer_task = tokio::spawn(write_loop(
+        core.clone(),
+        id,
+        writer,
+        control_rx,
+        outbox_rx,
+        stalled,
+        evicted,
+        send_every,
+        writer_done.clone(),
+    ));
+    let outcome = tokio::select! {
+        _ = stop.cancelled() => Ok(()),
+        _ = writer_done.cancelled() => Ok(()),
+        r = session.run(&mut reader, expect_every) => r,
+    };
+    if let Err(fatal) = outcome {
+        core.metrics_error();
+        debug!(conn = id, error = %fatal.message, "closing with ERROR");
+        let _ = session.control.send(fatal.frame().to_bytes()).await;
+    }
+    core.router.unregister(id).await;
+    drop(session);
+    let _ = writer_task.await;
+    info!(conn = id, client.addr = %remote, "client disconnected");
+}
+
+struct Session {
+    core: Arc<BrokerCore>,
+    id: u64,
+    buf: Vec<u8>,
+    limits: FrameLimits,
+    control: mpsc::Sender<Vec<u8>>,
+    principal: Option<Principal>,
+    transactions: HashMap<String, Vec<Frame>>,
+    version: &'static str,
+}
+
+impl Session {
+    /// Reads the next frame, skipping heart-beats. `Ok(None)`: the peer closed.
+    async fn next_frame<R: AsyncRead + Unpin>(
+        &mut self,
+        reader: &mut R,
+        timeout: Option<Duration>,
+    ) -> Result<Option<Frame>, Fatal> {
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            match decode(&mut self.buf, &self.limits) {
+                Ok(Some(Decoded::Frame(frame))) => return Ok(Some(frame)),
+                Ok(Some(Decoded::HeartBeat)) => continue,
+                Ok(None) => {}
+                Err(e) => return Err(Fatal::new("malformed frame", None).detail(e.to_string())),
+            }
+            let read = reader.read(&mut chunk);
+            let n = match timeout {
+                Some(t) => tokio::time::timeout(t, read).await.map_err(|_| {
+                    Fatal::new("no heart-beat or frame from the client in time", None)
+                })?,
+                None => read.await,
+            }
+            .map_err(|e| Fatal::new("read failed", None).detail(e.to_string()))?;
+            if n == 0 {
+                return Ok(None);
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// The CONNECT exchange; returns the heart-beat intervals (send, expect).
+    async fn connect<R: AsyncRead + Unpin>(
+        &mut self,
+        reader: &mut R,
+        remote: SocketAddr,
+        transport: &str,
+    ) -> Result<(Option<Duration>, Option<Duration>), Fatal> {
+        let timeout = Some(self.core.limits.connect_timeout);
+        let Some(frame) = self.next_frame(reader, timeout).await? else {
+            return Err(Fatal::new("closed before CONNECT", None));
+        };
+        if !matches!(frame.command, Command::Connect | Command::Stomp) {
+            return Err(Fatal::new(
+                format!("expected CONNECT, got {}", frame.command),
+                Some(&frame),
+            ));
+        }
+        let accepted = frame.get("accept-version").unwrap_or("1.0");
+        self.version = ["1.2", "1.1", "1.0"]
+            .into_iter()
+            .find(|v| accepted.split(',').any(|a| a.trim() == *v))
+            .ok_or_else(|| {
+                Fatal::new("unsupported protocol version", Some(&frame))
+                    .detail("Supported protocol versions are 1.0,1.1,1.2")
+            })?;
+        let principal = self
+            .core
+            .auth
+            .authenticate(frame.get("login"), frame.get("passcode"))
+            .ok_or_else(|| {
+                info!(client.addr = %remote, transport, user = frame.get("login").unwrap_or(""), "authentication failed");
+                Fatal::new("authentication failed", Some(&frame))
+            })?;
+        self.principal = Some(principal);
+        let (cx, cy) = parse_heart_beat(frame.get("heart-beat"));
+        let ours = self.core.limits.heart_beat.as_millis() as u64;
+        // We send every max(ours, what the client wants to receive), and
+        // expect from it every max(ours, what it offers to send).
+        let send = (cy > 0 && ours > 0).then(|| cy.max(ours));
+        let expect = (cx > 0 && ours > 0).then(|| cx.max(ours));
+        let connected = Frame::new(Command::Connected)
+            .header("version", self.version)
+            .header(
+                "server",
+                format!("portico-broker/{}", env!("CARGO_PKG_VERSION")),
+            )
+            .header("session", format!("{}-{}", self.core.name, self.id))
+            .header(
+                "heart-beat",
+                format!("{},{}", send.unwrap_or(0), expect.unwrap_or(0)),
+            );
+        let _ = self.control.send(connected.to_bytes()).await;
+        Ok((
+            send.map(Duration::from_millis),
+            // A missed beat is tolerated: drop after twice the interval.
+            expect.map(|ms| Duration::from_millis(ms * 2)),
+        ))
+    }
+
+    async fn run<R: AsyncRead + Unpin>(
+        &mut self,
+        reader: &mut R,
+        expect_every: Option<Duration>,
+    ) -> Result<(), Fatal> {
+        while let Some(frame) = self.next_frame(reader, expect_every).await? {
+            if frame.command == Command::Disconnect {
+                self.receipt(&frame).await;
+                return Ok(());
+            }
+            self.handle(frame).await?;
+        }
+        Ok(())
+    }
+
+    async fn receipt(&self, frame: &Frame) {
+        if let Some(r) = frame.get("receipt") {
+            let _ = self
+                .control
+                .send(
+                    Frame::new(Command::Receipt)
+                        .header("receipt-id", r)
+                        .to_bytes(),
+                )
+                .await;
+        }
+    }
+
+    async fn handle(&mut self, frame: Frame) -> Result<(), Fatal> {
+        match frame.command {
+            Command::Send | Command::Ack | Command::Nack if frame.get("transaction").is_some() => {
+                let tx = frame.get("transaction").unwrap_or_default().to_owned();
+                let max = self.core.limits.max_transaction_frames;
+                if frame.command == Command::Send {
+                    // Check now, so a bad SEND fails at once, not at COMMIT.
+                    self.destination(&frame, Operation::Write)?;
+                }
+                let Some(frames) = self.transactions.get_mut(&tx) else {
+                    return Err(Fatal::new(format!("no transaction {tx:?}"), Some(&frame)));
+                };
+                if frames.len() >= max {
+                    return Err(Fatal::new(
+                        format!("transaction {tx:?} holds more than {max} frames"),
+                        Some(&frame),
+                    ));
+                }
+                let receipt = frame.get("receipt").map(str::to_owned);
+                frames.push(frame);
+                if let Some(r) = receipt {
+                    let _ = self
+                        .control
+                        .send(
+                            Frame::new(Command::Receipt)
+                                .header("receipt-id", r)
+                                .to_bytes(),
+                        )
+                        .await;
+                }
+                Ok(())
+            }
+            Command::Send => {
+                self.send(&frame).await?;
+                self.receipt(&frame).await;
+                Ok(())
+            }
+            Command::Subscribe => {
+                let destination = self.destination(&frame, Operation::Read)?;
+                let id = match frame.get("id") {
+                    Some(id) => id.to_owned(),
+                    None if self.version == "1.0" => destination.stomp(),
+                    None => return Err(Fatal::new("SUBSCRIBE needs an id header", Some(&frame))),
+                };
+                let ack = match frame.get("ack").unwrap_or("auto") {
+                    "auto" => AckMode::Auto,
+                    "client" => AckMode::Client,
+                    "client-individual" => AckMode::ClientIndividual,
+                    other => {
+                        return Err(Fatal::new(
+                            format!("invalid ack mode {other:?}"),
+                            Some(&frame),
+                        ))
+                    }
+                };
+                let prefetch = frame
+                    .get("activemq.prefetchSize")
+                    .and_then(|p| p.parse().ok())
+                    .unwrap_or(DEFAULT_PREFETCH);
+                self.core
+                    .router
+                    .subscribe(self.id, id, destination, ack, prefetch)
+                    .await
+                    .map_err(|e| Fatal::new(e, Some(&frame)))?;
+                self.receipt(&frame).await;
+                Ok(())
+            }
+            Command::Unsubscribe => {
+                let id = frame
+                    .get("id")
+                    .or_else(|| frame.get("destination"))
+                    .ok_or_else(|| Fatal::new("UNSUBSCRIBE needs an id header", Some(&frame)))?
+                    .to_owned();
+                self.core
+                    .router
+                    .unsubscribe(self.id, id)
+                    .await
+                    .map_err(|e| Fatal::new(e, Some(&frame)))?;
+                self.receipt(&frame).await;
+                Ok(())
+            }
+            Command::Ack | Command::Nack => {
+                self.ack(&frame).await?;
+                self.receipt(&frame).await;
+                Ok(())
+            }
+            Command::Begin => {
+                let tx = frame
+                    .get("transaction")
+                    .ok_or_else(|| Fatal::new("BEGIN needs a transaction header", Some(&frame)))?;
+                if self.transactions.len() >= 64 || self.transactions.contains_key(tx) {
+                    return Err(Fatal::new(
+                        format!("cannot begin transaction {tx:?}"),
+                        Some(&frame),
+                    ));
+                }
+                self.transactions.insert(tx.to_owned(), Vec::new());
+                self.receipt(&frame).await;
+                Ok(())
+            }
+            Command::Commit | Command::Abort => {
+                let tx = frame.get("transaction").ok_or_else(|| {
+                    Fatal::new("COMMIT and ABORT need a transaction header", Some(&frame))
+                })?;
+                let frames = self
+                    .transactions
+                    .remove(tx)
+                    .ok_or_else(|| Fatal::new(format!("no transaction {tx:?}"), Some(&frame)))?;
+                if frame.command == Command::Commit {
+                    for f in &frames {
+                        match f.command {
+                            Command::Send => self.send(f).await?,
+                            _ => self.ack(f).await?,
+                        }
+                    }
+                }
+                self.receipt(&frame).await;
+                Ok(())
+            }
+            other => Err(Fatal::new(
+                format!("unexpected frame {other}"),
+                Some(&frame),
+            )),
+        }
+    }
+
+    fn destination(&self, frame: &Frame, op: Operation) -> Result<Destination, Fatal> {
+        let text = frame.get("destination").ok_or_else(|| {
+            Fatal::new(
+                format!("{} needs a destination header", frame.command),
+                Some(frame),
+            )
+        })?;
+        let destination = Destination::parse(text).map_err(|e| Fatal::new(e, Some(frame)))?;
+        if destination.is_wildcard() && op == Operation::Write {
+            return Err(Fatal::new(
+                "cannot send to a wildcard destination",
+                Some(frame),
+            ));
+        }
+        let principal = self.principal.as_ref();
+        if !principal.is_some_and(|p| self.core.auth.allows(p, op, &destination)) {
+            let verb = if op == Operation::Write {
+                "write to"
+            } else {
+                "read from"
+            };
+            return Err(Fatal::new(
+                format!(
+                    "user {} is not authorized to {verb} {destination}",
+                    principal.map_or("anonymous", |p| p.user.as_str())
+                ),
+                Some(frame),
+            ));
+        }
+        Ok(destination)
+    }
+
+    async fn send(&self, frame: &Frame) -> Result<(), Fatal> {
+        let destination = self.destination(frame, Operation::Write)?;
+        let persistent = frame.get("persistent") == Some("true");
+        let headers: Vec<(String, String)> = frame
+            .headers
+            .iter()
+            .filter(|(n, _)| {
+                !matches!(
+                    n.as_str(),
+                    "destination"
+                        | "transaction"
+                        | "receipt"
+                        | "content-length"
+                        | "message-id"
+                        | "subscription"
+                        | "ack"
+                )
+            })
+            .cloned()
+            .collect();
+        let seq = self.core.next_seq();
+        let message = Message {
+            seq,
+            message_id: format!("ID:{}-{seq}", self.core.name),
+            stored: persistent && destination.kind == Kind::Queue,
+            destination,
+            headers,
+            body: frame.body.clone(),
+        };
+        if message.stored {
+            let record = Record::Add(StoredMessage {
+                id: seq,
+                destination: message.destination.stomp(),
+                headers: message.headers.clone(),
+                body: message.body.clone(),
+            });
+            self.core.journal.append(vec![record]).await.map_err(|e| {
+                Fatal::new("the message could not be stored", Some(frame)).detail(e.to_string())
+            })?;
+        }
+        self.core.router.send(Arc::new(message)).await;
+        Ok(())
+    }
+
+    async fn ack(&self, frame: &Frame) -> Result<(), Fatal> {
+        let id = frame
+            .get("id")
+            .or_else(|| frame.get("message-id"))
+            .ok_or_else(|| {
+                Fatal::new(format!("{} needs an id header", frame.command), Some(frame))
+            })?
+            .to_owned();
+        if frame.command == Command::Nack {
+            return self
+                .core
+                .router
+                .nack(self.id, id)
+                .await
+                .map_err(|e| Fatal::new(e, Some(frame)));
+        }
+        let stored = self
+            .core
+            .router
+            .ack(self.id, id)
+            .await
+            .map_err(|e| Fatal::new(e, Some(frame)))?;
+        if !stored.is_empty() {
+            let records = stored.into_iter().map(|id| Record::Ack { id }).collect();
+            self.core.journal.append(records).await.map_err(|e| {
+                Fatal::new("the acknowledgement could not be stored", Some(frame))
+                    .detail(e.to_string())
+            })?;
+        }
+        Ok(())
+    }
+}
+
+fn parse_heart_beat(value: Option<&str>) -> (u64, u64) {
+    let Some((x, y)) = value.and_then(|v| v.split_once(',')) else {
+        return (0, 0);
+    };
+    (x.trim().parse().unwrap_or(0), y.trim().parse().unwrap_or(0))
+}
+
+/// Writes control frames and deliveries; sends heart-beats when idle.
+#[allow(clippy::too_many_arguments)]
+async fn write_loop<W: AsyncWrite + Unpin>(
+    core: Arc<BrokerCore>,
+    conn: u64,
+    mut writer: W,
+    mut control: mpsc::Receiver<Vec<u8>>,
+    mut outbox: mpsc::Receiver<Delivery>,
+    stalled: Arc<AtomicBool>,
+    evicted: Arc<AtomicBool>,
+    send_every: Option<Duration>,
+    done: CancellationToken,
+) {
+    let mut buf = Vec::with_capacity(64 * 1024);
+    let mut outbox_open = true;
+    let beat = send_every.unwrap_or(Duration::from_secs(3600));
+    let mut next_beat = Instant::now() + beat;
+    loop {
+        buf.clear();
+        let mut acks = Vec::new();
+        tokio::select! {
+            c = control.recv() => match c {
+                Some(bytes) => buf.extend_from_slice(&bytes),
+                None => break,
+            },
+            d = outbox.recv(), if outbox_open => match d {
+                Some(d) => encode_delivery(&d, &mut buf, &mut acks),
+                None if !evicted.load(Ordering::Acquire) => {
+                    // Unregistered: the session is ending; finish its frames.
+                    outbox_open = false;
+                    continue;
+                }
+                None => {
+                    // The router dropped us: a slow topic subscriber.
+                    let error = Frame::new(Command::Error)
+                        .header("message", "slow consumer: messages were not read in time");
+                    buf.extend_from_slice(&error.to_bytes());
+                    let _ = writer.write_all(&buf).await;
+                    break;
+                }
+            },
+            _ = tokio::time::sleep_until(next_beat), if send_every.is_some() => buf.push(b'\n'),
+        }
+        // Whatever else is ready goes in the same write.
+        while buf.len() < 256 * 1024 {
+            if let Ok(bytes) = control.try_recv() {
+                buf.extend_from_slice(&bytes);
+            } else if let Ok(d) = outbox.try_recv() {
+                encode_delivery(&d, &mut buf, &mut acks);
+            } else {
+                break;
+            }
+        }
+        if writer.write_all(&buf).await.is_err() || writer.flush().await.is_err() {
+            break;
+        }
+        next_beat = Instant::now() + beat;
+        if !acks.is_empty() {
+            // Auto-acknowledged stored messages are done once written.
+            let records = acks.into_iter().map(|id| Record::Ack { id }).collect();
+            if core.journal.append(records).await.is_err() {
+                break;
+            }
+        }
+        if outbox.is_empty() && stalled.swap(false, Ordering::AcqRel) {
+            core.router.resume(conn).await;
+        }
+    }
+    let _ = writer.shutdown().await;
+    done.cancel();
+}
+
+fn encode_delivery(d: &Delivery, buf: &mut Vec<u8>, acks: &mut Vec<u64>) {
+    let m = &d.message;
+    let mut frame = Frame::new(Command::Message)
+        .header("subscription", d.subscription.clone())
+        .header("message-id", m.message_id.clone())
+        .header("destination", m.destination.stomp());
+    if let Some(ack) = &d.ack {
+        frame = frame.header("ack", ack.clone());
+    }
+    if d.redelivered {
+        frame = frame.header("redelivered", "true");
+    }
+    for (name, value) in &m.headers {
+        frame.headers.push((name.clone(), value.clone()));
+    }
+    frame.body = m.body.clone();
+    frame.encode(buf);
+    if d.ack_mode == AckMode::Auto && m.stored {
+        acks.push(m.seq);
+    }
+}
