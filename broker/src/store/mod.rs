@@ -80,12 +80,29 @@ impl Journal {
 
     /// Appends `records`; resolves once they are on disk (fsynced).
     pub async fn append(&self, records: Vec<Record>) -> Result<(), JournalError> {
+        self.submit(records).await?.wait().await
+    }
+
+    /// Queues `records` for the writer (waiting only for room in its
+    /// queue); the returned handle resolves once they are on disk. Appends
+    /// complete in the order they were submitted.
+    pub async fn submit(&self, records: Vec<Record>) -> Result<Durable, JournalError> {
         let (done, wait) = oneshot::channel();
         self.tx
             .send(Append { records, done })
             .await
             .map_err(|_| JournalError::Stopped)?;
-        match wait.await {
+        Ok(Durable(wait))
+    }
+}
+
+/// Records submitted to the journal, not yet known to be on disk.
+#[derive(Debug)]
+pub struct Durable(oneshot::Receiver<Result<(), String>>);
+
+impl Durable {
+    pub async fn wait(self) -> Result<(), JournalError> {
+        match self.0.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(detail)) => Err(JournalError::Io {
                 path: PathBuf::from("journal"),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
@@ -16,7 +16,7 @@ use tracing::{debug, info};
 use crate::auth::{Operation, Principal};
 use crate::router::{AckMode, ConnectionInfo, Delivery, Destination, Kind, Message, Outbox};
 use crate::stomp::{decode, Command, Decoded, Frame, Limits as FrameLimits};
-use crate::store::{Record, StoredMessage};
+use crate::store::{Durable, Record, StoredMessage};
 use crate::BrokerCore;
 
 /// Deliveries a connection may have queued for writing.
@@ -86,6 +86,7 @@ pub(crate) async fn serve<S>(
         principal: None,
         transactions: HashMap::new(),
         version: "1.2",
+        pipeline: None,
     };
     let connected = tokio::select! {
         _ = stop.cancelled() => return,
@@ -128,6 +129,12 @@ pub(crate) async fn serve<S>(
             },
         )
         .await;
+    let (pipe_tx, pipe_rx) = mpsc::channel(256);
+    let pipeline_task = tokio::spawn(run_pipeline(core.clone(), pipe_rx, session.control.clone()));
+    session.pipeline = Some(Pipeline {
+        tx: pipe_tx,
+        budget: Arc::new(Semaphore::new(PIPELINE_BYTES as usize)),
+    });
     info!(conn = id, client.addr = %remote, user = %principal.user, transport = %transport, "client connected");
     let writer_done = CancellationToken::new();
     let writer_task = tokio::spawn(write_loop(
@@ -151,6 +158,10 @@ pub(crate) async fn serve<S>(
         debug!(conn = id, error = %fatal.message, "closing with ERROR");
         let _ = session.control.send(fatal.frame().to_bytes()).await;
     }
+    // What was received is routed before the connection goes.
+    let _ = session.flush().await;
+    session.pipeline = None;
+    let _ = pipeline_task.await;
     core.router.unregister(id).await;
     drop(session);
     let _ = writer_task.await;
@@ -166,9 +177,90 @@ struct Session {
     principal: Option<Principal>,
     transactions: HashMap<String, Vec<Frame>>,
     version: &'static str,
+    /// SENDs on their way: journal, then router, then receipt, in order.
+    pipeline: Option<Pipeline>,
+}
+
+/// The SENDs of one connection in flight: each is journaled (fsynced in
+/// groups), then routed, then receipted, in the order they arrived, while
+/// the connection goes on reading. Bounded by bytes.
+struct Pipeline {
+    tx: mpsc::Sender<Piped>,
+    budget: Arc<Semaphore>,
+}
+
+/// Bytes of SEND bodies a connection may have in its pipeline.
+const PIPELINE_BYTES: u32 = 8 * 1024 * 1024;
+
+enum Piped {
+    Send {
+        durable: Option<Durable>,
+        message: Arc<Message>,
+        receipt: Option<String>,
+        _permit: OwnedSemaphorePermit,
+    },
+    /// Answers once everything before it is done.
+    Flush(oneshot::Sender<Result<(), String>>),
+}
+
+async fn run_pipeline(
+    core: Arc<BrokerCore>,
+    mut rx: mpsc::Receiver<Piped>,
+    control: mpsc::Sender<Vec<u8>>,
+) {
+    let mut failed: Option<String> = None;
+    while let Some(item) = rx.recv().await {
+        match item {
+            Piped::Send {
+                durable,
+                message,
+                receipt,
+                _permit,
+            } => {
+                if failed.is_some() {
+                    continue;
+                }
+                if let Some(durable) = durable {
+                    if let Err(e) = durable.wait().await {
+                        failed = Some(format!("a message could not be stored: {e}"));
+                        continue;
+                    }
+                }
+                core.router.send(message).await;
+                if let Some(r) = receipt {
+                    let _ = control
+                        .send(
+                            Frame::new(Command::Receipt)
+                                .header("receipt-id", r)
+                                .to_bytes(),
+                        )
+                        .await;
+                }
+            }
+            Piped::Flush(reply) => {
+                let _ = reply.send(failed.clone().map_or(Ok(()), Err));
+            }
+        }
+    }
 }
 
 impl Session {
+    /// Waits until every SEND before now is routed.
+    async fn flush(&self) -> Result<(), Fatal> {
+        let Some(pipeline) = &self.pipeline else {
+            return Ok(());
+        };
+        let (reply, answer) = oneshot::channel();
+        if pipeline.tx.send(Piped::Flush(reply)).await.is_err() {
+            return Err(Fatal::new("the connection is closing", None));
+        }
+        match answer.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Fatal::new("the message could not be stored", None).detail(e)),
+            Err(_) => Err(Fatal::new("the connection is closing", None)),
+        }
+    }
+
     /// Reads the next frame, skipping heart-beats. `Ok(None)`: the peer closed.
     async fn next_frame<R: AsyncRead + Unpin>(
         &mut self,
@@ -263,6 +355,10 @@ impl Session {
         expect_every: Option<Duration>,
     ) -> Result<(), Fatal> {
         while let Some(frame) = self.next_frame(reader, expect_every).await? {
+            let pipelined = frame.command == Command::Send && frame.get("transaction").is_none();
+            if !pipelined {
+                self.flush().await?;
+            }
             if frame.command == Command::Disconnect {
                 self.receipt(&frame).await;
                 return Ok(());
@@ -318,9 +414,8 @@ impl Session {
                 Ok(())
             }
             Command::Send => {
-                self.send(&frame).await?;
-                self.receipt(&frame).await;
-                Ok(())
+                self.send(&frame, frame.get("receipt").map(str::to_owned))
+                    .await
             }
             Command::Subscribe => {
                 let destination = self.destination(&frame, Operation::Read)?;
@@ -396,10 +491,14 @@ impl Session {
                 if frame.command == Command::Commit {
                     for f in &frames {
                         match f.command {
-                            Command::Send => self.send(f).await?,
-                            _ => self.ack(f).await?,
+                            Command::Send => self.send(f, None).await?,
+                            _ => {
+                                self.flush().await?;
+                                self.ack(f).await?;
+                            }
                         }
                     }
+                    self.flush().await?;
                 }
                 self.receipt(&frame).await;
                 Ok(())
@@ -443,7 +542,9 @@ impl Session {
         Ok(destination)
     }
 
-    async fn send(&self, frame: &Frame) -> Result<(), Fatal> {
+    /// Journals (if stored) and routes a SEND through the pipeline; the
+    /// receipt goes out once it is routed.
+    async fn send(&self, frame: &Frame, receipt: Option<String>) -> Result<(), Fatal> {
         let destination = self.destination(frame, Operation::Write)?;
         let persistent = frame.get("persistent") == Some("true");
         let headers: Vec<(String, String)> = frame
@@ -472,19 +573,41 @@ impl Session {
             headers,
             body: frame.body.clone(),
         };
-        if message.stored {
+        let Some(pipeline) = &self.pipeline else {
+            return Err(Fatal::new("not connected", Some(frame)));
+        };
+        let cost = u32::try_from(message.body.len())
+            .unwrap_or(u32::MAX)
+            .clamp(1, PIPELINE_BYTES);
+        let permit = pipeline
+            .budget
+            .clone()
+            .acquire_many_owned(cost)
+            .await
+            .map_err(|_| Fatal::new("the connection is closing", Some(frame)))?;
+        let durable = if message.stored {
             let record = Record::Add(StoredMessage {
                 id: seq,
                 destination: message.destination.stomp(),
                 headers: message.headers.clone(),
                 body: message.body.clone(),
             });
-            self.core.journal.append(vec![record]).await.map_err(|e| {
+            Some(self.core.journal.submit(vec![record]).await.map_err(|e| {
                 Fatal::new("the message could not be stored", Some(frame)).detail(e.to_string())
-            })?;
-        }
-        self.core.router.send(Arc::new(message)).await;
-        Ok(())
+            })?)
+        } else {
+            None
+        };
+        pipeline
+            .tx
+            .send(Piped::Send {
+                durable,
+                message: Arc::new(message),
+                receipt,
+                _permit: permit,
+            })
+            .await
+            .map_err(|_| Fatal::new("the connection is closing", Some(frame)))
     }
 
     async fn ack(&self, frame: &Frame) -> Result<(), Fatal> {
