@@ -266,6 +266,7 @@ impl Session {
         &mut self,
         reader: &mut R,
         timeout: Option<Duration>,
+        late: &str,
     ) -> Result<Option<Frame>, Fatal> {
         let mut chunk = [0u8; 16 * 1024];
         loop {
@@ -277,9 +278,9 @@ impl Session {
             }
             let read = reader.read(&mut chunk);
             let n = match timeout {
-                Some(t) => tokio::time::timeout(t, read).await.map_err(|_| {
-                    Fatal::new("no heart-beat or frame from the client in time", None)
-                })?,
+                Some(t) => tokio::time::timeout(t, read)
+                    .await
+                    .map_err(|_| Fatal::new(late, None))?,
                 None => read.await,
             }
             .map_err(|e| Fatal::new("read failed", None).detail(e.to_string()))?;
@@ -298,7 +299,10 @@ impl Session {
         transport: &str,
     ) -> Result<(Option<Duration>, Option<Duration>), Fatal> {
         let timeout = Some(self.core.limits.connect_timeout);
-        let Some(frame) = self.next_frame(reader, timeout).await? else {
+        let Some(frame) = self
+            .next_frame(reader, timeout, "no CONNECT frame in time")
+            .await?
+        else {
             return Err(Fatal::new("closed before CONNECT", None));
         };
         if !matches!(frame.command, Command::Connect | Command::Stomp) {
@@ -354,7 +358,14 @@ impl Session {
         reader: &mut R,
         expect_every: Option<Duration>,
     ) -> Result<(), Fatal> {
-        while let Some(frame) = self.next_frame(reader, expect_every).await? {
+        while let Some(frame) = self
+            .next_frame(
+                reader,
+                expect_every,
+                "no heart-beat or frame from the client in time",
+            )
+            .await?
+        {
             let pipelined = frame.command == Command::Send && frame.get("transaction").is_none();
             if !pipelined {
                 self.flush().await?;

@@ -67,3 +67,81 @@ bind = "127.0.0.1:0"
 pub fn data_dir(dir: &Path) -> PathBuf {
     dir.join("data")
 }
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use portico_broker::stomp::{decode, Command, Decoded, Frame, Limits};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// A bare STOMP client over plain TCP, built on the broker's own codec.
+pub struct RawClient {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl RawClient {
+    /// Connects and completes CONNECT/CONNECTED.
+    pub async fn connect(addr: SocketAddr) -> Self {
+        let mut client = Self::open(addr).await;
+        client
+            .send(
+                &Frame::new(Command::Connect)
+                    .header("accept-version", "1.2")
+                    .header("host", "localhost"),
+            )
+            .await;
+        let connected = client.next().await.expect("CONNECTED");
+        assert_eq!(connected.command, Command::Connected, "{connected:?}");
+        client
+    }
+
+    /// A TCP connection, nothing sent yet.
+    pub async fn open(addr: SocketAddr) -> Self {
+        Self {
+            stream: TcpStream::connect(addr).await.unwrap(),
+            buf: Vec::new(),
+        }
+    }
+
+    pub async fn send(&mut self, frame: &Frame) {
+        self.stream.write_all(&frame.to_bytes()).await.unwrap();
+    }
+
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes).await
+    }
+
+    /// The next frame, or `None` once the broker closed the connection.
+    pub async fn next(&mut self) -> Option<Frame> {
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            match decode(&mut self.buf, &Limits::default()) {
+                Ok(Some(Decoded::Frame(f))) => return Some(f),
+                Ok(Some(Decoded::HeartBeat)) => continue,
+                Ok(None) => {}
+                Err(e) => panic!("the broker sent a bad frame: {e}"),
+            }
+            let n = tokio::time::timeout(DEADLINE, self.stream.read(&mut chunk))
+                .await
+                .expect("no frame from the broker in time")
+                .unwrap_or(0);
+            if n == 0 {
+                return None;
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Reads until the connection closes; returns the frames seen.
+    pub async fn until_closed(&mut self) -> Vec<Frame> {
+        let mut frames = Vec::new();
+        while let Some(f) = self.next().await {
+            frames.push(f);
+        }
+        frames
+    }
+}
