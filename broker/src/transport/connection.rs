@@ -20,7 +20,7 @@ use crate::store::{Durable, Record, StoredMessage};
 use crate::BrokerCore;
 
 /// Deliveries a connection may have queued for writing.
-const OUTBOX: usize = 1024;
+const OUTBOX: usize = 256;
 /// Default queue prefetch, as ActiveMQ's.
 const DEFAULT_PREFETCH: usize = 1000;
 

@@ -1,0 +1,311 @@
+//! A broker node as an operator sees it: the console's pages and JSON with
+//! live figures, `check`, clear start-up errors, heart-beats, prefetch.
+
+mod common;
+
+use std::process::Command as Process;
+use std::time::Duration;
+
+use common::*;
+use portico_broker::stomp::{Command, Frame};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(
+        format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = String::new();
+    tcp.read_to_string(&mut out).await.unwrap();
+    let status = out[9..12].parse().unwrap();
+    (
+        status,
+        out.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_shows_live_figures_as_html_and_json() {
+    let dir = BrokerDir::new("");
+    let broker = dir.start().await;
+    let addr = broker.transport_addr("stomp").unwrap();
+    let console = broker.console_addr().unwrap();
+    let mut client = RawClient::connect(addr).await;
+    for i in 0..3 {
+        client
+            .send(
+                &Frame::new(Command::Send)
+                    .header("destination", "/queue/Orders")
+                    .header("receipt", i.to_string())
+                    .body("o"),
+            )
+            .await;
+        assert_eq!(client.next().await.unwrap().command, Command::Receipt);
+    }
+    client
+        .send(
+            &Frame::new(Command::Subscribe)
+                .header("destination", "/topic/Prices")
+                .header("id", "p")
+                .header("receipt", "s"),
+        )
+        .await;
+    assert_eq!(client.next().await.unwrap().command, Command::Receipt);
+
+    let (status, body) = http_get(console, "/api/queues").await;
+    assert_eq!(status, 200);
+    let queues: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let orders = queues
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == "Orders")
+        .unwrap();
+    assert_eq!(
+        (
+            orders["pending"].as_u64(),
+            orders["enqueued"].as_u64(),
+            orders["consumers"].as_u64()
+        ),
+        (Some(3), Some(3), Some(0))
+    );
+
+    // A consumer takes them: the figures move.
+    client
+        .send(
+            &Frame::new(Command::Subscribe)
+                .header("destination", "/queue/Orders")
+                .header("id", "o"),
+        )
+        .await;
+    for _ in 0..3 {
+        assert_eq!(client.next().await.unwrap().command, Command::Message);
+    }
+    let (_, body) = http_get(console, "/api/queues").await;
+    let queues: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let orders = queues
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == "Orders")
+        .unwrap();
+    assert_eq!(
+        (
+            orders["pending"].as_u64(),
+            orders["dequeued"].as_u64(),
+            orders["consumers"].as_u64()
+        ),
+        (Some(0), Some(3), Some(1))
+    );
+
+    let (_, topics) = http_get(console, "/api/topics").await;
+    assert!(
+        topics.contains("\"Prices\"") && topics.contains("\"subscribers\": 1"),
+        "{topics}"
+    );
+    let (_, connections) = http_get(console, "/api/connections").await;
+    let connections: serde_json::Value = serde_json::from_str(&connections).unwrap();
+    assert_eq!(connections.as_array().unwrap().len(), 1);
+    assert_eq!(connections[0]["subscriptions"], 2);
+    assert_eq!(http_get(console, "/api/network").await.1.trim(), "[]");
+    let (status, health) = http_get(console, "/health").await;
+    assert_eq!(status, 200);
+    assert!(health.contains("active"));
+    for page in ["/", "/queues", "/topics", "/connections", "/network"] {
+        let (status, html) = http_get(console, page).await;
+        assert_eq!(status, 200, "{page}");
+        assert!(html.starts_with("<!doctype html>"), "{page}");
+    }
+    let (_, html) = http_get(console, "/queues").await;
+    assert!(
+        html.contains("<td>Orders</td><td>0</td><td>1</td><td>3</td><td>3</td>"),
+        "{html}"
+    );
+    broker.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_heart_beating_client_is_dropped() {
+    let dir = BrokerDir::new("[limits]\nheart_beat = \"200ms\"\n");
+    let broker = dir.start().await;
+    let addr = broker.transport_addr("stomp").unwrap();
+    let mut client = RawClient::open(addr).await;
+    client
+        .send(
+            &Frame::new(Command::Connect)
+                .header("accept-version", "1.2")
+                .header("heart-beat", "200,200"),
+        )
+        .await;
+    let connected = client.next().await.unwrap();
+    assert_eq!(connected.get("heart-beat"), Some("200,200"));
+    // The client promised a beat every 200 ms and sends nothing.
+    let started = std::time::Instant::now();
+    let frames = client.until_closed().await;
+    assert!(started.elapsed() >= Duration::from_millis(350));
+    assert!(
+        frames.iter().any(|f| f.command == Command::Error),
+        "{frames:?}"
+    );
+    broker.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_prefetch_window_bounds_unacknowledged_messages() {
+    let dir = BrokerDir::new("");
+    let broker = dir.start().await;
+    let addr = broker.transport_addr("stomp").unwrap();
+    let mut client = RawClient::connect(addr).await;
+    for i in 0..5 {
+        client
+            .send(
+                &Frame::new(Command::Send)
+                    .header("destination", "/queue/p")
+                    .header("n", i.to_string()),
+            )
+            .await;
+    }
+    client
+        .send(
+            &Frame::new(Command::Subscribe)
+                .header("destination", "/queue/p")
+                .header("id", "s")
+                .header("ack", "client-individual")
+                .header("activemq.prefetchSize", "2"),
+        )
+        .await;
+    let first = client.next().await.unwrap();
+    let second = client.next().await.unwrap();
+    assert_eq!((first.get("n"), second.get("n")), (Some("0"), Some("1")));
+    // Nothing more until one is acknowledged.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), client.next())
+            .await
+            .is_err()
+    );
+    client
+        .send(&Frame::new(Command::Ack).header("id", first.get("ack").unwrap()))
+        .await;
+    assert_eq!(client.next().await.unwrap().get("n"), Some("2"));
+    broker.shutdown(Duration::from_secs(1)).await;
+}
+
+fn broker_bin() -> Process {
+    Process::new(env!("CARGO_BIN_EXE_portico-broker"))
+}
+
+#[test]
+fn check_reports_every_error_with_its_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broker.toml");
+    std::fs::write(
+        &path,
+        "[broker]\nname = \"b\"\ndata_dir = \"d\"\n\n[[transport]]\nname = \"stomp+ssl\"\nbind = \"127.0.0.1:0\"\ncert = \"missing.crt\"\nkey = \"missing.key\"\n\n[[user]]\nname = \"u\"\npassword_env = \"PORTICO_TEST_UNSET_VARIABLE\"\n\n[[authorization]]\ndestination = \"queue://>.x\"\ncolour = 1\n",
+    )
+    .unwrap();
+    let out = broker_bin()
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let shown = path.display().to_string();
+    assert!(
+        stderr.contains(&format!("{shown}:8:8: error: cannot read")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{shown}:13:16: error: environment variable")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{shown}:17:1: error: unknown field `colour`")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("3 errors"), "{stderr}");
+
+    let good = BrokerDir::new("");
+    let out = broker_bin()
+        .args(["check", "--config"])
+        .arg(good.path("broker.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn start_up_errors_are_clear_and_exit_2() {
+    let dir = BrokerDir::new("");
+    // The port is taken.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let text = std::fs::read_to_string(dir.path("broker.toml")).unwrap();
+    let busy = dir.path("busy.toml");
+    std::fs::write(
+        &busy,
+        text.replacen(
+            "bind = \"127.0.0.1:0\"",
+            &format!("bind = \"127.0.0.1:{port}\""),
+            1,
+        ),
+    )
+    .unwrap();
+    let out = broker_bin()
+        .args(["run", "--config"])
+        .arg(&busy)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("cannot bind 127.0.0.1:{port}")),
+        "{stderr}"
+    );
+
+    // The data_dir cannot be created.
+    std::fs::write(dir.path("not-a-dir"), "a file").unwrap();
+    let blocked = dir.path("blocked.toml");
+    std::fs::write(
+        &blocked,
+        text.replace("data_dir = \"data\"", "data_dir = \"not-a-dir/data\""),
+    )
+    .unwrap();
+    let out = broker_bin()
+        .args(["run", "--config"])
+        .arg(&blocked)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("data_dir") && stderr.contains("not-a-dir"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn hash_password_reads_stdin_and_prints_an_argon2_hash() {
+    use std::io::Write;
+    let mut child = broker_bin()
+        .arg("hash-password")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"s3cret\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let hash = String::from_utf8(out.stdout).unwrap();
+    let secret = portico_broker::auth::Secret::hash(hash.trim()).unwrap();
+    assert!(secret.verify("s3cret"));
+    assert!(!hash.contains("s3cret"));
+}
