@@ -163,7 +163,8 @@ pub struct CertRequest {
 
 /// Writes `ca.crt`/`ca.key` (kept if present, so earlier certificates stay
 /// valid), then `DOMAIN.crt`/`.key` per domain and `NAME.crt`/`.key` per
-/// broker. Returns the files written.
+/// broker (for its name and `localhost`); every certificate also covers the
+/// `ips`. Returns the files written.
 pub fn write_dev_certs(out: &Path, request: &CertRequest) -> Result<Vec<PathBuf>, CertError> {
     std::fs::create_dir_all(out).map_err(|source| CertError::Write {
         path: out.to_owned(),
@@ -191,12 +192,17 @@ pub fn write_dev_certs(out: &Path, request: &CertRequest) -> Result<Vec<PathBuf>
         written.extend([crt, key]);
         Ok(())
     };
+    let ips: Vec<String> = request.ips.iter().map(IpAddr::to_string).collect();
     for domain in &request.domains {
-        issue(domain, vec![domain.clone()])?;
+        // The addresses too, so a client can connect by address where the
+        // name does not resolve.
+        let mut names = vec![domain.clone()];
+        names.extend(ips.iter().cloned());
+        issue(domain, names)?;
     }
     for broker in &request.brokers {
         let mut names = vec![broker.clone(), "localhost".to_owned()];
-        names.extend(request.ips.iter().map(IpAddr::to_string));
+        names.extend(ips.iter().cloned());
         issue(broker, names)?;
     }
     Ok(written)

@@ -215,6 +215,11 @@ impl Pipe {
                         }
                         return Poll::Pending;
                     }
+                    // A peer that closes without TLS close_notify (common) has
+                    // still closed: pass the close on.
+                    Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                        self.read_done = true;
+                    }
                     Poll::Ready(Err(e)) => return Poll::Ready(Err((from, e))),
                     Poll::Ready(Ok(())) => {
                         let n = read_buf.filled().len();

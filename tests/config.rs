@@ -303,6 +303,7 @@ fn portico_certs_makes_a_ca_and_keeps_it_when_run_again() {
             .unwrap_or_else(|e| panic!("{stem} for {name}: {e}"));
     };
     check("mq.localhost", "mq.localhost");
+    check("mq.localhost", "127.0.0.1");
     check("broker1", "broker1");
     check("broker1", "127.0.0.2");
     check("broker2", "broker2");

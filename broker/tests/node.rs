@@ -309,3 +309,61 @@ fn hash_password_reads_stdin_and_prints_an_argon2_hash() {
     assert!(secret.verify("s3cret"));
     assert!(!hash.contains("s3cret"));
 }
+
+/// Every broker config in `config/` checks out (with dev certificates made
+/// where the examples expect them).
+#[test]
+fn every_example_broker_config_is_valid() {
+    let root = tempfile::tempdir().unwrap();
+    portico::certs::write_dev_certs(
+        &root.path().join("certs/dev"),
+        &portico::certs::CertRequest {
+            domains: vec!["mq.localhost".into()],
+            brokers: vec!["broker1".into(), "broker2".into(), "broker3".into()],
+            ips: vec!["127.0.0.1".parse().unwrap()],
+        },
+    )
+    .unwrap();
+    let config_dir = root.path().join("config");
+    std::fs::create_dir_all(&config_dir).unwrap();
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(source).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        if path.extension().is_some_and(|e| e == "toml") && text.contains("[broker]") {
+            let copy = config_dir.join(path.file_name().unwrap());
+            std::fs::write(&copy, &text).unwrap();
+            if let Err(e) = portico_broker::config::BrokerConfig::load(&copy) {
+                panic!("{}:\n{e}", path.display());
+            }
+            checked += 1;
+            // An unknown key in any table is rejected at its line.
+            let lines: Vec<&str> = text.lines().collect();
+            let headers = lines
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| l.trim_start().starts_with('['));
+            for (i, _) in headers {
+                let mut edited = lines.clone();
+                edited.insert(i + 1, "bogus_key = 1");
+                let Err(portico::ConfigError::Invalid { diagnostics }) =
+                    portico_broker::config::BrokerConfig::parse(&edited.join("\n"), &copy)
+                else {
+                    panic!(
+                        "{}: bogus_key after line {} accepted",
+                        path.display(),
+                        i + 1
+                    );
+                };
+                assert!(
+                    diagnostics
+                        .iter()
+                        .any(|d| d.line == i + 2 && d.message.contains("bogus_key")),
+                    "{diagnostics:?}"
+                );
+            }
+        }
+    }
+    assert!(checked > 0);
+}

@@ -6,8 +6,10 @@
 //! with room in their prefetch window; topics give it to every subscriber.
 //! Slow consumers: a queue consumer whose connection cannot take more is
 //! skipped until it drains (its messages wait in the queue); a topic
-//! subscriber whose connection falls a full outbox behind is disconnected
-//! with an ERROR, so one slow reader never grows the broker's memory.
+//! subscriber's messages wait in its own backlog while its connection is
+//! busy, and a subscriber more than 10,000 messages or 16 MiB behind is
+//! disconnected with an ERROR, so one slow reader never grows the broker's
+//! memory without bound.
 //! Producers: a queue over its memory limit holds back its senders' SENDs
 //! (each connection waits for its SEND to be accepted) until consumers
 //! make room.
@@ -324,7 +326,14 @@ struct Subscription {
     prefetch: usize,
     /// Delivered, not yet acknowledged (client modes), in delivery order.
     inflight: VecDeque<Arc<Message>>,
+    /// Topic messages waiting for room in the connection's outbox.
+    backlog: VecDeque<Arc<Message>>,
+    backlog_bytes: usize,
 }
+
+/// A topic subscriber further behind than this is disconnected.
+const TOPIC_BACKLOG_MESSAGES: usize = 10_000;
+const TOPIC_BACKLOG_BYTES: usize = 16 * 1024 * 1024;
 
 struct State {
     limits: RouterLimits,
@@ -401,15 +410,20 @@ impl State {
             Op::Resume { conn } => {
                 if let Some(c) = self.conns.get(&conn) {
                     c.outbox.stalled.store(false, Ordering::Release);
-                    let queues: Vec<String> = c
+                    let subs: Vec<(u64, Kind, String)> = c
                         .subs
                         .iter()
-                        .filter_map(|k| self.subs.get(k))
-                        .filter(|s| s.destination.kind == Kind::Queue)
-                        .map(|s| s.destination.name.clone())
+                        .filter_map(|k| {
+                            self.subs
+                                .get(k)
+                                .map(|s| (*k, s.destination.kind, s.destination.name.clone()))
+                        })
                         .collect();
-                    for q in queues {
-                        self.dispatch(&q);
+                    for (key, kind, name) in subs {
+                        match kind {
+                            Kind::Queue => self.dispatch(&name),
+                            Kind::Topic => self.drain_topic_subscription(key),
+                        }
                     }
                 }
             }
@@ -470,6 +484,8 @@ impl State {
                 ack,
                 prefetch: prefetch.max(1),
                 inflight: VecDeque::new(),
+                backlog: VecDeque::new(),
+                backlog_bytes: 0,
             },
         );
         match kind {
@@ -566,13 +582,39 @@ impl State {
             let Some(sub) = self.subs.get_mut(&key) else {
                 continue;
             };
-            let Some(conn) = self.conns.get(&sub.conn) else {
-                continue;
-            };
-            let acks = sub.ack != AckMode::Auto;
-            if acks && sub.inflight.len() >= sub.prefetch {
+            sub.backlog_bytes += message.size();
+            sub.backlog.push_back(message.clone());
+            if sub.backlog.len() > TOPIC_BACKLOG_MESSAGES || sub.backlog_bytes > TOPIC_BACKLOG_BYTES
+            {
                 slow.push(sub.conn);
                 continue;
+            }
+            self.drain_topic_subscription(key);
+        }
+        for conn in slow {
+            warn!(conn, topic = %name, "slow topic subscriber: disconnecting it");
+            if let Some(c) = self.conns.get(&conn) {
+                // The connection sees a closed outbox and ends with an ERROR.
+                c.outbox.evicted.store(true, Ordering::Release);
+            }
+            self.unregister(conn);
+        }
+    }
+
+    /// Moves a topic subscription's backlog into its connection's outbox,
+    /// as far as the outbox and the prefetch window allow.
+    fn drain_topic_subscription(&mut self, key: u64) {
+        let Some(sub) = self.subs.get_mut(&key) else {
+            return;
+        };
+        let Some(conn) = self.conns.get(&sub.conn) else {
+            return;
+        };
+        let acks = sub.ack != AckMode::Auto;
+        let mut delivered = 0;
+        while let Some(message) = sub.backlog.front() {
+            if acks && sub.inflight.len() >= sub.prefetch {
+                break;
             }
             let delivery = Delivery {
                 subscription: sub.id.clone(),
@@ -583,24 +625,23 @@ impl State {
             };
             match conn.outbox.tx.try_send(delivery) {
                 Ok(()) => {
+                    let message = sub.backlog.pop_front().expect("front exists");
+                    sub.backlog_bytes = sub.backlog_bytes.saturating_sub(message.size());
                     if acks {
-                        sub.inflight.push_back(message.clone());
+                        sub.inflight.push_back(message);
                     }
-                    if let Some(t) = self.topics.get_mut(name) {
-                        t.dequeued += 1;
-                    }
+                    delivered += 1;
                 }
-                Err(mpsc::error::TrySendError::Full(_)) => slow.push(sub.conn),
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    conn.outbox.stalled.store(true, Ordering::Release);
+                    break;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => break,
             }
         }
-        for conn in slow {
-            warn!(conn, topic = %name, "slow topic subscriber: disconnecting it");
-            if let Some(c) = self.conns.get(&conn) {
-                // The connection sees a closed outbox and ends with an ERROR.
-                c.outbox.evicted.store(true, Ordering::Release);
-            }
-            self.unregister(conn);
+        let name = sub.destination.name.clone();
+        if let Some(t) = self.topics.get_mut(&name) {
+            t.dequeued += delivered;
         }
     }
 
@@ -723,7 +764,7 @@ impl State {
                 }
                 self.dispatch(&name);
             }
-            Kind::Topic => {}
+            Kind::Topic => self.drain_topic_subscription(key),
         }
         Ok(acked.iter().filter(|m| m.stored).map(|m| m.seq).collect())
     }
