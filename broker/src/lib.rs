@@ -78,6 +78,26 @@ impl BrokerCore {
     pub(crate) fn metrics_error(&self) {
         self.errors.fetch_add(1, Ordering::Relaxed);
     }
+
+    pub(crate) fn summary(&self) -> Summary {
+        Summary {
+            name: self.name.clone(),
+            role: "active",
+            connections_total: self.next_conn.load(Ordering::Relaxed) - 1,
+            protocol_errors: self.errors.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// `GET /api/broker`: the node and its counters.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct Summary {
+    name: String,
+    role: &'static str,
+    /// Client connections accepted since start.
+    connections_total: u64,
+    /// Connections closed with an ERROR: bad frames, limits, refused logins.
+    protocol_errors: u64,
 }
 
 /// A running broker node.

@@ -152,6 +152,15 @@ async fn each_kind_of_bad_input_gets_an_error_and_others_carry_on() {
     let frames = receipted.until_closed().await;
     assert_eq!(error_of(&frames).get("receipt-id"), Some("r-7"));
 
+    // Every refusal was counted.
+    let summary = http_get(broker.console_addr().unwrap(), "/api/broker").await;
+    let body = summary.split_once("\r\n\r\n").unwrap().1;
+    let summary: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert!(
+        summary["protocol_errors"].as_u64().unwrap() >= 11,
+        "{summary}"
+    );
+
     // The bystander saw nothing and still works.
     bystander
         .send(

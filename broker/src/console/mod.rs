@@ -53,6 +53,9 @@ async fn handle(core: &BrokerCore, req: Request<Incoming>) -> Response<Full<Byte
             format!("{{\"status\":\"active\",\"broker\":{:?}}}", core.name),
         );
     }
+    if path == "/api/broker" {
+        return json(&core.summary());
+    }
     let stats = core.router.stats().await;
     match path.as_str() {
         "/api/queues" => json(&stats.queues),
