@@ -27,6 +27,7 @@ pub struct BrokerConfig {
     pub users: Vec<UserConfig>,
     pub authorization: Vec<AuthorizationEntry>,
     pub limits: Limits,
+    pub ha: crate::ha::HaSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -129,6 +130,14 @@ struct FileAuthorization {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct FileHa {
+    lease_renew: Option<Spanned<String>>,
+    takeover_after: Option<Spanned<String>>,
+    lease_timeout: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct FileLimits {
     max_frame_size: Option<Spanned<i64>>,
     max_headers: Option<Spanned<i64>>,
@@ -207,6 +216,7 @@ fn check(d: &mut Diagnoser<'_>, text: &str, path: &Path, base: &Path) -> Option<
     let mut users = Vec::new();
     let mut authorization = Vec::new();
     let mut limits = None;
+    let mut ha = None;
     let mut broker_seen = false;
     for (key, value) in root.get_ref().iter() {
         match key.get_ref().as_ref() {
@@ -219,9 +229,10 @@ fn check(d: &mut Diagnoser<'_>, text: &str, path: &Path, base: &Path) -> Option<
             "user" => users = items::<FileUser>(d, "user", value),
             "authorization" => authorization = items::<FileAuthorization>(d, "authorization", value),
             "limits" => limits = item::<FileLimits>(d, value),
+            "ha" => ha = item::<FileHa>(d, value),
             other => d.error(
                 key.span(),
-                format!("unknown key `{other}`, expected one of `broker`, `transport`, `console`, `user`, `authorization`, `limits`"),
+                format!("unknown key `{other}`, expected one of `broker`, `transport`, `console`, `user`, `authorization`, `limits`, `ha`"),
             ),
         }
     }
@@ -346,6 +357,7 @@ fn check(d: &mut Diagnoser<'_>, text: &str, path: &Path, base: &Path) -> Option<
         }
     }
     let limits = check_limits(d, limits.unwrap_or_default());
+    let ha = check_ha(d, ha.unwrap_or_default());
     let broker = broker?;
     if broker.name.get_ref().is_empty() {
         d.error(broker.name.span(), "broker name must not be empty");
@@ -362,7 +374,50 @@ fn check(d: &mut Diagnoser<'_>, text: &str, path: &Path, base: &Path) -> Option<
         users: checked_users,
         authorization: checked_authz,
         limits: limits?,
+        ha: ha?,
     })
+}
+
+fn check_ha(d: &mut Diagnoser<'_>, f: FileHa) -> Option<crate::ha::HaSettings> {
+    let defaults = crate::ha::HaSettings::default();
+    let mut ok = true;
+    let mut duration = |v: &Option<Spanned<String>>, default: Duration| match v {
+        None => default,
+        Some(v) => match portico::config::parse_duration(v.get_ref()) {
+            Ok(t) if !t.is_zero() => t,
+            Ok(_) => {
+                d.error(v.span(), "must be greater than zero");
+                ok = false;
+                default
+            }
+            Err(e) => {
+                d.error(v.span(), e);
+                ok = false;
+                default
+            }
+        },
+    };
+    let settings = crate::ha::HaSettings {
+        lease_renew: duration(&f.lease_renew, defaults.lease_renew),
+        takeover_after: duration(&f.takeover_after, defaults.takeover_after),
+        lease_timeout: duration(&f.lease_timeout, defaults.lease_timeout),
+        poll: defaults.poll,
+    };
+    if ok && settings.takeover_after <= settings.lease_renew {
+        if let Some(v) = &f.takeover_after {
+            d.error(
+                v.span(),
+                "`takeover_after` must be longer than `lease_renew`",
+            );
+        } else if let Some(v) = &f.lease_renew {
+            d.error(
+                v.span(),
+                "`lease_renew` must be shorter than `takeover_after`",
+            );
+        }
+        ok = false;
+    }
+    ok.then_some(settings)
 }
 
 fn socket_addr(d: &mut Diagnoser<'_>, value: &Spanned<String>) -> Option<SocketAddr> {

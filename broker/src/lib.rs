@@ -46,6 +46,12 @@ pub enum StartError {
         source: std::io::Error,
     },
     #[error("data_dir {path}: {source}")]
+    Lock {
+        path: std::path::PathBuf,
+        #[source]
+        source: ha::HaError,
+    },
+    #[error("data_dir {path}: {source}")]
     DataDir {
         path: std::path::PathBuf,
         #[source]
@@ -108,11 +114,27 @@ pub struct Broker {
     console: Option<SocketAddr>,
     stop: CancellationToken,
     tasks: TaskTracker,
+    lock: ha::ActiveLock,
 }
 
 impl Broker {
-    /// Replays the journal, then binds every transport and the console.
+    /// Waits to be the active node of its `data_dir` (a standby opens no
+    /// port), then replays the journal and binds every transport and the
+    /// console. `cancel` gives up waiting.
     pub async fn start(config: BrokerConfig) -> Result<Self, StartError> {
+        Self::start_with(config, &CancellationToken::new()).await
+    }
+
+    pub async fn start_with(
+        config: BrokerConfig,
+        cancel: &CancellationToken,
+    ) -> Result<Self, StartError> {
+        let lock = ha::acquire(&config.data_dir, config.ha, cancel)
+            .await
+            .map_err(|source| StartError::Lock {
+                path: config.data_dir.clone(),
+                source,
+            })?;
         let journal_dir = config.data_dir.join("journal");
         let (journal, recovered) =
             Journal::open(&journal_dir).map_err(|source| StartError::DataDir {
@@ -208,6 +230,7 @@ impl Broker {
             console,
             stop,
             tasks,
+            lock,
         })
     }
 
@@ -227,6 +250,11 @@ impl Broker {
         &self.core.name
     }
 
+    /// Cancelled if another node took this node's `data_dir`: stop at once.
+    pub fn lock_lost(&self) -> CancellationToken {
+        self.lock.lost.clone()
+    }
+
     /// Stops accepting and closes every connection (waiting up to `grace`).
     pub async fn shutdown(self, grace: Duration) {
         self.stop.cancel();
@@ -244,3 +272,4 @@ fn tls_config(key: Arc<rustls::sign::CertifiedKey>) -> Arc<ServerConfig> {
         .with_cert_resolver(resolver);
     Arc::new(config)
 }
+pub mod ha;

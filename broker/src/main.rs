@@ -128,19 +128,35 @@ fn run(path: &Path) -> ExitCode {
         }
     };
     runtime.block_on(async {
-        let broker = match Broker::start(config).await {
-            Ok(b) => b,
-            Err(e) => {
-                error!("{e}");
-                eprintln!("error: {e}");
-                return ExitCode::from(2);
+        // A standby waits here, with no port open, until it is active.
+        let start = Broker::start(config);
+        tokio::pin!(start);
+        let broker = tokio::select! {
+            r = &mut start => match r {
+                Ok(b) => b,
+                Err(e) => {
+                    error!("{e}");
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            },
+            _ = wait_for_stop() => {
+                info!("stopped while standby");
+                return ExitCode::SUCCESS;
             }
         };
-        wait_for_stop().await;
+        let lost = broker.lock_lost();
+        let code = tokio::select! {
+            _ = wait_for_stop() => ExitCode::SUCCESS,
+            _ = lost.cancelled() => {
+                error!("another node took over this data_dir: stopping");
+                ExitCode::from(3)
+            }
+        };
         info!("stopping");
         broker.shutdown(Duration::from_secs(5)).await;
         info!("stopped");
-        ExitCode::SUCCESS
+        code
     })
 }
 
