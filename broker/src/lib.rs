@@ -70,6 +70,34 @@ pub(crate) struct BrokerCore {
     next_conn: AtomicU64,
     next_seq: AtomicU64,
     errors: AtomicU64,
+    /// Recent `portico-dedup-id`s: a re-sent message already stored is dropped.
+    recent: std::sync::Mutex<Dedup>,
+}
+
+/// A bounded window of recently seen ids.
+#[derive(Debug, Default)]
+pub(crate) struct Dedup {
+    seen: std::collections::HashSet<String>,
+    order: std::collections::VecDeque<String>,
+}
+
+impl Dedup {
+    const WINDOW: usize = 200_000;
+
+    /// Records `id`; false if it was already there.
+    pub(crate) fn insert(&mut self, id: &str) -> bool {
+        if self.seen.contains(id) {
+            return false;
+        }
+        if self.order.len() == Self::WINDOW {
+            if let Some(old) = self.order.pop_front() {
+                self.seen.remove(&old);
+            }
+        }
+        self.seen.insert(id.to_owned());
+        self.order.push_back(id.to_owned());
+        true
+    }
 }
 
 impl BrokerCore {
@@ -79,6 +107,14 @@ impl BrokerCore {
 
     pub(crate) fn next_seq(&self) -> u64 {
         self.next_seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// False if a message with this dedup id was already accepted.
+    pub(crate) fn first_time(&self, id: &str) -> bool {
+        self.recent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id)
     }
 
     pub(crate) fn metrics_error(&self) {
@@ -162,6 +198,12 @@ impl Broker {
         if !restored.is_empty() {
             info!(messages = restored.len(), "restoring persistent messages");
         }
+        let mut recent = Dedup::default();
+        for m in &restored {
+            if let Some((_, id)) = m.headers.iter().find(|(k, _)| k == client::DEDUP_HEADER) {
+                recent.insert(id);
+            }
+        }
         router.restore(restored).await;
         let core = Arc::new(BrokerCore {
             name: config.name.clone(),
@@ -172,6 +214,7 @@ impl Broker {
             next_conn: AtomicU64::new(1),
             next_seq: AtomicU64::new(recovered.next_id.max(1)),
             errors: AtomicU64::new(0),
+            recent: std::sync::Mutex::new(recent),
         });
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
@@ -272,4 +315,6 @@ fn tls_config(key: Arc<rustls::sign::CertifiedKey>) -> Arc<ServerConfig> {
         .with_cert_resolver(resolver);
     Arc::new(config)
 }
+pub mod client;
 pub mod ha;
+pub mod tools;

@@ -199,6 +199,8 @@ enum Piped {
         receipt: Option<String>,
         _permit: OwnedSemaphorePermit,
     },
+    /// A receipt for a SEND that needed no work (a duplicate).
+    Receipt(Option<String>),
     /// Answers once everything before it is done.
     Flush(oneshot::Sender<Result<(), String>>),
 }
@@ -237,6 +239,17 @@ async fn run_pipeline(
                         .await;
                 }
             }
+            Piped::Receipt(receipt) => {
+                if let (None, Some(r)) = (&failed, receipt) {
+                    let _ = control
+                        .send(
+                            Frame::new(Command::Receipt)
+                                .header("receipt-id", r)
+                                .to_bytes(),
+                        )
+                        .await;
+                }
+            }
             Piped::Flush(reply) => {
                 let _ = reply.send(failed.clone().map_or(Ok(()), Err));
             }
@@ -245,6 +258,17 @@ async fn run_pipeline(
 }
 
 impl Session {
+    async fn pipe(&self, item: Piped) -> Result<(), Fatal> {
+        let Some(pipeline) = &self.pipeline else {
+            return Err(Fatal::new("not connected", None));
+        };
+        pipeline
+            .tx
+            .send(item)
+            .await
+            .map_err(|_| Fatal::new("the connection is closing", None))
+    }
+
     /// Waits until every SEND before now is routed.
     async fn flush(&self) -> Result<(), Fatal> {
         let Some(pipeline) = &self.pipeline else {
@@ -557,6 +581,13 @@ impl Session {
     /// receipt goes out once it is routed.
     async fn send(&self, frame: &Frame, receipt: Option<String>) -> Result<(), Fatal> {
         let destination = self.destination(frame, Operation::Write)?;
+        if let Some(id) = frame.get(crate::client::DEDUP_HEADER) {
+            if !self.core.first_time(id) {
+                // A failover client re-sent what was already accepted.
+                debug!(conn = self.id, dedup = id, "dropping a duplicate SEND");
+                return self.pipe(Piped::Receipt(receipt)).await;
+            }
+        }
         let persistent = frame.get("persistent") == Some("true");
         let headers: Vec<(String, String)> = frame
             .headers

@@ -1,0 +1,452 @@
+//! A STOMP client with ActiveMQ's failover transport.
+//!
+//! On a lost connection it reconnects (in order or at random, with
+//! exponential back-off, as the URL says), re-subscribes, and re-sends every
+//! SEND whose receipt had not arrived, so nothing is lost. Each SEND carries
+//! a `portico-dedup-id`, so the broker drops a re-sent message it already
+//! stored; a consumer may still see a message twice (one delivered but not
+//! acknowledged before a failover) and can drop it by `message-id` or by the
+//! producer's own ids.
+
+pub mod url;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_rustls::TlsConnector;
+use tracing::{info, warn};
+
+use crate::stomp::{decode, Command, Decoded, Frame, Limits};
+pub use url::{BrokerUrl, Endpoint};
+
+/// The header that lets a broker drop a re-sent message.
+pub const DEDUP_HEADER: &str = "portico-dedup-id";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot connect to {url}: {detail}")]
+    Unreachable { url: String, detail: String },
+    #[error("the broker refused: {message}")]
+    Broker { message: String },
+    #[error("no connection within the failover timeout")]
+    Timeout,
+}
+
+/// Credentials and TLS settings.
+#[derive(Clone, Default)]
+pub struct ClientOptions {
+    pub login: Option<String>,
+    pub passcode: Option<String>,
+    /// Verifies `ssl://` brokers; `None` uses an empty root store (every
+    /// TLS connection then fails), so set it for TLS.
+    pub tls: Option<Arc<ClientConfig>>,
+    /// SENDs that may await their receipts at once.
+    pub window: usize,
+}
+
+impl std::fmt::Debug for ClientOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientOptions")
+            .field("login", &self.login)
+            .field("passcode", &self.passcode.as_ref().map(|_| "****"))
+            .field("window", &self.window)
+            .finish()
+    }
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+struct Conn {
+    stream: Box<dyn Io>,
+    buf: Vec<u8>,
+    /// Time allowed between frames (three broker heart-beats); `None`: none.
+    read_timeout: Option<Duration>,
+}
+
+/// Why the current connection ended.
+enum Broken {
+    Io(String),
+    Refused(String),
+}
+
+/// A client of one broker URL.
+pub struct Client {
+    url: BrokerUrl,
+    options: ClientOptions,
+    conn: Option<Conn>,
+    id: String,
+    next: u64,
+    /// SENDs not yet receipted, in order, as they were written.
+    unreceipted: VecDeque<(String, Frame)>,
+    subscriptions: Vec<Frame>,
+    inbox: VecDeque<Frame>,
+    /// Failovers after the first connection.
+    pub reconnects: u64,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("id", &self.id)
+            .field("reconnects", &self.reconnects)
+            .finish()
+    }
+}
+
+impl Client {
+    /// Connects (retrying as `startupMaxReconnectAttempts` allows).
+    pub async fn connect(url: BrokerUrl, options: ClientOptions) -> Result<Self, ClientError> {
+        let random = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let mut client = Self {
+            url,
+            options: ClientOptions {
+                window: options.window.max(1),
+                ..options
+            },
+            conn: None,
+            id: format!("{:x}-{:x}", std::process::id(), random & 0xffff_ffff_ffff),
+            next: 0,
+            unreceipted: VecDeque::new(),
+            subscriptions: Vec::new(),
+            inbox: VecDeque::new(),
+            reconnects: 0,
+        };
+        let attempts = client
+            .url
+            .startup_max_reconnect_attempts
+            .or(client.url.max_reconnect_attempts);
+        client.establish(attempts).await?;
+        Ok(client)
+    }
+
+    /// This client's id, the prefix of its dedup ids.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn next_id(&mut self) -> u64 {
+        self.next += 1;
+        self.next
+    }
+
+    /// Sends a SEND frame; returns once it is written, or, when the window
+    /// of unreceipted SENDs is full, once room is made.
+    pub async fn send(&mut self, mut frame: Frame) -> Result<(), ClientError> {
+        let n = self.next_id();
+        let receipt = format!("{}-{n}", self.id);
+        frame
+            .headers
+            .retain(|(k, _)| k != "receipt" && k != DEDUP_HEADER);
+        frame.headers.push(("receipt".into(), receipt.clone()));
+        frame.headers.push((DEDUP_HEADER.into(), receipt.clone()));
+        let bytes = frame.to_bytes();
+        self.unreceipted.push_back((receipt, frame));
+        if let Err(broken) = self.write(&bytes).await {
+            self.recover(broken).await?;
+        }
+        while self.unreceipted.len() >= self.options.window {
+            self.pump().await?;
+        }
+        Ok(())
+    }
+
+    /// Waits until every SEND so far has its receipt.
+    pub async fn flush(&mut self) -> Result<(), ClientError> {
+        while !self.unreceipted.is_empty() {
+            self.pump().await?;
+        }
+        Ok(())
+    }
+
+    /// Subscribes (and re-subscribes after every failover).
+    pub async fn subscribe(
+        &mut self,
+        destination: &str,
+        ack: &str,
+        extra: &[(&str, &str)],
+    ) -> Result<(), ClientError> {
+        let id = format!("sub-{}", self.subscriptions.len() + 1);
+        let mut frame = Frame::new(Command::Subscribe)
+            .header("destination", destination)
+            .header("id", id)
+            .header("ack", ack);
+        for (k, v) in extra {
+            frame = frame.header(k, *v);
+        }
+        self.subscriptions.push(frame.clone());
+        if let Err(broken) = self.write(&frame.to_bytes()).await {
+            self.recover(broken).await?;
+        }
+        Ok(())
+    }
+
+    /// The next MESSAGE.
+    pub async fn recv(&mut self) -> Result<Frame, ClientError> {
+        loop {
+            if let Some(m) = self.inbox.pop_front() {
+                return Ok(m);
+            }
+            self.pump().await?;
+        }
+    }
+
+    /// Acknowledges a MESSAGE (for `client` and `client-individual`).
+    pub async fn ack(&mut self, message: &Frame) -> Result<(), ClientError> {
+        let Some(ack) = message.get("ack") else {
+            return Ok(());
+        };
+        let frame = Frame::new(Command::Ack).header("id", ack);
+        if let Err(broken) = self.write(&frame.to_bytes()).await {
+            // The broker redelivers what was not acknowledged.
+            self.recover(broken).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends DISCONNECT and waits for its receipt.
+    pub async fn close(mut self) -> Result<(), ClientError> {
+        self.flush().await?;
+        let frame = Frame::new(Command::Disconnect).header("receipt", "disconnect");
+        if self.write(&frame.to_bytes()).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), self.read_frame()).await;
+        }
+        Ok(())
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), Broken> {
+        let Some(conn) = &mut self.conn else {
+            return Err(Broken::Io("not connected".into()));
+        };
+        conn.stream
+            .write_all(bytes)
+            .await
+            .map_err(|e| Broken::Io(e.to_string()))
+    }
+
+    /// Reads one frame and files it: receipts, messages, errors.
+    async fn pump(&mut self) -> Result<(), ClientError> {
+        match self.read_frame().await {
+            Ok(frame) => match frame.command {
+                Command::Receipt => {
+                    let id = frame.get("receipt-id").unwrap_or_default();
+                    if let Some(at) = self.unreceipted.iter().position(|(r, _)| r == id) {
+                        // Receipts come in order; everything before is done too.
+                        self.unreceipted.drain(..=at);
+                    }
+                    Ok(())
+                }
+                Command::Message => {
+                    self.inbox.push_back(frame);
+                    Ok(())
+                }
+                Command::Error => {
+                    let message = frame.get("message").unwrap_or("ERROR").to_owned();
+                    Err(ClientError::Broker { message })
+                }
+                _ => Ok(()),
+            },
+            Err(Broken::Refused(message)) => Err(ClientError::Broker { message }),
+            Err(broken) => self.recover(broken).await,
+        }
+    }
+
+    async fn read_frame(&mut self) -> Result<Frame, Broken> {
+        let Some(conn) = &mut self.conn else {
+            return Err(Broken::Io("not connected".into()));
+        };
+        read_frame(conn).await
+    }
+
+    /// After a broken connection: reconnect, re-subscribe, re-send.
+    async fn recover(&mut self, broken: Broken) -> Result<(), ClientError> {
+        let Broken::Io(why) = broken else {
+            return Ok(());
+        };
+        self.conn = None;
+        if !self.url.failover {
+            return Err(ClientError::Unreachable {
+                url: self.url.endpoints[0].to_string(),
+                detail: why,
+            });
+        }
+        warn!(error = %why, unreceipted = self.unreceipted.len(), "connection lost; failing over");
+        let attempts = self.url.max_reconnect_attempts;
+        let started = Instant::now();
+        let established = match self.url.timeout {
+            Some(limit) => tokio::time::timeout(limit, self.establish(attempts))
+                .await
+                .map_err(|_| ClientError::Timeout)?,
+            None => self.establish(attempts).await,
+        };
+        established?;
+        self.reconnects += 1;
+        info!(after = ?started.elapsed(), resent = self.unreceipted.len(), "failed over");
+        Ok(())
+    }
+
+    /// Connects to one of the endpoints, then replays subscriptions and
+    /// unreceipted SENDs.
+    async fn establish(&mut self, attempts: Option<u32>) -> Result<(), ClientError> {
+        let mut attempt = 0u32;
+        let mut last = String::new();
+        loop {
+            let mut order: Vec<usize> = (0..self.url.endpoints.len()).collect();
+            if self.url.randomize && order.len() > 1 {
+                let seed = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.subsec_nanos() as usize);
+                let by = seed % order.len();
+                order.rotate_left(by);
+            }
+            for i in order {
+                let endpoint = self.url.endpoints[i].clone();
+                match self.open(&endpoint).await {
+                    Ok(conn) => {
+                        self.conn = Some(conn);
+                        match self.replay().await {
+                            Ok(()) => return Ok(()),
+                            Err(Broken::Refused(message)) => {
+                                return Err(ClientError::Broker { message })
+                            }
+                            Err(Broken::Io(e)) => {
+                                self.conn = None;
+                                last = e;
+                            }
+                        }
+                    }
+                    Err(Broken::Refused(message)) => return Err(ClientError::Broker { message }),
+                    Err(Broken::Io(e)) => last = format!("{endpoint}: {e}"),
+                }
+            }
+            if attempts.is_some_and(|max| attempt >= max) {
+                return Err(ClientError::Unreachable {
+                    url: self
+                        .url
+                        .endpoints
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    detail: last,
+                });
+            }
+            tokio::time::sleep(self.url.delay(attempt)).await;
+            attempt += 1;
+        }
+    }
+
+    async fn replay(&mut self) -> Result<(), Broken> {
+        let mut bytes = Vec::new();
+        for s in &self.subscriptions {
+            s.encode(&mut bytes);
+        }
+        for (_, f) in &self.unreceipted {
+            f.encode(&mut bytes);
+        }
+        self.write(&bytes).await
+    }
+
+    async fn open(&self, endpoint: &Endpoint) -> Result<Conn, Broken> {
+        let io = |e: std::io::Error| Broken::Io(e.to_string());
+        let tcp = tokio::time::timeout(
+            Duration::from_secs(10),
+            TcpStream::connect((endpoint.host.as_str(), endpoint.port)),
+        )
+        .await
+        .map_err(|_| Broken::Io("connect timed out".into()))?
+        .map_err(io)?;
+        let _ = tcp.set_nodelay(true);
+        let stream: Box<dyn Io> = if endpoint.tls {
+            let config = self.options.tls.clone().unwrap_or_else(|| {
+                Arc::new(
+                    ClientConfig::builder_with_provider(portico::tls::provider())
+                        .with_safe_default_protocol_versions()
+                        .expect("ring supports TLS 1.2 and 1.3")
+                        .with_root_certificates(rustls::RootCertStore::empty())
+                        .with_no_client_auth(),
+                )
+            });
+            let name = ServerName::try_from(endpoint.host.clone())
+                .map_err(|e| Broken::Io(e.to_string()))?;
+            let tls = tokio::time::timeout(
+                Duration::from_secs(10),
+                TlsConnector::from(config).connect(name, tcp),
+            )
+            .await
+            .map_err(|_| Broken::Io("TLS handshake timed out".into()))?
+            .map_err(io)?;
+            Box::new(tls)
+        } else {
+            Box::new(tcp)
+        };
+        let mut conn = Conn {
+            stream,
+            buf: Vec::new(),
+            read_timeout: Some(Duration::from_secs(10)),
+        };
+        let mut connect = Frame::new(Command::Connect)
+            .header("accept-version", "1.2")
+            .header("host", endpoint.host.clone())
+            .header("heart-beat", "0,1000");
+        if let Some(login) = &self.options.login {
+            connect = connect.header("login", login.clone());
+        }
+        if let Some(passcode) = &self.options.passcode {
+            connect = connect.header("passcode", passcode.clone());
+        }
+        conn.stream
+            .write_all(&connect.to_bytes())
+            .await
+            .map_err(io)?;
+        let reply = read_frame(&mut conn).await?;
+        match reply.command {
+            Command::Connected => {
+                let beats = reply
+                    .get("heart-beat")
+                    .and_then(|h| h.split_once(','))
+                    .and_then(|(x, _)| x.trim().parse::<u64>().ok());
+                conn.read_timeout = beats
+                    .filter(|ms| *ms > 0)
+                    .map(|ms| Duration::from_millis(ms * 3));
+                Ok(conn)
+            }
+            Command::Error => Err(Broken::Refused(
+                reply.get("message").unwrap_or("ERROR").to_owned(),
+            )),
+            other => Err(Broken::Io(format!("expected CONNECTED, got {other}"))),
+        }
+    }
+}
+
+async fn read_frame(conn: &mut Conn) -> Result<Frame, Broken> {
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        match decode(&mut conn.buf, &Limits::default()) {
+            Ok(Some(Decoded::Frame(f))) => return Ok(f),
+            Ok(Some(Decoded::HeartBeat)) => continue,
+            Ok(None) => {}
+            Err(e) => return Err(Broken::Io(format!("bad frame from the broker: {e}"))),
+        }
+        let read = conn.stream.read(&mut chunk);
+        let n = match conn.read_timeout {
+            Some(t) => tokio::time::timeout(t, read)
+                .await
+                .map_err(|_| Broken::Io("the broker went silent".into()))?,
+            None => read.await,
+        }
+        .map_err(|e| Broken::Io(e.to_string()))?;
+        if n == 0 {
+            return Err(Broken::Io("the broker closed the connection".into()));
+        }
+        conn.buf.extend_from_slice(&chunk[..n]);
+    }
+}
