@@ -252,7 +252,8 @@ mod tests {
         let released = Instant::now();
         drop(first);
         let lock = second.await.unwrap().unwrap();
-        assert!(released.elapsed() >= fast().takeover_after);
+        // The lease last changed at most one renewal before the release.
+        assert!(released.elapsed() >= fast().takeover_after - fast().lease_renew);
         assert!(!lock.lost.is_cancelled());
     }
 
