@@ -1,0 +1,395 @@
+//! The static-endpoint story end to end: clients use one failover URL to
+//! the front door; behind it an active/standby pair shares one data_dir.
+//! The active node is SIGKILLed mid-stream; nothing is lost.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command as Process, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::DEADLINE;
+use portico::certs::{write_dev_certs, CertRequest};
+
+/// A child process killed if the test ends early.
+struct Running(Option<Child>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Running {
+    fn new(child: Child) -> Self {
+        Self(Some(child))
+    }
+
+    fn child(&mut self) -> &mut Child {
+        self.0.as_mut().expect("running")
+    }
+
+    fn kill(&self) {
+        let pid = self.0.as_ref().expect("running").id().to_string();
+        assert!(Process::new("kill")
+            .args(["-KILL", &pid])
+            .status()
+            .unwrap()
+            .success());
+    }
+
+    fn output(mut self) -> std::process::Output {
+        self.0.take().expect("running").wait_with_output().unwrap()
+    }
+}
+
+/// A pair of broker nodes (127.0.0.2 and 127.0.0.3, same ports, one
+/// data_dir) and a front door in front of them.
+struct Setup {
+    dir: tempfile::TempDir,
+    port: u16,
+    console: u16,
+    nodes: [Option<Running>; 2],
+    lines: [Option<mpsc::Receiver<String>>; 2],
+    front: SocketAddr,
+    _server: portico::Server,
+}
+
+const HOSTS: [&str; 2] = ["127.0.0.2", "127.0.0.3"];
+
+fn same_port() -> u16 {
+    for _ in 0..50 {
+        let a = std::net::TcpListener::bind((HOSTS[0], 0)).unwrap();
+        let port = a.local_addr().unwrap().port();
+        if std::net::TcpListener::bind((HOSTS[1], port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no common free port");
+}
+
+impl Setup {
+    async fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        write_dev_certs(
+            &dir.path().join("certs"),
+            &CertRequest {
+                domains: vec!["mq.localhost".into()],
+                brokers: vec!["broker1".into()],
+                ips: vec!["127.0.0.1".parse().unwrap()],
+            },
+        )
+        .unwrap();
+        let (port, console) = (same_port(), same_port());
+        for (i, host) in HOSTS.iter().enumerate() {
+            std::fs::write(
+                dir.path().join(format!("node{i}.toml")),
+                format!(
+                    r#"
+[broker]
+name = "broker1"
+data_dir = "shared"
+
+[[transport]]
+name = "stomp+ssl"
+bind = "{host}:{port}"
+cert = "certs/broker1.crt"
+key = "certs/broker1.key"
+
+[console]
+bind = "{host}:{console}"
+
+[ha]
+lease_renew = "50ms"
+takeover_after = "150ms"
+"#
+                ),
+            )
+            .unwrap();
+        }
+        let front_toml = dir.path().join("portico.toml");
+        std::fs::write(
+            &front_toml,
+            format!(
+                r#"
+[[listener]]
+name = "front"
+bind = "127.0.0.1:0"
+target_group = "pair"
+  [[listener.certificate]]
+  cert = "certs/mq.localhost.crt"
+  key = "certs/mq.localhost.key"
+
+[[target_group]]
+name = "pair"
+ca = "certs/ca.crt"
+server_name = "broker1"
+targets = ["{a}:{port}", "{b}:{port}"]
+pairs = [["{a}:{port}", "{b}:{port}"]]
+  [target_group.health_check]
+  port = {console}
+  interval = "100ms"
+  timeout = "100ms"
+"#,
+                a = HOSTS[0],
+                b = HOSTS[1]
+            ),
+        )
+        .unwrap();
+        let server = portico::Server::start(portico::Config::load(&front_toml).unwrap())
+            .await
+            .unwrap();
+        let front = server.listener_addr("front").unwrap();
+        let mut setup = Self {
+            dir,
+            port,
+            console,
+            nodes: [None, None],
+            lines: [None, None],
+            front,
+            _server: server,
+        };
+        setup.start_node(0);
+        setup.wait_line(0, "broker active");
+        setup.start_node(1);
+        setup.wait_line(1, "waiting with no port open");
+        setup
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn start_node(&mut self, i: usize) {
+        let mut child = Running::new(
+            Process::new(env!("CARGO_BIN_EXE_portico-broker"))
+                .args(["run", "--config"])
+                .arg(self.path(&format!("node{i}.toml")))
+                .env("RUST_LOG", "info")
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let stderr = child.child().stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        self.nodes[i] = Some(child);
+        self.lines[i] = Some(rx);
+    }
+
+    fn wait_line(&self, i: usize, what: &str) {
+        let rx = self.lines[i].as_ref().unwrap();
+        loop {
+            let line = rx
+                .recv_timeout(DEADLINE)
+                .unwrap_or_else(|_| panic!("node {i}: no line with {what:?}"));
+            if line.contains(what) {
+                return;
+            }
+        }
+    }
+
+    fn addr(&self, i: usize, port: u16) -> SocketAddr {
+        format!("{}:{port}", HOSTS[i]).parse().unwrap()
+    }
+
+    fn tool(&self, args: &[&str]) -> Process {
+        let mut p = Process::new(env!("CARGO_BIN_EXE_portico-broker"));
+        p.args(args)
+            .arg("--broker-url")
+            .arg(format!(
+                "failover:(ssl://{})?initialReconnectDelay=10&maxReconnectDelay=500",
+                self.front
+            ))
+            .arg("--ca")
+            .arg(self.path("certs/ca.crt"))
+            .args(["--destination", "queue://MyQueue"]);
+        p
+    }
+
+    /// How many messages node `i` accepted for MyQueue, from its console.
+    fn enqueued(&self, i: usize) -> Option<u64> {
+        use std::io::{Read, Write};
+        let mut tcp = std::net::TcpStream::connect_timeout(
+            &self.addr(i, self.console),
+            Duration::from_millis(200),
+        )
+        .ok()?;
+        tcp.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        tcp.write_all(b"GET /api/queues HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .ok()?;
+        let mut out = String::new();
+        tcp.read_to_string(&mut out).ok()?;
+        let body = out.split_once("\r\n\r\n")?.1;
+        let queues: serde_json::Value = serde_json::from_str(body).ok()?;
+        queues.as_array()?.iter().find(|q| q["name"] == "MyQueue")?["enqueued"].as_u64()
+    }
+
+    /// SIGKILLs the active node `i` once it has accepted `after` messages;
+    /// returns the outage: from the kill to the first message the other
+    /// node accepts.
+    fn kill_active_after(&mut self, i: usize, after: u64) -> Duration {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.enqueued(i).unwrap_or(0) < after {
+            assert!(
+                Instant::now() < deadline,
+                "node {i} never reached {after} messages"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let killed = Instant::now();
+        self.nodes[i].as_ref().unwrap().kill();
+        let other = 1 - i;
+        loop {
+            assert!(killed.elapsed() < DEADLINE, "node {other} never took over");
+            if self.enqueued(other).unwrap_or(0) > 0 {
+                return killed.elapsed();
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+fn nothing_answers(addr: SocketAddr) -> bool {
+    std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_err()
+}
+
+fn summary(out: &std::process::Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(
+        out.status.success(),
+        "tool failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// "… (10000 unique, 3 duplicates, 0 missing) …" → (10000, 3, 0)
+fn counts(line: &str) -> (u64, u64, u64) {
+    let inner = line.split_once('(').unwrap().1.split_once(')').unwrap().0;
+    let n: Vec<u64> = inner
+        .split(", ")
+        .map(|p| p.split(' ').next().unwrap().parse().unwrap())
+        .collect();
+    (n[0], n[1], n[2])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_the_active_node_loses_nothing_through_the_front_door() {
+    let mut setup = Setup::new().await;
+    // The standby answers on nothing: not its transport, not its console.
+    assert!(nothing_answers(setup.addr(1, setup.port)));
+    assert!(nothing_answers(setup.addr(1, setup.console)));
+
+    let producer = setup
+        .tool(&[
+            "producer",
+            "--message-count",
+            "10000",
+            "--message-size",
+            "1000",
+            "--persistent",
+            "true",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let producer = Running::new(producer);
+    let outage = tokio::task::block_in_place(|| setup.kill_active_after(0, 3000));
+    eprintln!("outage seen by the producer: {outage:?}");
+    let out = tokio::task::block_in_place(|| producer.output());
+    let sent = summary(&out);
+    assert!(sent.starts_with("sent 10000 messages"), "{sent}");
+    assert!(
+        sent.contains("failover"),
+        "the producer did not fail over: {sent}"
+    );
+
+    let out = tokio::task::block_in_place(|| {
+        setup
+            .tool(&[
+                "consumer",
+                "--message-count",
+                "10000",
+                "--receive-timeout",
+                "20s",
+            ])
+            .output()
+            .unwrap()
+    });
+    let received = summary(&out);
+    let (unique, duplicates, missing) = counts(&received);
+    eprintln!("{received}");
+    assert_eq!((unique, missing), (10000, 0), "{received}");
+    let _ = duplicates;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pair_survives_five_failovers_back_and_forth() {
+    let mut setup = Setup::new().await;
+    let mut outages = Vec::new();
+    let mut active = 0;
+    for round in 0..5u64 {
+        // Each round: 500 messages go in, the active node dies part-way.
+        let producer = Running::new(
+            setup
+                .tool(&[
+                    "producer",
+                    "--message-count",
+                    "500",
+                    "--message-size",
+                    "200",
+                ])
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let before = setup.enqueued(active).unwrap_or(0);
+        let outage = tokio::task::block_in_place(|| setup.kill_active_after(active, before + 100));
+        outages.push(outage);
+        let out = tokio::task::block_in_place(|| producer.output());
+        let sent = summary(&out);
+        assert!(
+            sent.starts_with("sent 500 messages"),
+            "round {round}: {sent}"
+        );
+        // The killed node comes back as the standby.
+        setup.nodes[active] = None;
+        setup.start_node(active);
+        setup.wait_line(active, "waiting with no port open");
+        active = 1 - active;
+    }
+    outages.sort();
+    eprintln!(
+        "outages over 5 failovers: {outages:?}; median {:?}",
+        outages[2]
+    );
+    let out = tokio::task::block_in_place(|| {
+        setup
+            .tool(&[
+                "consumer",
+                "--message-count",
+                "2500",
+                "--receive-timeout",
+                "20s",
+            ])
+            .output()
+            .unwrap()
+    });
+    let received = summary(&out);
+    let (unique, _, missing) = counts(&received);
+    assert_eq!((unique, missing), (2500, 0), "{received}");
+}
