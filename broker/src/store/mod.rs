@@ -124,6 +124,9 @@ struct Writer {
     live: BTreeMap<u64, usize>,
     /// Segment of each unacknowledged message.
     location: HashMap<u64, u64>,
+    /// Per segment, the earlier segments whose messages its acks acknowledge:
+    /// it must outlive them, or those messages would come back on replay.
+    acks_into: HashMap<u64, std::collections::HashSet<u64>>,
     recovered: Option<Recovered>,
 }
 
@@ -151,6 +154,7 @@ impl Writer {
         let mut acked = 0usize;
         let mut live: BTreeMap<u64, usize> = BTreeMap::new();
         let mut location = HashMap::new();
+        let mut acks_into: HashMap<u64, std::collections::HashSet<u64>> = HashMap::new();
         let mut next_id = 1;
         let mut torn_tail = false;
         let mut last_size = 0;
@@ -178,6 +182,9 @@ impl Writer {
                                 if let Some(s) = location.remove(&id) {
                                     if let Some(n) = live.get_mut(&s) {
                                         *n = n.saturating_sub(1);
+                                    }
+                                    if s != seg {
+                                        acks_into.entry(seg).or_default().insert(s);
                                     }
                                 }
                                 if let Some(at) = index.remove(&id) {
@@ -242,6 +249,7 @@ impl Writer {
             current_size: last_size,
             live,
             location,
+            acks_into,
             recovered: Some(Recovered {
                 messages: pending,
                 next_id,
@@ -313,25 +321,38 @@ impl Writer {
                         if let Some(n) = self.live.get_mut(&seg) {
                             *n = n.saturating_sub(1);
                         }
+                        if seg != self.current {
+                            self.acks_into.entry(self.current).or_default().insert(seg);
+                        }
                     }
                 }
             }
         }
     }
 
-    /// Deletes the oldest segments whose messages are all acknowledged.
-    /// Only a prefix goes: a later segment may hold acks of earlier ones.
+    /// Deletes every segment (but the current one) whose messages are all
+    /// acknowledged and whose acks refer only to segments already gone.
     fn reclaim(&mut self) {
-        while let Some((&seg, &n)) = self.live.iter().next() {
-            if n > 0 || seg == self.current {
-                break;
-            }
+        loop {
+            let doomed = self.live.iter().find_map(|(&seg, &n)| {
+                let free = n == 0
+                    && seg != self.current
+                    && self
+                        .acks_into
+                        .get(&seg)
+                        .is_none_or(|targets| targets.iter().all(|t| !self.live.contains_key(t)));
+                free.then_some(seg)
+            });
+            let Some(seg) = doomed else {
+                return;
+            };
             let path = segment_path(&self.dir, seg);
             if let Err(e) = std::fs::remove_file(&path) {
                 warn!(segment = %path.display(), error = %e, "cannot delete a consumed journal segment");
-                break;
+                return;
             }
             self.live.remove(&seg);
+            self.acks_into.remove(&seg);
         }
     }
 }
@@ -404,6 +425,52 @@ mod tests {
         std::fs::write(segment_path(dir.path(), 2), &later).unwrap();
         let err = Writer::replay(dir.path()).err().unwrap();
         assert!(err.to_string().contains("checksum"), "{err}");
+    }
+
+    #[test]
+    fn a_segment_outlives_the_messages_its_acks_acknowledge() {
+        let dir = tempfile::tempdir().unwrap();
+        // 1: an old message never consumed; 2: a message; 3: the ack of
+        // 2's message, a message and its ack; 4: the current segment.
+        let mut one = Vec::new();
+        Record::Add(message(1, "pinned")).encode(&mut one);
+        std::fs::write(segment_path(dir.path(), 1), &one).unwrap();
+        let mut two = Vec::new();
+        Record::Add(message(2, "b")).encode(&mut two);
+        std::fs::write(segment_path(dir.path(), 2), &two).unwrap();
+        let mut three = Vec::new();
+        Record::Ack { id: 2 }.encode(&mut three);
+        Record::Add(message(3, "c")).encode(&mut three);
+        Record::Ack { id: 3 }.encode(&mut three);
+        std::fs::write(segment_path(dir.path(), 3), &three).unwrap();
+        std::fs::write(segment_path(dir.path(), 4), b"").unwrap();
+        let mut writer = Writer::replay(dir.path()).unwrap();
+        // 1 is pinned by its live message; 2 is consumed and acked in 3, so
+        // it goes, and then 3 (whose acks pointed only into 2) goes too,
+        // although 1 is still there.
+        assert!(segment_path(dir.path(), 1).exists());
+        assert!(!segment_path(dir.path(), 2).exists());
+        assert!(!segment_path(dir.path(), 3).exists());
+        let ids: Vec<u64> = writer
+            .recovered
+            .take()
+            .unwrap()
+            .messages
+            .iter()
+            .map(|m| m.id)
+            .collect();
+        assert_eq!(ids, vec![1]);
+        // Replaying again gives the same answer: nothing acknowledged came back.
+        let mut again = Writer::replay(dir.path()).unwrap();
+        let ids: Vec<u64> = again
+            .recovered
+            .take()
+            .unwrap()
+            .messages
+            .iter()
+            .map(|m| m.id)
+            .collect();
+        assert_eq!(ids, vec![1]);
     }
 
     #[test]

@@ -199,8 +199,13 @@ enum Piped {
         receipt: Option<String>,
         _permit: OwnedSemaphorePermit,
     },
-    /// A receipt for a SEND that needed no work (a duplicate).
+    /// A receipt for a frame that needed no more work (a duplicate SEND).
     Receipt(Option<String>),
+    /// Journal records (acknowledgements) to await before the receipt.
+    Durable {
+        durable: Durable,
+        receipt: Option<String>,
+    },
     /// Answers once everything before it is done.
     Flush(oneshot::Sender<Result<(), String>>),
 }
@@ -229,6 +234,24 @@ async fn run_pipeline(
                     }
                 }
                 core.router.send(message).await;
+                if let Some(r) = receipt {
+                    let _ = control
+                        .send(
+                            Frame::new(Command::Receipt)
+                                .header("receipt-id", r)
+                                .to_bytes(),
+                        )
+                        .await;
+                }
+            }
+            Piped::Durable { durable, receipt } => {
+                if failed.is_some() {
+                    continue;
+                }
+                if let Err(e) = durable.wait().await {
+                    failed = Some(format!("an acknowledgement could not be stored: {e}"));
+                    continue;
+                }
                 if let Some(r) = receipt {
                     let _ = control
                         .send(
@@ -390,7 +413,8 @@ impl Session {
             )
             .await?
         {
-            let pipelined = frame.command == Command::Send && frame.get("transaction").is_none();
+            let pipelined = matches!(frame.command, Command::Send | Command::Ack | Command::Nack)
+                && frame.get("transaction").is_none();
             if !pipelined {
                 self.flush().await?;
             }
@@ -497,9 +521,8 @@ impl Session {
                 Ok(())
             }
             Command::Ack | Command::Nack => {
-                self.ack(&frame).await?;
-                self.receipt(&frame).await;
-                Ok(())
+                self.ack(&frame, frame.get("receipt").map(str::to_owned))
+                    .await
             }
             Command::Begin => {
                 let tx = frame
@@ -527,10 +550,7 @@ impl Session {
                     for f in &frames {
                         match f.command {
                             Command::Send => self.send(f, None).await?,
-                            _ => {
-                                self.flush().await?;
-                                self.ack(f).await?;
-                            }
+                            _ => self.ack(f, None).await?,
                         }
                     }
                     self.flush().await?;
@@ -652,7 +672,10 @@ impl Session {
             .map_err(|_| Fatal::new("the connection is closing", Some(frame)))
     }
 
-    async fn ack(&self, frame: &Frame) -> Result<(), Fatal> {
+    /// Acknowledges through the pipeline: the journal records of stored
+    /// messages are written in the same group commits as SENDs, and the
+    /// receipt (if any) goes out once they are on disk.
+    async fn ack(&self, frame: &Frame, receipt: Option<String>) -> Result<(), Fatal> {
         let id = frame
             .get("id")
             .or_else(|| frame.get("message-id"))
@@ -661,12 +684,12 @@ impl Session {
             })?
             .to_owned();
         if frame.command == Command::Nack {
-            return self
-                .core
+            self.core
                 .router
                 .nack(self.id, id)
                 .await
-                .map_err(|e| Fatal::new(e, Some(frame)));
+                .map_err(|e| Fatal::new(e, Some(frame)))?;
+            return self.pipe(Piped::Receipt(receipt)).await;
         }
         let stored = self
             .core
@@ -674,14 +697,14 @@ impl Session {
             .ack(self.id, id)
             .await
             .map_err(|e| Fatal::new(e, Some(frame)))?;
-        if !stored.is_empty() {
-            let records = stored.into_iter().map(|id| Record::Ack { id }).collect();
-            self.core.journal.append(records).await.map_err(|e| {
-                Fatal::new("the acknowledgement could not be stored", Some(frame))
-                    .detail(e.to_string())
-            })?;
+        if stored.is_empty() {
+            return self.pipe(Piped::Receipt(receipt)).await;
         }
-        Ok(())
+        let records = stored.into_iter().map(|id| Record::Ack { id }).collect();
+        let durable = self.core.journal.submit(records).await.map_err(|e| {
+            Fatal::new("the acknowledgement could not be stored", Some(frame)).detail(e.to_string())
+        })?;
+        self.pipe(Piped::Durable { durable, receipt }).await
     }
 }
 
