@@ -226,10 +226,13 @@ impl Client {
         let Some(conn) = &mut self.conn else {
             return Err(Broken::Io("not connected".into()));
         };
-        conn.stream
-            .write_all(bytes)
-            .await
-            .map_err(|e| Broken::Io(e.to_string()))
+        // TLS keeps what the socket did not take yet: flush, or it waits
+        // there while this client waits for the broker's answer.
+        let written = async {
+            conn.stream.write_all(bytes).await?;
+            conn.stream.flush().await
+        };
+        written.await.map_err(|e| Broken::Io(e.to_string()))
     }
 
     /// Reads one frame and files it: receipts, messages, errors.

@@ -256,6 +256,7 @@ pub async fn consume(args: &ConsumerArgs) -> Result<ConsumerSummary, ToolError> 
         progress.set(seen.len() as u64);
     }
     progress.finish();
+    report_gaps(&seen);
     let unique = seen.len() as u64;
     let summary = ConsumerSummary {
         received,
@@ -266,4 +267,28 @@ pub async fn consume(args: &ConsumerArgs) -> Result<ConsumerSummary, ToolError> 
     };
     let _ = client.close().await;
     Ok(summary)
+}
+
+/// Prints, per producer, the first sequence numbers that never arrived.
+fn report_gaps(seen: &HashSet<String>) {
+    let mut by_producer: std::collections::BTreeMap<&str, Vec<u64>> = Default::default();
+    for key in seen {
+        if let Some((producer, seq)) = key.rsplit_once('/') {
+            if let Ok(seq) = seq.parse() {
+                by_producer.entry(producer).or_default().push(seq);
+            }
+        }
+    }
+    for (producer, mut seqs) in by_producer {
+        seqs.sort_unstable();
+        let max = seqs.last().copied().unwrap_or(0);
+        let present: HashSet<u64> = seqs.into_iter().collect();
+        let gaps: Vec<u64> = (1..=max)
+            .filter(|s| !present.contains(s))
+            .take(20)
+            .collect();
+        if !gaps.is_empty() {
+            eprintln!("producer {producer}: missing seq {gaps:?} (of 1..={max})");
+        }
+    }
 }
