@@ -343,15 +343,16 @@ async fn the_pair_survives_five_failovers_back_and_forth() {
     let mut outages = Vec::new();
     let mut active = 0;
     for round in 0..5u64 {
-        // Each round: 500 messages go in, the active node dies part-way.
+        // Each round: 3000 messages go in, the active node dies early on, so
+        // the producer is still sending when the standby takes over.
         let producer = Running::new(
             setup
                 .tool(&[
                     "producer",
                     "--message-count",
-                    "500",
+                    "3000",
                     "--message-size",
-                    "200",
+                    "100",
                 ])
                 .stdout(Stdio::piped())
                 .spawn()
@@ -363,7 +364,7 @@ async fn the_pair_survives_five_failovers_back_and_forth() {
         let out = tokio::task::block_in_place(|| producer.output());
         let sent = summary(&out);
         assert!(
-            sent.starts_with("sent 500 messages"),
+            sent.starts_with("sent 3000 messages"),
             "round {round}: {sent}"
         );
         // The killed node comes back as the standby.
@@ -382,7 +383,7 @@ async fn the_pair_survives_five_failovers_back_and_forth() {
             .tool(&[
                 "consumer",
                 "--message-count",
-                "2500",
+                "15000",
                 "--receive-timeout",
                 "20s",
             ])
@@ -391,5 +392,5 @@ async fn the_pair_survives_five_failovers_back_and_forth() {
     });
     let received = summary(&out);
     let (unique, _, missing) = counts(&received);
-    assert_eq!((unique, missing), (2500, 0), "{received}");
+    assert_eq!((unique, missing), (15000, 0), "{received}");
 }
