@@ -298,11 +298,13 @@ impl Broker {
         self.lock.lost.clone()
     }
 
-    /// Stops accepting and closes every connection (waiting up to `grace`).
+    /// Stops accepting, closes every connection (waiting up to `grace`),
+    /// then hands the data_dir lock to the standby.
     pub async fn shutdown(self, grace: Duration) {
         self.stop.cancel();
         self.tasks.close();
         let _ = tokio::time::timeout(grace, self.tasks.wait()).await;
+        self.lock.release().await;
     }
 }
 

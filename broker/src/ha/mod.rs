@@ -65,7 +65,19 @@ pub struct ActiveLock {
     /// Cancelled if another node took the lease: this node must stop.
     pub lost: CancellationToken,
     stop: CancellationToken,
+    renewer: Option<tokio::task::JoinHandle<()>>,
     _file: Option<File>,
+}
+
+impl ActiveLock {
+    /// Hands the lock over at once: the lease is removed (a standby need
+    /// not wait for it to go stale) and the OS lock released.
+    pub async fn release(mut self) {
+        self.stop.cancel();
+        if let Some(renewer) = self.renewer.take() {
+            let _ = renewer.await;
+        }
+    }
 }
 
 impl Drop for ActiveLock {
@@ -178,10 +190,11 @@ pub async fn acquire(
             info!(data_dir = %data_dir.display(), node = %me, role = "active", "took the data_dir lock");
             let lost = CancellationToken::new();
             let stop = CancellationToken::new();
-            tokio::spawn(renew(lease, me, settings, lost.clone(), stop.clone()));
+            let renewer = tokio::spawn(renew(lease, me, settings, lost.clone(), stop.clone()));
             return Ok(ActiveLock {
                 lost,
                 stop,
+                renewer: Some(renewer),
                 _file: have_flock.then_some(file),
             });
         }
@@ -206,7 +219,13 @@ async fn renew(
     let mut counter = 0u64;
     loop {
         tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => {
+                // Stepping down: a lease still ours is removed.
+                if lease.read().as_deref().and_then(Lease::holder) == Some(me.as_str()) {
+                    let _ = std::fs::remove_file(&lease.path);
+                }
+                return;
+            }
             _ = tokio::time::sleep(settings.lease_renew) => {}
         }
         if let Some(text) = lease.read() {
@@ -249,12 +268,34 @@ mod tests {
             !second.is_finished(),
             "the standby took the lock from a live active node"
         );
-        let released = Instant::now();
+        // Dropped: the lease renewal stops and the OS lock goes with the file.
         drop(first);
-        let lock = second.await.unwrap().unwrap();
-        // The lease last changed at most one renewal before the release.
-        assert!(released.elapsed() >= fast().takeover_after - fast().lease_renew);
+        let lock = tokio::time::timeout(Duration::from_secs(5), second)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         assert!(!lock.lost.is_cancelled());
+    }
+
+    #[tokio::test]
+    async fn a_released_lock_is_taken_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = acquire(dir.path(), fast(), &CancellationToken::new())
+            .await
+            .unwrap();
+        let path = dir.path().to_owned();
+        let second =
+            tokio::spawn(async move { acquire(&path, fast(), &CancellationToken::new()).await });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let released = Instant::now();
+        first.release().await;
+        let _lock = second.await.unwrap().unwrap();
+        assert!(
+            released.elapsed() < fast().takeover_after,
+            "took {:?}",
+            released.elapsed()
+        );
     }
 
     #[tokio::test]
