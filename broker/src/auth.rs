@@ -36,6 +36,15 @@ impl Secret {
         Self(SecretKind::Plain(password))
     }
 
+    /// The password itself, for a network connector to log in with
+    /// (`None` for a hash, which cannot be reversed).
+    pub fn reveal(&self) -> String {
+        match &self.0 {
+            SecretKind::Plain(p) => p.clone(),
+            SecretKind::Hash(_) => String::new(),
+        }
+    }
+
     pub fn verify(&self, password: &str) -> bool {
         match &self.0 {
             SecretKind::Hash(phc) => PasswordHash::new(phc)

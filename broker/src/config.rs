@@ -28,6 +28,26 @@ pub struct BrokerConfig {
     pub authorization: Vec<AuthorizationEntry>,
     pub limits: Limits,
     pub ha: crate::ha::HaSettings,
+    pub network_connectors: Vec<NetworkConnectorConfig>,
+}
+
+/// A network connector: bridges from this broker to others.
+#[derive(Debug, Clone)]
+pub struct NetworkConnectorConfig {
+    pub name: String,
+    /// One bridge per address of `static:(…)`.
+    pub peers: Vec<crate::client::Endpoint>,
+    pub duplex: bool,
+    pub message_ttl: u32,
+    pub consumer_ttl: u32,
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+    /// Verifies `ssl://` peers.
+    pub ca: Option<Arc<rustls::RootCertStore>>,
+    /// Concrete destinations forwarded whether or not there is demand.
+    pub statically_included: Vec<crate::router::Destination>,
+    pub dynamically_included: Vec<Filter>,
+    pub excluded: Vec<Filter>,
 }
 
 #[derive(Debug, Clone)]
@@ -128,6 +148,29 @@ struct FileAuthorization {
     admin: Vec<String>,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileNetworkConnector {
+    name: Spanned<String>,
+    uri: Spanned<String>,
+    #[serde(default)]
+    duplex: bool,
+    network_ttl: Option<Spanned<i64>>,
+    message_ttl: Option<Spanned<i64>>,
+    consumer_ttl: Option<Spanned<i64>>,
+    user: Option<String>,
+    password: Option<Spanned<String>>,
+    password_env: Option<Spanned<String>>,
+    password_file: Option<Spanned<String>>,
+    ca: Option<Spanned<String>>,
+    #[serde(default)]
+    statically_included_destinations: Vec<Spanned<String>>,
+    dynamically_included_destinations: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    excluded_destinations: Vec<Spanned<String>>,
+    conduit_subscriptions: Option<Spanned<bool>>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileHa {
@@ -217,6 +260,7 @@ fn check(d: &mut Diagnoser<'_>, text: &str, path: &Path, base: &Path) -> Option<
     let mut authorization = Vec::new();
     let mut limits = None;
     let mut ha = None;
+    let mut connectors = Vec::new();
     let mut broker_seen = false;
     for (key, value) in root.get_ref().iter() {
         match key.get_ref().as_ref() {
@@ -230,9 +274,12 @@ fn check(d: &mut Diagnoser<'_>, text: &str, path: &Path, base: &Path) -> Option<
             "authorization" => authorization = items::<FileAuthorization>(d, "authorization", value),
             "limits" => limits = item::<FileLimits>(d, value),
             "ha" => ha = item::<FileHa>(d, value),
+            "network_connector" => {
+                connectors = items::<FileNetworkConnector>(d, "network_connector", value)
+            }
             other => d.error(
                 key.span(),
-                format!("unknown key `{other}`, expected one of `broker`, `transport`, `console`, `user`, `authorization`, `limits`, `ha`"),
+                format!("unknown key `{other}`, expected one of `broker`, `transport`, `console`, `user`, `authorization`, `limits`, `ha`, `network_connector`"),
             ),
         }
     }
@@ -358,6 +405,10 @@ fn check(d: &mut Diagnoser<'_>, text: &str, path: &Path, base: &Path) -> Option<
     }
     let limits = check_limits(d, limits.unwrap_or_default());
     let ha = check_ha(d, ha.unwrap_or_default());
+    let network_connectors: Vec<_> = connectors
+        .into_iter()
+        .filter_map(|(span, c)| check_connector(d, base, span, c))
+        .collect();
     let broker = broker?;
     if broker.name.get_ref().is_empty() {
         d.error(broker.name.span(), "broker name must not be empty");
@@ -375,7 +426,155 @@ fn check(d: &mut Diagnoser<'_>, text: &str, path: &Path, base: &Path) -> Option<
         authorization: checked_authz,
         limits: limits?,
         ha: ha?,
+        network_connectors,
     })
+}
+
+fn check_connector(
+    d: &mut Diagnoser<'_>,
+    base: &Path,
+    span: Range<usize>,
+    c: FileNetworkConnector,
+) -> Option<NetworkConnectorConfig> {
+    let clean = d.is_clean();
+    if let Some(p) = &c.password {
+        d.error(
+            p.span(),
+            "a network connector's password is never written in the config: use password_env or password_file",
+        );
+    }
+    let peers = match parse_static(c.uri.get_ref()) {
+        Ok(p) => p,
+        Err(e) => {
+            d.error(c.uri.span(), e);
+            Vec::new()
+        }
+    };
+    let ttl = |d: &mut Diagnoser<'_>, v: &Option<Spanned<i64>>, default: u32| match v {
+        None => default,
+        Some(v) => match u32::try_from(*v.get_ref()) {
+            Ok(n @ 1..=64) => n,
+            _ => {
+                d.error(v.span(), "a TTL is a number of brokers, 1 to 64");
+                default
+            }
+        },
+    };
+    let network_ttl = ttl(d, &c.network_ttl, 1);
+    let message_ttl = ttl(d, &c.message_ttl, network_ttl);
+    let consumer_ttl = ttl(d, &c.consumer_ttl, network_ttl);
+    let password = if let Some(var) = &c.password_env {
+        match std::env::var(var.get_ref()) {
+            Ok(p) if !p.is_empty() => Some(Secret::plain(p)),
+            _ => {
+                d.error(
+                    var.span(),
+                    format!("environment variable {:?} is not set", var.get_ref()),
+                );
+                None
+            }
+        }
+    } else if let Some(file) = &c.password_file {
+        match std::fs::read_to_string(base.join(file.get_ref())) {
+            Ok(p) => Some(Secret::plain(p.trim_end_matches(['\n', '\r']).to_owned())),
+            Err(e) => {
+                d.error(
+                    file.span(),
+                    format!("cannot read {}: {e}", base.join(file.get_ref()).display()),
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
+    if c.user.is_some() && c.password_env.is_none() && c.password_file.is_none() {
+        d.error(
+            span.clone(),
+            "a connector with a `user` needs `password_env` or `password_file`",
+        );
+    }
+    let ca = match &c.ca {
+        Some(ca) => match portico::tls::load_roots(&base.join(ca.get_ref())) {
+            Ok(roots) => Some(Arc::new(roots)),
+            Err(e) => {
+                d.error(ca.span(), e.to_string());
+                None
+            }
+        },
+        None => {
+            if peers.iter().any(|p| p.tls) {
+                d.error(span, "an ssl:// network connector needs `ca`, the CA that issued its peers' certificates");
+            }
+            None
+        }
+    };
+    let mut statically_included = Vec::new();
+    for s in &c.statically_included_destinations {
+        match crate::router::Destination::parse(s.get_ref()) {
+            Ok(dest) if dest.is_wildcard() => d.error(
+                s.span(),
+                "statically included destinations are concrete names (wildcards are for the dynamic filters)",
+            ),
+            Ok(dest) => statically_included.push(dest),
+            Err(e) => d.error(s.span(), e),
+        }
+    }
+    let mut filters = |list: &[Spanned<String>]| -> Vec<Filter> {
+        list.iter()
+            .filter_map(|f| {
+                Filter::parse(f.get_ref())
+                    .map_err(|e| d.error(f.span(), e))
+                    .ok()
+            })
+            .collect()
+    };
+    let dynamically_included = match &c.dynamically_included_destinations {
+        Some(list) => filters(list),
+        None => vec![Filter::parse(">").expect("'>' is a filter")],
+    };
+    let excluded = filters(&c.excluded_destinations);
+    if let Some(conduit) = &c.conduit_subscriptions {
+        if !*conduit.get_ref() {
+            d.error(conduit.span(), "conduit_subscriptions = false is not supported: bridges always collapse remote consumers of a destination into one subscription");
+        }
+    }
+    if !clean || !d.is_clean() {
+        return None;
+    }
+    Some(NetworkConnectorConfig {
+        name: c.name.into_inner(),
+        peers,
+        duplex: c.duplex,
+        message_ttl,
+        consumer_ttl,
+        user: c.user,
+        password,
+        ca,
+        statically_included,
+        dynamically_included,
+        excluded,
+    })
+}
+
+/// `static:(ssl://h:p,tcp://h:p)` or `static:ssl://h:p`.
+fn parse_static(uri: &str) -> Result<Vec<crate::client::Endpoint>, String> {
+    let rest = uri.strip_prefix("static:").ok_or_else(|| {
+        format!("invalid network connector uri {uri:?}: expected static:(ssl://host:port,…)")
+    })?;
+    let inner = rest
+        .strip_prefix('(')
+        .and_then(|r| r.split_once(')').map(|(i, _)| i))
+        .unwrap_or(rest);
+    let mut peers = Vec::new();
+    for part in inner.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let url = crate::client::BrokerUrl::parse(part)?;
+        peers.extend(url.endpoints);
+    }
+    if peers.is_empty() {
+        return Err(format!("network connector uri {uri:?} names no broker"));
+    }
+    Ok(peers)
 }
 
 fn check_ha(d: &mut Diagnoser<'_>, f: FileHa) -> Option<crate::ha::HaSettings> {

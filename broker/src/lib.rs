@@ -72,6 +72,7 @@ pub(crate) struct BrokerCore {
     errors: AtomicU64,
     /// Recent `portico-dedup-id`s: a re-sent message already stored is dropped.
     recent: std::sync::Mutex<Dedup>,
+    pub(crate) bridges: network::Bridges,
 }
 
 /// A bounded window of recently seen ids.
@@ -215,6 +216,7 @@ impl Broker {
             next_seq: AtomicU64::new(recovered.next_id.max(1)),
             errors: AtomicU64::new(0),
             recent: std::sync::Mutex::new(recent),
+            bridges: network::Bridges::default(),
         });
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
@@ -266,6 +268,7 @@ impl Broker {
             }
             None => None,
         };
+        network::start(&core, &config.network_connectors, &tasks, &stop);
         info!(broker = %config.name, "broker active");
         Ok(Self {
             core,
@@ -319,4 +322,5 @@ fn tls_config(key: Arc<rustls::sign::CertifiedKey>) -> Arc<ServerConfig> {
 }
 pub mod client;
 pub mod ha;
+pub mod network;
 pub mod tools;

@@ -61,11 +61,11 @@ async fn handle(core: &BrokerCore, req: Request<Incoming>) -> Response<Full<Byte
         "/api/queues" => json(&stats.queues),
         "/api/topics" => json(&stats.topics),
         "/api/connections" => json(&stats.connections),
-        "/api/network" => json(&Vec::<()>::new()),
+        "/api/network" => json(&core.bridges.info()),
         "/" | "/queues" | "/topics" | "/connections" | "/network" => respond(
             StatusCode::OK,
             "text/html; charset=utf-8",
-            page(&core.name, &path, &stats),
+            page(&core.name, &path, &stats, &core.bridges.info()),
         ),
         _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
     }
@@ -95,7 +95,7 @@ fn escape(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
-fn page(broker: &str, path: &str, stats: &Stats) -> String {
+fn page(broker: &str, path: &str, stats: &Stats, bridges: &[crate::network::BridgeInfo]) -> String {
     let mut html = String::new();
     let broker = escape(broker);
     let _ = write!(
@@ -137,7 +137,21 @@ fn page(broker: &str, path: &str, stats: &Stats) -> String {
             }
         }
         "/network" => {
-            html.push_str("<h2>Network bridges</h2><table><tr><th>Bridge</th><th>Remote broker</th><th>Remote address</th><th>State</th></tr>");
+            html.push_str("<h2>Network bridges</h2><table><tr><th>Bridge</th><th>Remote broker</th><th>Remote address</th><th>Direction</th><th>State</th><th>Forwarded</th><th>Received</th></tr>");
+            for b in bridges {
+                let _ = write!(
+                    html,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    escape(&b.name),
+                    escape(&b.remote_broker),
+                    escape(&b.remote_address),
+                    b.direction,
+                    if b.duplex { " (duplex)" } else { "" },
+                    b.state,
+                    b.messages_forwarded,
+                    b.messages_received
+                );
+            }
         }
         _ => {
             html.push_str("<h2>Queues</h2><table><tr><th>Name</th><th>Pending</th><th>Consumers</th><th>Enqueued</th><th>Dequeued</th></tr>");

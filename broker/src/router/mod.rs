@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, warn};
 
 pub use destination::{Destination, Filter, Kind};
@@ -42,7 +42,19 @@ pub struct Message {
     pub stored: bool,
 }
 
+/// The header listing the brokers a forwarded message has crossed.
+pub const PATH_HEADER: &str = "portico-path";
+
 impl Message {
+    /// The brokers this message crossed before this one, origin first.
+    pub fn path(&self) -> Vec<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == PATH_HEADER)
+            .map(|(_, v)| v.split(',').filter(|b| !b.is_empty()).collect())
+            .unwrap_or_default()
+    }
+
     fn size(&self) -> usize {
         self.body.len()
             + self
@@ -138,7 +150,12 @@ enum Op {
         destination: Destination,
         ack: AckMode,
         prefetch: usize,
+        network: Option<NetworkLink>,
         reply: oneshot::Sender<Result<(), String>>,
+    },
+    Demand {
+        exclude_peer: String,
+        reply: oneshot::Sender<Vec<(Destination, u32)>>,
     },
     Unsubscribe {
         conn: ConnId,
@@ -174,6 +191,7 @@ enum Op {
 #[derive(Debug, Clone)]
 pub struct Router {
     tx: mpsc::Sender<Op>,
+    demand: watch::Receiver<u64>,
 }
 
 /// Router settings.
@@ -195,7 +213,9 @@ impl Router {
     /// Starts the router task.
     pub fn start(limits: RouterLimits) -> Self {
         let (tx, rx) = mpsc::channel(1024);
+        let (demand_tx, demand) = watch::channel(0);
         let state = State {
+            demand: demand_tx,
             limits,
             queues: HashMap::new(),
             topics: HashMap::new(),
@@ -204,7 +224,7 @@ impl Router {
             next_sub: 1,
         };
         tokio::spawn(state.run(rx));
-        Self { tx }
+        Self { tx, demand }
     }
 
     async fn op(&self, op: Op) {
@@ -241,10 +261,50 @@ impl Router {
             destination,
             ack,
             prefetch,
+            network: None,
             reply,
         })
         .await
         .unwrap_or_else(|| Err("the broker is stopping".into()))
+    }
+
+    /// A bridge's subscription: demand of the broker on its other side.
+    pub async fn subscribe_network(
+        &self,
+        conn: ConnId,
+        id: String,
+        destination: Destination,
+        link: NetworkLink,
+    ) -> Result<(), String> {
+        self.ask(|reply| Op::Subscribe {
+            conn,
+            id,
+            destination,
+            ack: AckMode::ClientIndividual,
+            prefetch: 1000,
+            network: Some(link),
+            reply,
+        })
+        .await
+        .unwrap_or_else(|| Err("the broker is stopping".into()))
+    }
+
+    /// Where this broker has demand, leaving out what `exclude_peer`
+    /// itself asked for: each destination with the fewest hops to a
+    /// consumer (0: a consumer here).
+    pub async fn demand(&self, exclude_peer: &str) -> Vec<(Destination, u32)> {
+        let exclude_peer = exclude_peer.to_owned();
+        self.ask(|reply| Op::Demand {
+            exclude_peer,
+            reply,
+        })
+        .await
+        .unwrap_or_default()
+    }
+
+    /// Changes whenever a subscription comes or goes.
+    pub fn demand_changes(&self) -> watch::Receiver<u64> {
+        self.demand.clone()
     }
 
     pub async fn unsubscribe(&self, conn: ConnId, id: String) -> Result<(), String> {
@@ -329,6 +389,27 @@ struct Subscription {
     /// Topic messages waiting for room in the connection's outbox.
     backlog: VecDeque<Arc<Message>>,
     backlog_bytes: usize,
+    /// Set for a bridge's subscription: demand of another broker.
+    network: Option<NetworkLink>,
+}
+
+/// What a bridge's subscription stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkLink {
+    /// The broker on the other side of the bridge.
+    pub peer: String,
+    /// How many brokers away the demand is (1: on the peer itself).
+    pub hops: u32,
+    /// How many brokers a message may cross in all.
+    pub message_ttl: u32,
+}
+
+impl NetworkLink {
+    /// Never back along its path, and never past its TTL.
+    pub fn may_forward(&self, message: &Message) -> bool {
+        let path = message.path();
+        !path.contains(&self.peer.as_str()) && path.len() < self.message_ttl as usize
+    }
 }
 
 /// A topic subscriber further behind than this is disconnected.
@@ -336,6 +417,7 @@ const TOPIC_BACKLOG_MESSAGES: usize = 10_000;
 const TOPIC_BACKLOG_BYTES: usize = 16 * 1024 * 1024;
 
 struct State {
+    demand: watch::Sender<u64>,
     limits: RouterLimits,
     queues: HashMap<String, Queue>,
     topics: HashMap<String, Topic>,
@@ -373,16 +455,39 @@ impl State {
                     },
                 );
             }
-            Op::Unregister { conn } => self.unregister(conn),
+            Op::Unregister { conn } => {
+                self.unregister(conn);
+                self.demand_changed();
+            }
             Op::Subscribe {
                 conn,
                 id,
                 destination,
                 ack,
                 prefetch,
+                network,
                 reply,
             } => {
-                let _ = reply.send(self.subscribe(conn, id, destination, ack, prefetch));
+                let _ = reply.send(self.subscribe(conn, id, destination, ack, prefetch, network));
+                self.demand_changed();
+            }
+            Op::Demand {
+                exclude_peer,
+                reply,
+            } => {
+                let mut best: HashMap<Destination, u32> = HashMap::new();
+                for sub in self.subs.values() {
+                    let hops = match &sub.network {
+                        None => 0,
+                        Some(link) if link.peer == exclude_peer => continue,
+                        Some(link) => link.hops,
+                    };
+                    let entry = best.entry(sub.destination.clone()).or_insert(hops);
+                    *entry = (*entry).min(hops);
+                }
+                let mut demand: Vec<_> = best.into_iter().collect();
+                demand.sort();
+                let _ = reply.send(demand);
             }
             Op::Unsubscribe { conn, id, reply } => {
                 let key = self.conns.get(&conn).and_then(|c| {
@@ -394,6 +499,7 @@ impl State {
                 let result = match key {
                     Some(key) => {
                         self.remove_subscription(key);
+                        self.demand_changed();
                         Ok(())
                     }
                     None => Err(format!("no subscription with id {id:?}")),
@@ -450,6 +556,10 @@ impl State {
         }
     }
 
+    fn demand_changed(&self) {
+        self.demand.send_modify(|v| *v += 1);
+    }
+
     fn subscribe(
         &mut self,
         conn: ConnId,
@@ -457,6 +567,7 @@ impl State {
         destination: Destination,
         ack: AckMode,
         prefetch: usize,
+        network: Option<NetworkLink>,
     ) -> Result<(), String> {
         let Some(c) = self.conns.get_mut(&conn) else {
             return Err("not connected".into());
@@ -486,6 +597,7 @@ impl State {
                 inflight: VecDeque::new(),
                 backlog: VecDeque::new(),
                 backlog_bytes: 0,
+                network,
             },
         );
         match kind {
@@ -582,6 +694,13 @@ impl State {
             let Some(sub) = self.subs.get_mut(&key) else {
                 continue;
             };
+            if sub
+                .network
+                .as_ref()
+                .is_some_and(|n| !n.may_forward(&message))
+            {
+                continue;
+            }
             sub.backlog_bytes += message.size();
             sub.backlog.push_back(message.clone());
             if sub.backlog.len() > TOPIC_BACKLOG_MESSAGES || sub.backlog_bytes > TOPIC_BACKLOG_BYTES
@@ -645,18 +764,57 @@ impl State {
         }
     }
 
-    /// Gives a queue's messages to consumers with room, round robin.
+    /// Gives a queue's messages to consumers with room, round robin,
+    /// local consumers first; network consumers (bridges) get what no local
+    /// consumer can take. Held-back senders come in as room frees up.
     fn dispatch(&mut self, name: &str) {
+        loop {
+            self.deliver(name, false);
+            self.deliver(name, true);
+            let Some(queue) = self.queues.get_mut(name) else {
+                return;
+            };
+            let mut released = false;
+            while queue.bytes < self.limits.queue_memory {
+                let Some((message, reply)) = queue.parked.pop_front() else {
+                    break;
+                };
+                queue.enqueued += 1;
+                queue.bytes += message.size();
+                queue.messages.push_back(Pending {
+                    message,
+                    redelivered: false,
+                });
+                let _ = reply.send(());
+                released = true;
+            }
+            if !released {
+                return;
+            }
+        }
+    }
+
+    /// One pass over a queue's local (or network) consumers.
+    fn deliver(&mut self, name: &str, network: bool) {
         let Some(queue) = self.queues.get_mut(name) else {
             return;
         };
+        let eligible: Vec<u64> = queue
+            .consumers
+            .iter()
+            .copied()
+            .filter(|k| {
+                self.subs
+                    .get(k)
+                    .is_some_and(|s| s.network.is_some() == network)
+            })
+            .collect();
+        if eligible.is_empty() {
+            return;
+        }
         let mut skipped = 0;
-        while !queue.messages.is_empty()
-            && !queue.consumers.is_empty()
-            && skipped < queue.consumers.len()
-        {
-            let index = queue.next % queue.consumers.len();
-            let key = queue.consumers[index];
+        while !queue.messages.is_empty() && skipped < eligible.len() {
+            let key = eligible[queue.next % eligible.len()];
             queue.next = queue.next.wrapping_add(1);
             let Some(sub) = self.subs.get_mut(&key) else {
                 skipped += 1;
@@ -668,7 +826,12 @@ impl State {
             };
             let acks = sub.ack != AckMode::Auto;
             let full = acks && sub.inflight.len() >= sub.prefetch;
-            if full || conn.outbox.stalled.load(Ordering::Acquire) {
+            let head_ok = queue.messages.front().is_some_and(|p| {
+                sub.network
+                    .as_ref()
+                    .is_none_or(|n| n.may_forward(&p.message))
+            });
+            if full || !head_ok || conn.outbox.stalled.load(Ordering::Acquire) {
                 skipped += 1;
                 continue;
             }
@@ -700,19 +863,6 @@ impl State {
                     skipped += 1;
                 }
             }
-        }
-        // Room again: let held-back senders in.
-        while queue.bytes < self.limits.queue_memory {
-            let Some((message, reply)) = queue.parked.pop_front() else {
-                break;
-            };
-            queue.enqueued += 1;
-            queue.bytes += message.size();
-            queue.messages.push_back(Pending {
-                message,
-                redelivered: false,
-            });
-            let _ = reply.send(());
         }
     }
 

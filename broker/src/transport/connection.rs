@@ -72,7 +72,7 @@ pub(crate) async fn serve<S>(
 {
     let id = core.next_connection();
     let (mut reader, writer) = tokio::io::split(stream);
-    let (control_tx, control_rx) = mpsc::channel::<Vec<u8>>(64);
+    let (control_tx, mut control_rx) = mpsc::channel::<Vec<u8>>(64);
     let mut session = Session {
         core: core.clone(),
         id,
@@ -87,6 +87,7 @@ pub(crate) async fn serve<S>(
         transactions: HashMap::new(),
         version: "1.2",
         pipeline: None,
+        bridge: None,
     };
     let connected = tokio::select! {
         _ = stop.cancelled() => return,
@@ -103,6 +104,31 @@ pub(crate) async fn serve<S>(
             return;
         }
     };
+    if let Some(connect) = session.bridge.take() {
+        // Another broker opening a bridge: answer, then run the bridge.
+        let mut writer = writer;
+        while let Ok(bytes) = control_rx.try_recv() {
+            if writer.write_all(&bytes).await.is_err() {
+                return;
+            }
+        }
+        if writer.flush().await.is_err() {
+            return;
+        }
+        let buf = std::mem::take(&mut session.buf);
+        drop(session);
+        crate::network::inbound(
+            core,
+            Box::new(reader),
+            Box::new(writer),
+            buf,
+            &connect,
+            remote.to_string(),
+            stop,
+        )
+        .await;
+        return;
+    }
     let (outbox_tx, outbox_rx) = mpsc::channel(OUTBOX);
     let stalled = Arc::new(AtomicBool::new(false));
     let evicted = Arc::new(AtomicBool::new(false));
@@ -179,6 +205,8 @@ struct Session {
     version: &'static str,
     /// SENDs on their way: journal, then router, then receipt, in order.
     pipeline: Option<Pipeline>,
+    /// The CONNECT of another broker opening a bridge.
+    bridge: Option<Frame>,
 }
 
 /// The SENDs of one connection in flight: each is journaled (fsynced in
@@ -381,7 +409,12 @@ impl Session {
         // expect from it every max(ours, what it offers to send).
         let send = (cy > 0 && ours > 0).then(|| cy.max(ours));
         let expect = (cx > 0 && ours > 0).then(|| cx.max(ours));
-        let connected = Frame::new(Command::Connected)
+        let mut connected = Frame::new(Command::Connected);
+        if frame.get(crate::network::BRIDGE_HEADER).is_some() {
+            connected = connected.header(crate::network::BRIDGE_HEADER, self.core.name.clone());
+            self.bridge = Some(frame.clone());
+        }
+        let connected = connected
             .header("version", self.version)
             .header(
                 "server",

@@ -1,0 +1,715 @@
+//! Network connectors and bridges: brokers joined into one fabric, as
+//! ActiveMQ's network of brokers.
+//!
+//! A bridge is one STOMP connection, opened by the broker that has the
+//! `[[network_connector]]`, then run by the same code on both ends:
+//! - demand: a side with consumers (here, or reachable through other
+//!   bridges within `consumer_ttl`) SUBSCRIBEs on the other side, one
+//!   subscription per destination (conduit), with a hop count;
+//! - forwarding: the other side's router treats that as a consumer that
+//!   local consumers take precedence over, and sends its messages across as
+//!   MESSAGE frames carrying the path of brokers crossed;
+//! - store and forward: the receiving side stores (persistent queue
+//!   messages), routes, then ACKs; only then does the sender remove it.
+//!   A broker drops a message already on its path or already seen.
+//!
+//! One-way bridges forward only from the connecting broker; duplex ones
+//! both ways over the one connection.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::client::Endpoint;
+use crate::config::NetworkConnectorConfig;
+use crate::router::{
+    ConnectionInfo, Delivery, Destination, Filter, Kind, Message, NetworkLink, Outbox, PATH_HEADER,
+};
+use crate::stomp::{decode, Command, Decoded, Frame, Limits};
+use crate::store::{Record, StoredMessage};
+use crate::BrokerCore;
+
+/// CONNECT/CONNECTED header naming the broker on a bridge.
+pub(crate) const BRIDGE_HEADER: &str = "portico-bridge";
+const HOPS_HEADER: &str = "portico-hops";
+const ORIGIN_HEADER: &str = "portico-origin";
+const DUPLEX_HEADER: &str = "portico-duplex";
+const MESSAGE_TTL_HEADER: &str = "portico-message-ttl";
+const CONSUMER_TTL_HEADER: &str = "portico-consumer-ttl";
+
+/// What the console shows of a bridge.
+#[derive(Debug, Serialize)]
+pub struct BridgeInfo {
+    pub name: String,
+    pub remote_broker: String,
+    pub remote_address: String,
+    pub direction: &'static str,
+    pub duplex: bool,
+    pub state: &'static str,
+    pub messages_forwarded: u64,
+    pub messages_received: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct BridgeState {
+    name: String,
+    remote_address: String,
+    outbound: bool,
+    duplex: bool,
+    remote_broker: Mutex<String>,
+    connected: AtomicBool,
+    forwarded: AtomicU64,
+    received: AtomicU64,
+}
+
+impl BridgeState {
+    fn info(&self) -> BridgeInfo {
+        BridgeInfo {
+            name: self.name.clone(),
+            remote_broker: self
+                .remote_broker
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            remote_address: self.remote_address.clone(),
+            direction: if self.outbound { "outbound" } else { "inbound" },
+            duplex: self.duplex,
+            state: if self.connected.load(Ordering::Acquire) {
+                "connected"
+            } else {
+                "connecting"
+            },
+            messages_forwarded: self.forwarded.load(Ordering::Relaxed),
+            messages_received: self.received.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Every bridge of this broker, for the console.
+#[derive(Debug, Default)]
+pub(crate) struct Bridges(Mutex<Vec<Arc<BridgeState>>>);
+
+impl Bridges {
+    fn add(&self, state: Arc<BridgeState>) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(state);
+    }
+
+    fn remove(&self, state: &Arc<BridgeState>) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|s| !Arc::ptr_eq(s, state));
+    }
+
+    pub(crate) fn info(&self) -> Vec<BridgeInfo> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|s| s.info())
+            .collect()
+    }
+}
+
+/// How one end of a bridge behaves.
+#[derive(Debug, Clone)]
+struct Link {
+    peer: String,
+    /// This end sends its messages to the peer (accepts the peer's demand).
+    forward: bool,
+    /// This end tells the peer about its demand.
+    advertise: bool,
+    message_ttl: u32,
+    consumer_ttl: u32,
+    include: Vec<Filter>,
+    exclude: Vec<Filter>,
+    statics: Vec<Destination>,
+}
+
+impl Link {
+    fn admits(&self, d: &Destination) -> bool {
+        self.include.iter().any(|f| f.matches(d)) && !self.exclude.iter().any(|f| f.matches(d))
+    }
+}
+
+/// Starts one outbound bridge per peer of every connector.
+pub(crate) fn start(
+    core: &Arc<BrokerCore>,
+    connectors: &[NetworkConnectorConfig],
+    tasks: &TaskTracker,
+    stop: &CancellationToken,
+) {
+    for connector in connectors {
+        for peer in &connector.peers {
+            let state = Arc::new(BridgeState {
+                name: connector.name.clone(),
+                remote_address: peer.to_string(),
+                outbound: true,
+                duplex: connector.duplex,
+                remote_broker: Mutex::new(String::new()),
+                connected: AtomicBool::new(false),
+                forwarded: AtomicU64::new(0),
+                received: AtomicU64::new(0),
+            });
+            core.bridges.add(state.clone());
+            tasks.spawn(outbound(
+                core.clone(),
+                connector.clone(),
+                peer.clone(),
+                state,
+                stop.clone(),
+            ));
+        }
+    }
+}
+
+type Reader = Box<dyn AsyncRead + Unpin + Send>;
+type Writer = Box<dyn AsyncWrite + Unpin + Send>;
+
+/// Keeps one bridge up: connect, run, and reconnect with back-off.
+async fn outbound(
+    core: Arc<BrokerCore>,
+    connector: NetworkConnectorConfig,
+    peer: Endpoint,
+    state: Arc<BridgeState>,
+    stop: CancellationToken,
+) {
+    let mut attempt = 0u32;
+    loop {
+        match connect(&core, &connector, &peer).await {
+            Ok((reader, writer, buf, remote)) => {
+                attempt = 0;
+                info!(bridge = %connector.name, remote = %remote, address = %peer, duplex = connector.duplex, "bridge connected");
+                *state
+                    .remote_broker
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = remote.clone();
+                state.connected.store(true, Ordering::Release);
+                let link = Link {
+                    peer: remote,
+                    forward: true,
+                    advertise: connector.duplex,
+                    message_ttl: connector.message_ttl,
+                    consumer_ttl: connector.consumer_ttl,
+                    include: connector.dynamically_included.clone(),
+                    exclude: connector.excluded.clone(),
+                    statics: connector.statically_included.clone(),
+                };
+                let end = run(
+                    core.clone(),
+                    reader,
+                    writer,
+                    buf,
+                    link,
+                    state.clone(),
+                    stop.clone(),
+                )
+                .await;
+                state.connected.store(false, Ordering::Release);
+                if stop.is_cancelled() {
+                    return;
+                }
+                warn!(bridge = %connector.name, address = %peer, reason = %end, "bridge down; reconnecting");
+            }
+            Err(e) => {
+                if attempt.is_multiple_of(20) {
+                    warn!(bridge = %connector.name, address = %peer, error = %e, "bridge cannot connect; retrying");
+                }
+            }
+        }
+        // Exponential back-off with jitter, 100 ms to 10 s.
+        let base = Duration::from_millis(100).saturating_mul(1 << attempt.min(7));
+        let jitter = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_millis())
+            % 100;
+        let delay = base.min(Duration::from_secs(10)) + Duration::from_millis(u64::from(jitter));
+        attempt = attempt.saturating_add(1);
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+async fn connect(
+    core: &BrokerCore,
+    connector: &NetworkConnectorConfig,
+    peer: &Endpoint,
+) -> Result<(Reader, Writer, Vec<u8>, String), String> {
+    let tcp = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::net::TcpStream::connect((peer.host.as_str(), peer.port)),
+    )
+    .await
+    .map_err(|_| "connect timed out".to_owned())?
+    .map_err(|e| e.to_string())?;
+    let _ = tcp.set_nodelay(true);
+    let (mut reader, mut writer): (Reader, Writer) = if peer.tls {
+        let roots = connector.ca.clone().ok_or("no CA for an ssl:// peer")?;
+        let config = rustls::ClientConfig::builder_with_provider(portico::tls::provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from(peer.host.clone())
+            .map_err(|e| e.to_string())?;
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("TLS: {e}"))?;
+        let (r, w) = tokio::io::split(tls);
+        (Box::new(r), Box::new(w))
+    } else {
+        let (r, w) = tcp.into_split();
+        (Box::new(r), Box::new(w))
+    };
+    let mut connect = Frame::new(Command::Connect)
+        .header("accept-version", "1.2")
+        .header("host", peer.host.clone())
+        .header(BRIDGE_HEADER, core.name.clone())
+        .header(DUPLEX_HEADER, connector.duplex.to_string())
+        .header(MESSAGE_TTL_HEADER, connector.message_ttl.to_string())
+        .header(CONSUMER_TTL_HEADER, connector.consumer_ttl.to_string());
+    if let Some(user) = &connector.user {
+        connect = connect.header("login", user.clone());
+    }
+    if let Some(password) = &connector.password {
+        connect = connect.header("passcode", password.reveal());
+    }
+    writer
+        .write_all(&connect.to_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    writer.flush().await.map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    let reply = tokio::time::timeout(Duration::from_secs(10), read_frame(&mut reader, &mut buf))
+        .await
+        .map_err(|_| "no CONNECTED in time".to_owned())??;
+    match reply.command {
+        Command::Connected => match reply.get(BRIDGE_HEADER) {
+            Some(remote) => Ok((reader, writer, buf, remote.to_owned())),
+            None => Err("the peer is not a portico broker (no bridge header in CONNECTED)".into()),
+        },
+        Command::Error => Err(format!(
+            "refused by the peer: {}",
+            reply.get("message").unwrap_or("ERROR")
+        )),
+        other => Err(format!("expected CONNECTED, got {other}")),
+    }
+}
+
+/// The accepting end of a bridge another broker opened to this one.
+pub(crate) async fn inbound(
+    core: Arc<BrokerCore>,
+    reader: Reader,
+    writer: Writer,
+    buf: Vec<u8>,
+    connect: &Frame,
+    remote_address: String,
+    stop: CancellationToken,
+) {
+    let peer = connect.get(BRIDGE_HEADER).unwrap_or_default().to_owned();
+    let duplex = connect.get(DUPLEX_HEADER) == Some("true");
+    let ttl = |name: &str| {
+        connect
+            .get(name)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1u32)
+    };
+    let state = Arc::new(BridgeState {
+        name: format!("from {peer}"),
+        remote_address,
+        outbound: false,
+        duplex,
+        remote_broker: Mutex::new(peer.clone()),
+        connected: AtomicBool::new(true),
+        forwarded: AtomicU64::new(0),
+        received: AtomicU64::new(0),
+    });
+    core.bridges.add(state.clone());
+    info!(remote = %peer, duplex, "bridge accepted");
+    let link = Link {
+        peer: peer.clone(),
+        forward: duplex,
+        advertise: true,
+        message_ttl: ttl(MESSAGE_TTL_HEADER),
+        consumer_ttl: ttl(CONSUMER_TTL_HEADER),
+        include: vec![Filter::parse(">").expect("'>' is a filter")],
+        exclude: Vec::new(),
+        statics: Vec::new(),
+    };
+    let end = run(core.clone(), reader, writer, buf, link, state.clone(), stop).await;
+    info!(remote = %peer, reason = %end, "bridge closed");
+    core.bridges.remove(&state);
+}
+
+async fn read_frame(reader: &mut Reader, buf: &mut Vec<u8>) -> Result<Frame, String> {
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        match decode(buf, &Limits::default()) {
+            Ok(Some(Decoded::Frame(f))) => return Ok(f),
+            Ok(Some(Decoded::HeartBeat)) => continue,
+            Ok(None) => {}
+            Err(e) => return Err(format!("bad frame from the peer: {e}")),
+        }
+        let n = reader.read(&mut chunk).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("the peer closed the bridge".into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Runs one end of a connected bridge until it breaks or the broker stops.
+async fn run(
+    core: Arc<BrokerCore>,
+    mut reader: Reader,
+    writer: Writer,
+    mut buf: Vec<u8>,
+    link: Link,
+    state: Arc<BridgeState>,
+    stop: CancellationToken,
+) -> String {
+    let conn = core.next_connection();
+    let (outbox_tx, outbox_rx) = mpsc::channel(256);
+    let (frames_tx, frames_rx) = mpsc::channel::<Vec<u8>>(256);
+    let stalled = Arc::new(AtomicBool::new(false));
+    core.router
+        .register(
+            conn,
+            Outbox {
+                tx: outbox_tx,
+                stalled: stalled.clone(),
+                evicted: Arc::new(AtomicBool::new(false)),
+            },
+            ConnectionInfo {
+                id: conn,
+                remote: state.remote_address.clone(),
+                user: format!("bridge:{}", link.peer),
+                transport: "bridge".into(),
+                version: "1.2".into(),
+                connected_at: crate::router::rfc3339(SystemTime::now()),
+                subscriptions: 0,
+            },
+        )
+        .await;
+    let ended = CancellationToken::new();
+    let writer_task = tokio::spawn(write_loop(
+        core.clone(),
+        conn,
+        writer,
+        frames_rx,
+        outbox_rx,
+        stalled,
+        state.clone(),
+        ended.clone(),
+    ));
+    if link.forward {
+        for (i, dest) in link.statics.iter().enumerate() {
+            let network = NetworkLink {
+                peer: link.peer.clone(),
+                hops: 1,
+                message_ttl: link.message_ttl,
+            };
+            if let Err(e) = core
+                .router
+                .subscribe_network(conn, format!("static-{i}"), dest.clone(), network)
+                .await
+            {
+                warn!(destination = %dest, error = %e, "cannot forward statically");
+            }
+        }
+    }
+    let advertiser = link.advertise.then(|| {
+        tokio::spawn(advertise(
+            core.clone(),
+            link.clone(),
+            frames_tx.clone(),
+            ended.clone(),
+        ))
+    });
+    let end = loop {
+        let frame = tokio::select! {
+            _ = stop.cancelled() => break "the broker is stopping".to_owned(),
+            _ = ended.cancelled() => break "the bridge's writer stopped".to_owned(),
+            f = read_frame(&mut reader, &mut buf) => match f {
+                Ok(f) => f,
+                Err(e) => break e,
+            },
+        };
+        if let Err(e) = handle(&core, conn, &link, &state, &frames_tx, frame).await {
+            break e;
+        }
+    };
+    ended.cancel();
+    if let Some(a) = advertiser {
+        a.abort();
+    }
+    core.router.unregister(conn).await;
+    drop(frames_tx);
+    let _ = writer_task.await;
+    end
+}
+
+/// One frame from the peer.
+async fn handle(
+    core: &BrokerCore,
+    conn: u64,
+    link: &Link,
+    state: &BridgeState,
+    frames: &mpsc::Sender<Vec<u8>>,
+    frame: Frame,
+) -> Result<(), String> {
+    match frame.command {
+        Command::Subscribe if link.forward => {
+            let (Some(dest), Some(id)) = (frame.get("destination"), frame.get("id")) else {
+                return Err("bridge SUBSCRIBE without destination or id".into());
+            };
+            let destination = Destination::parse(dest)?;
+            if !link.admits(&destination) {
+                return Ok(());
+            }
+            let hops = frame
+                .get(HOPS_HEADER)
+                .and_then(|h| h.parse().ok())
+                .unwrap_or(1);
+            let network = NetworkLink {
+                peer: link.peer.clone(),
+                hops,
+                message_ttl: link.message_ttl,
+            };
+            core.router
+                .subscribe_network(conn, id.to_owned(), destination, network)
+                .await
+        }
+        Command::Subscribe => Ok(()), // one-way: this end does not forward
+        Command::Unsubscribe => {
+            if let Some(id) = frame.get("id") {
+                let _ = core.router.unsubscribe(conn, id.to_owned()).await;
+            }
+            Ok(())
+        }
+        Command::Message => receive(core, link, state, frames, frame).await,
+        Command::Ack => {
+            let Some(id) = frame.get("id") else {
+                return Ok(());
+            };
+            // The peer stored (or dropped as seen) what we forwarded.
+            if let Ok(stored) = core.router.ack(conn, id.to_owned()).await {
+                state.forwarded.fetch_add(1, Ordering::Relaxed);
+                if !stored.is_empty() {
+                    let records = stored.into_iter().map(|id| Record::Ack { id }).collect();
+                    core.journal
+                        .append(records)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+            }
+            Ok(())
+        }
+        Command::Error => Err(format!(
+            "the peer sent ERROR: {}",
+            frame.get("message").unwrap_or("")
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A message forwarded by the peer: store, route, then acknowledge.
+async fn receive(
+    core: &BrokerCore,
+    link: &Link,
+    state: &BridgeState,
+    frames: &mpsc::Sender<Vec<u8>>,
+    frame: Frame,
+) -> Result<(), String> {
+    let ack = frame.get("ack").map(str::to_owned);
+    let acknowledge = || async {
+        if let Some(id) = &ack {
+            let _ = frames
+                .send(Frame::new(Command::Ack).header("id", id.clone()).to_bytes())
+                .await;
+        }
+    };
+    let destination = Destination::parse(frame.get("destination").unwrap_or_default())?;
+    let origin = frame
+        .get(ORIGIN_HEADER)
+        .or_else(|| frame.get("message-id"))
+        .unwrap_or_default()
+        .to_owned();
+    let path = frame.get(PATH_HEADER).unwrap_or_default();
+    let looped = path.split(',').any(|b| b == core.name);
+    if looped || !core.first_time(&format!("fwd:{origin}")) {
+        acknowledge().await;
+        return Ok(());
+    }
+    let keep = |k: &str| {
+        !matches!(
+            k,
+            "destination"
+                | "ack"
+                | "subscription"
+                | "message-id"
+                | "content-length"
+                | "redelivered"
+        )
+    };
+    let headers: Vec<(String, String)> = frame
+        .headers
+        .iter()
+        .filter(|(k, _)| keep(k))
+        .cloned()
+        .collect();
+    let persistent = frame.get("persistent") == Some("true");
+    let seq = core.next_seq();
+    let message = Message {
+        seq,
+        message_id: origin.clone(),
+        stored: persistent && destination.kind == Kind::Queue,
+        destination,
+        headers,
+        body: frame.body,
+    };
+    if message.stored {
+        let record = Record::Add(StoredMessage {
+            id: seq,
+            destination: message.destination.stomp(),
+            headers: message.headers.clone(),
+            body: message.body.clone(),
+        });
+        core.journal
+            .append(vec![record])
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    core.router.send(Arc::new(message)).await;
+    state.received.fetch_add(1, Ordering::Relaxed);
+    acknowledge().await;
+    let _ = link;
+    Ok(())
+}
+
+/// Tells the peer where this broker has demand, and keeps it current.
+async fn advertise(
+    core: Arc<BrokerCore>,
+    link: Link,
+    frames: mpsc::Sender<Vec<u8>>,
+    ended: CancellationToken,
+) {
+    let mut changes = core.router.demand_changes();
+    let mut advertised: BTreeMap<Destination, u32> = BTreeMap::new();
+    loop {
+        let demand = core.router.demand(&link.peer).await;
+        let wanted: BTreeMap<Destination, u32> = demand
+            .into_iter()
+            .map(|(d, hops)| (d, hops + 1))
+            .filter(|(d, hops)| *hops <= link.consumer_ttl && !d.is_wildcard() && link.admits(d))
+            .collect();
+        for (dest, hops) in &wanted {
+            if advertised.get(dest) != Some(hops) {
+                let frame = Frame::new(Command::Subscribe)
+                    .header("destination", dest.stomp())
+                    .header("id", dest.stomp())
+                    .header(HOPS_HEADER, hops.to_string());
+                if advertised.contains_key(dest) {
+                    let un = Frame::new(Command::Unsubscribe).header("id", dest.stomp());
+                    let _ = frames.send(un.to_bytes()).await;
+                }
+                let _ = frames.send(frame.to_bytes()).await;
+            }
+        }
+        for dest in advertised.keys() {
+            if !wanted.contains_key(dest) {
+                let _ = frames
+                    .send(
+                        Frame::new(Command::Unsubscribe)
+                            .header("id", dest.stomp())
+                            .to_bytes(),
+                    )
+                    .await;
+            }
+        }
+        advertised = wanted;
+        tokio::select! {
+            _ = ended.cancelled() => return,
+            r = changes.changed() => if r.is_err() { return },
+        }
+    }
+}
+
+/// Writes control frames and forwarded messages to the peer.
+#[allow(clippy::too_many_arguments)]
+async fn write_loop(
+    core: Arc<BrokerCore>,
+    conn: u64,
+    mut writer: Writer,
+    mut frames: mpsc::Receiver<Vec<u8>>,
+    mut outbox: mpsc::Receiver<Delivery>,
+    stalled: Arc<AtomicBool>,
+    _state: Arc<BridgeState>,
+    ended: CancellationToken,
+) {
+    let mut buf = Vec::with_capacity(64 * 1024);
+    loop {
+        buf.clear();
+        tokio::select! {
+            f = frames.recv() => match f {
+                Some(bytes) => buf.extend_from_slice(&bytes),
+                None => break,
+            },
+            d = outbox.recv() => match d {
+                Some(d) => encode(&core.name, &d, &mut buf),
+                None => break,
+            },
+            _ = ended.cancelled() => break,
+        }
+        while buf.len() < 256 * 1024 {
+            if let Ok(bytes) = frames.try_recv() {
+                buf.extend_from_slice(&bytes);
+            } else if let Ok(d) = outbox.try_recv() {
+                encode(&core.name, &d, &mut buf);
+            } else {
+                break;
+            }
+        }
+        if writer.write_all(&buf).await.is_err() || writer.flush().await.is_err() {
+            break;
+        }
+        if outbox.is_empty() && stalled.swap(false, Ordering::AcqRel) {
+            core.router.resume(conn).await;
+        }
+    }
+    let _ = writer.shutdown().await;
+    ended.cancel();
+}
+
+/// A MESSAGE to the peer: this broker joins the path.
+fn encode(me: &str, d: &Delivery, buf: &mut Vec<u8>) {
+    let m = &d.message;
+    let mut path: Vec<&str> = m.path();
+    path.push(me);
+    let mut frame = Frame::new(Command::Message)
+        .header("destination", m.destination.stomp())
+        .header("message-id", m.message_id.clone())
+        .header(ORIGIN_HEADER, m.message_id.clone())
+        .header(PATH_HEADER, path.join(","));
+    if let Some(ack) = &d.ack {
+        frame = frame.header("ack", ack.clone());
+    }
+    for (name, value) in &m.headers {
+        if name != PATH_HEADER && name != ORIGIN_HEADER {
+            frame.headers.push((name.clone(), value.clone()));
+        }
+    }
+    frame.body = m.body.clone();
+    frame.encode(buf);
+}

@@ -1,0 +1,383 @@
+//! Networks of brokers: real brokers on ephemeral loopback ports, joined
+//! by network connectors, driven by raw STOMP clients.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use portico_broker::config::BrokerConfig;
+use portico_broker::stomp::{Command, Frame};
+use portico_broker::Broker;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A broker named `name` with a plain STOMP transport, a console, and
+/// `extra` config (connectors).
+async fn broker(dir: &std::path::Path, name: &str, extra: &str) -> Broker {
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "[broker]\nname = \"{name}\"\ndata_dir = \"{name}-data\"\n\n[[transport]]\nname = \"stomp\"\nbind = \"127.0.0.1:0\"\n\n[console]\nbind = \"127.0.0.1:0\"\n\n{extra}"
+        ),
+    )
+    .unwrap();
+    Broker::start(BrokerConfig::load(&path).unwrap_or_else(|e| panic!("{e}")))
+        .await
+        .unwrap()
+}
+
+fn connector(name: &str, to: &Broker, options: &str) -> String {
+    let addr = to.transport_addr("stomp").unwrap();
+    format!(
+        "[[network_connector]]\nname = \"{name}\"\nuri = \"static:(tcp://{addr})\"\n{options}\n"
+    )
+}
+
+async fn get(addr: SocketAddr, path: &str) -> serde_json::Value {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(
+        format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = String::new();
+    tcp.read_to_string(&mut out).await.unwrap();
+    serde_json::from_str(out.split_once("\r\n\r\n").unwrap().1).unwrap()
+}
+
+/// Waits until every bridge of `b` is connected.
+async fn bridges_up(b: &Broker, count: usize) {
+    let console = b.console_addr().unwrap();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let bridges = get(console, "/api/network").await;
+        let up = bridges
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|b| b["state"] == "connected")
+            .count();
+        if up >= count {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "bridges of {} not up: {bridges}",
+            b.name()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Pending messages of a queue on a broker (0 if it has none).
+async fn pending(b: &Broker, queue: &str) -> u64 {
+    let queues = get(b.console_addr().unwrap(), "/api/queues").await;
+    queues
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == queue)
+        .map_or(0, |q| q["pending"].as_u64().unwrap())
+}
+
+async fn subscribe(b: &Broker, dest: &str) -> RawClient {
+    let mut c = RawClient::connect(b.transport_addr("stomp").unwrap()).await;
+    c.send(
+        &Frame::new(Command::Subscribe)
+            .header("destination", dest)
+            .header("id", "s")
+            .header("receipt", "sub"),
+    )
+    .await;
+    assert_eq!(c.next().await.unwrap().command, Command::Receipt);
+    c
+}
+
+async fn send(b: &Broker, dest: &str, bodies: &[&str]) {
+    let mut c = RawClient::connect(b.transport_addr("stomp").unwrap()).await;
+    for (i, body) in bodies.iter().enumerate() {
+        c.send(
+            &Frame::new(Command::Send)
+                .header("destination", dest)
+                .header("persistent", "true")
+                .header("receipt", i.to_string())
+                .body(body.as_bytes().to_vec()),
+        )
+        .await;
+        assert_eq!(c.next().await.unwrap().command, Command::Receipt);
+    }
+}
+
+/// Waits for demand to reach a broker: its bridge subscriptions show as
+/// consumers of the queue.
+async fn demand_reaches(b: &Broker, queue: &str) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let queues = get(b.console_addr().unwrap(), "/api/queues").await;
+        if queues
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|q| q["name"] == queue && q["consumers"].as_u64() > Some(0))
+        {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "demand for {queue} never reached {}",
+            b.name()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn nothing_more(c: &mut RawClient) {
+    assert!(
+        tokio::time::timeout(Duration::from_millis(400), c.next())
+            .await
+            .is_err(),
+        "an unexpected frame arrived"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_produced_on_one_broker_reaches_a_consumer_on_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path(), "b", "").await;
+    let a = broker(dir.path(), "a", &connector("a-to-b", &b, "")).await;
+    bridges_up(&a, 1).await;
+    let mut consumer = subscribe(&b, "/queue/orders").await;
+    demand_reaches(&a, "orders").await;
+    send(&a, "/queue/orders", &["one", "two"]).await;
+    for want in ["one", "two"] {
+        let m = consumer.next().await.unwrap();
+        assert_eq!(m.body, want.as_bytes());
+        assert_eq!(m.get("portico-path"), Some("a"));
+    }
+    // Store and forward: nothing is left on a once b stored and acknowledged.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while pending(&a, "orders").await > 0 {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let bridges = get(a.console_addr().unwrap(), "/api/network").await;
+    assert_eq!(bridges[0]["remote_broker"], "b");
+    assert_eq!(bridges[0]["direction"], "outbound");
+    assert_eq!(bridges[0]["messages_forwarded"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_demand_nothing_moves_and_static_inclusion_moves_anyway() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path(), "b", "").await;
+    let a = broker(
+        dir.path(),
+        "a",
+        &connector(
+            "a-to-b",
+            &b,
+            "statically_included_destinations = [\"queue://uplink\"]",
+        ),
+    )
+    .await;
+    bridges_up(&a, 1).await;
+    send(&a, "/queue/local", &["stays"]).await;
+    send(&a, "/queue/uplink", &["goes"]).await;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while pending(&b, "uplink").await < 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the static destination was not forwarded"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        pending(&a, "local").await,
+        1,
+        "a message without demand moved"
+    );
+    assert_eq!(pending(&b, "local").await, 0);
+    // (No receipt asked: the waiting message may come first.)
+    let mut consumer = RawClient::connect(b.transport_addr("stomp").unwrap()).await;
+    consumer
+        .send(
+            &Frame::new(Command::Subscribe)
+                .header("destination", "/queue/uplink")
+                .header("id", "s"),
+        )
+        .await;
+    assert_eq!(consumer.next().await.unwrap().body, b"goes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplex_carries_both_ways_and_one_way_never_backwards() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path(), "b", "").await;
+    let c = broker(dir.path(), "c", "").await;
+    let a = broker(
+        dir.path(),
+        "a",
+        &format!(
+            "{}{}",
+            connector("a-b-duplex", &b, "duplex = true"),
+            connector("a-c-oneway", &c, "")
+        ),
+    )
+    .await;
+    bridges_up(&a, 2).await;
+    // Duplex: a consumer on a (the connecting side) gets what b produces.
+    let mut on_a = subscribe(&a, "/queue/back").await;
+    demand_reaches(&b, "back").await;
+    send(&b, "/queue/back", &["from b"]).await;
+    assert_eq!(on_a.next().await.unwrap().body, b"from b");
+    // One way: c's messages never flow to a, even with a consumer there.
+    let mut on_a2 = subscribe(&a, "/queue/never").await;
+    send(&c, "/queue/never", &["from c"]).await;
+    nothing_more(&mut on_a2).await;
+    assert_eq!(pending(&c, "never").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_ttl_stops_a_message_at_the_right_hop() {
+    for (ttl, reaches) in [(1u32, false), (2, true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let c = broker(dir.path(), "c", "").await;
+        let b = broker(
+            dir.path(),
+            "b",
+            &connector("b-c", &c, &format!("network_ttl = {ttl}")),
+        )
+        .await;
+        let a = broker(
+            dir.path(),
+            "a",
+            &connector("a-b", &b, &format!("network_ttl = {ttl}")),
+        )
+        .await;
+        bridges_up(&a, 1).await;
+        bridges_up(&b, 1).await;
+        let mut on_c = subscribe(&c, "/queue/far").await;
+        demand_reaches(&b, "far").await;
+        if reaches {
+            demand_reaches(&a, "far").await;
+        }
+        send(&a, "/queue/far", &["hop"]).await;
+        if reaches {
+            assert_eq!(on_c.next().await.unwrap().get("portico-path"), Some("a,b"));
+        } else {
+            nothing_more(&mut on_c).await;
+            assert_eq!(pending(&a, "far").await, 1, "ttl {ttl}: the message left a");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mesh_delivers_each_topic_message_once_to_every_subscriber() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = broker(dir.path(), "c", "").await;
+    let b = broker(
+        dir.path(),
+        "b",
+        &connector("b-c", &c, "duplex = true\nnetwork_ttl = 2"),
+    )
+    .await;
+    let a = broker(
+        dir.path(),
+        "a",
+        &format!(
+            "{}{}",
+            connector("a-b", &b, "duplex = true\nnetwork_ttl = 2"),
+            connector("a-c", &c, "duplex = true\nnetwork_ttl = 2")
+        ),
+    )
+    .await;
+    bridges_up(&a, 2).await;
+    bridges_up(&b, 1).await;
+    let mut subs = Vec::new();
+    for broker in [&a, &b, &c] {
+        subs.push(subscribe(broker, "/topic/news").await);
+    }
+    // Let demand settle across the mesh.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let topics = get(a.console_addr().unwrap(), "/api/topics").await;
+        let n = topics
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == "news")
+            .map_or(0, |t| t["subscribers"].as_u64().unwrap());
+        if n >= 3 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "demand did not settle: {topics}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut publisher = RawClient::connect(a.transport_addr("stomp").unwrap()).await;
+    for i in 0..5 {
+        publisher
+            .send(
+                &Frame::new(Command::Send)
+                    .header("destination", "/topic/news")
+                    .body(format!("n{i}")),
+            )
+            .await;
+    }
+    for (i, sub) in subs.iter_mut().enumerate() {
+        for n in 0..5 {
+            let m = sub.next().await.unwrap();
+            assert_eq!(m.body, format!("n{n}").as_bytes(), "subscriber {i}");
+        }
+        nothing_more(sub).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_is_refused_on_both_sides() {
+    let dir = tempfile::tempdir().unwrap();
+    let hash = portico_broker::auth::hash_password("right").unwrap();
+    let b = broker(
+        dir.path(),
+        "b",
+        &format!("[[user]]\nname = \"bridge\"\npassword_hash = \"{hash}\"\n"),
+    )
+    .await;
+    std::fs::write(dir.path().join("wrong.txt"), "wrong\n").unwrap();
+    let a = broker(
+        dir.path(),
+        "a",
+        &connector(
+            "a-b",
+            &b,
+            "user = \"bridge\"\npassword_file = \"wrong.txt\"",
+        ),
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let summary = get(b.console_addr().unwrap(), "/api/broker").await;
+        if summary["protocol_errors"].as_u64().unwrap() > 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "b never refused the bridge"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let bridges = get(a.console_addr().unwrap(), "/api/network").await;
+    assert_eq!(bridges[0]["state"], "connecting", "{bridges}");
+    assert_eq!(
+        get(b.console_addr().unwrap(), "/api/network")
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+}
