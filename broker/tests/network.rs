@@ -381,3 +381,46 @@ async fn a_wrong_password_is_refused_on_both_sides() {
         0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_messages_flow_back_when_demand_moves() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path(), "b", "").await;
+    let a = broker(dir.path(), "a", &connector("a-b", &b, "duplex = true")).await;
+    bridges_up(&a, 1).await;
+    // A consumer on b that takes one message and leaves the rest unacked.
+    let mut on_b = RawClient::connect(b.transport_addr("stomp").unwrap()).await;
+    on_b.send(
+        &Frame::new(Command::Subscribe)
+            .header("destination", "/queue/moving")
+            .header("id", "s")
+            .header("ack", "client-individual")
+            .header("activemq.prefetchSize", "1"),
+    )
+    .await;
+    demand_reaches(&a, "moving").await;
+    send(&a, "/queue/moving", &["m0", "m1", "m2"]).await;
+    let first = on_b.next().await.unwrap();
+    assert_eq!(first.body, b"m0");
+    // Wait until all three were forwarded to b.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while pending(&a, "moving").await > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "not forwarded to b");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // b's consumer goes away; a consumer appears on a: the messages come back.
+    drop(on_b);
+    let mut on_a = RawClient::connect(a.transport_addr("stomp").unwrap()).await;
+    on_a.send(
+        &Frame::new(Command::Subscribe)
+            .header("destination", "/queue/moving")
+            .header("id", "s"),
+    )
+    .await;
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        got.push(String::from_utf8(on_a.next().await.unwrap().body).unwrap());
+    }
+    got.sort();
+    assert_eq!(got, ["m0", "m1", "m2"]);
+}

@@ -498,7 +498,7 @@ async fn handle(
             }
             Ok(())
         }
-        Command::Message => receive(core, link, state, frames, frame).await,
+        Command::Message => receive(core, state, frames, frame).await,
         Command::Ack => {
             let Some(id) = frame.get("id") else {
                 return Ok(());
@@ -527,7 +527,6 @@ async fn handle(
 /// A message forwarded by the peer: store, route, then acknowledge.
 async fn receive(
     core: &BrokerCore,
-    link: &Link,
     state: &BridgeState,
     frames: &mpsc::Sender<Vec<u8>>,
     frame: Frame,
@@ -547,8 +546,17 @@ async fn receive(
         .unwrap_or_default()
         .to_owned();
     let path = frame.get(PATH_HEADER).unwrap_or_default();
-    let looped = path.split(',').any(|b| b == core.name);
-    if looped || !core.first_time(&format!("fwd:{origin}")) {
+    // A topic message back on a broker it crossed, or seen here already by
+    // another route, is dropped. A queue message may come back when demand
+    // moved; only the same hop twice (an ACK lost on the way) is a duplicate.
+    let (looped, seen_key) = match destination.kind {
+        Kind::Topic => (
+            path.split(',').any(|b| b == core.name),
+            format!("fwd:{origin}"),
+        ),
+        Kind::Queue => (false, format!("fwd:{origin}:{path}")),
+    };
+    if looped || !core.first_time(&seen_key) {
         acknowledge().await;
         return Ok(());
     }
@@ -594,7 +602,6 @@ async fn receive(
     core.router.send(Arc::new(message)).await;
     state.received.fetch_add(1, Ordering::Relaxed);
     acknowledge().await;
-    let _ = link;
     Ok(())
 }
 

@@ -405,10 +405,20 @@ pub struct NetworkLink {
 }
 
 impl NetworkLink {
-    /// Never back along its path, and never past its TTL.
+    /// Topic messages never go back along their path; queue messages may
+    /// (a message forwarded to a broker whose consumers left flows back
+    /// when demand moves). Neither goes further than its TTL: a message
+    /// reaches at most `message_ttl` brokers beyond its origin.
     pub fn may_forward(&self, message: &Message) -> bool {
         let path = message.path();
-        !path.contains(&self.peer.as_str()) && path.len() < self.message_ttl as usize
+        let back = path.contains(&self.peer.as_str());
+        if message.destination.kind == Kind::Topic {
+            return !back && path.len() < self.message_ttl as usize;
+        }
+        let mut distinct: Vec<&str> = path.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        back || distinct.len() < self.message_ttl as usize
     }
 }
 
