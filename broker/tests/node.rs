@@ -324,15 +324,23 @@ fn every_example_broker_config_is_valid() {
         },
     )
     .unwrap();
-    let config_dir = root.path().join("config");
-    std::fs::create_dir_all(&config_dir).unwrap();
     let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
     let mut checked = 0;
-    for entry in std::fs::read_dir(source).unwrap() {
-        let path = entry.unwrap().path();
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
-        if path.extension().is_some_and(|e| e == "toml") && text.contains("[broker]") {
-            let copy = config_dir.join(path.file_name().unwrap());
+    let mut folders = vec![std::path::PathBuf::new()];
+    while let Some(folder) = folders.pop() {
+        std::fs::create_dir_all(root.path().join("config").join(&folder)).unwrap();
+        for entry in std::fs::read_dir(source.join(&folder)).unwrap() {
+            let path = entry.unwrap().path();
+            let relative = folder.join(path.file_name().unwrap());
+            if path.is_dir() {
+                folders.push(relative);
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            if !(path.extension().is_some_and(|e| e == "toml") && text.contains("[broker]")) {
+                continue;
+            }
+            let copy = root.path().join("config").join(&relative);
             std::fs::write(&copy, &text).unwrap();
             if let Err(e) = portico_broker::config::BrokerConfig::load(&copy) {
                 panic!("{}:\n{e}", path.display());
@@ -365,5 +373,5 @@ fn every_example_broker_config_is_valid() {
             }
         }
     }
-    assert!(checked > 0);
+    assert!(checked >= 18, "only {checked} broker configs found");
 }

@@ -405,10 +405,11 @@ pub struct NetworkLink {
 }
 
 impl NetworkLink {
-    /// Topic messages never go back along their path; queue messages may
-    /// (a message forwarded to a broker whose consumers left flows back
-    /// when demand moves). Neither goes further than its TTL: a message
-    /// reaches at most `message_ttl` brokers beyond its origin.
+    /// Topic messages never go back along their path. A queue message goes
+    /// back to a broker it crossed only when that broker itself has the
+    /// consumer (a message forwarded to a broker whose consumers left flows
+    /// back when demand moves, without bouncing through others). Nothing
+    /// reaches more than `message_ttl` distinct brokers beyond its origin.
     pub fn may_forward(&self, message: &Message) -> bool {
         let path = message.path();
         let back = path.contains(&self.peer.as_str());
@@ -418,7 +419,10 @@ impl NetworkLink {
         let mut distinct: Vec<&str> = path.clone();
         distinct.sort_unstable();
         distinct.dedup();
-        back || distinct.len() < self.message_ttl as usize
+        if back {
+            return self.hops == 1;
+        }
+        distinct.len() < self.message_ttl as usize
     }
 }
 
