@@ -201,8 +201,19 @@ impl Broker {
         }
         let mut recent = Dedup::default();
         for m in &restored {
-            if let Some((_, id)) = m.headers.iter().find(|(k, _)| k == client::DEDUP_HEADER) {
+            let header = |name: &str| {
+                m.headers
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.as_str())
+            };
+            if let Some(id) = header(client::DEDUP_HEADER) {
                 recent.insert(id);
+            }
+            // A forwarded message stored before a restart is not taken twice.
+            if let Some(origin) = header(network::ORIGIN_HEADER) {
+                let path = header(router::PATH_HEADER).unwrap_or_default();
+                recent.insert(&format!("fwd:{origin}:{path}"));
             }
         }
         router.restore(restored).await;

@@ -424,3 +424,84 @@ async fn queue_messages_flow_back_when_demand_moves() {
     got.sort();
     assert_eq!(got, ["m0", "m1", "m2"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_restart_in_the_middle_of_a_stream_loses_nothing_persistent() {
+    let dir = tempfile::tempdir().unwrap();
+    // b on a fixed port, so a's connector finds it again after the restart.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let b_toml = dir.path().join("b.toml");
+    std::fs::write(
+        &b_toml,
+        format!("[broker]\nname = \"b\"\ndata_dir = \"b-data\"\n\n[[transport]]\nname = \"stomp\"\nbind = \"127.0.0.1:{port}\"\n\n[console]\nbind = \"127.0.0.1:0\"\n"),
+    )
+    .unwrap();
+    let start_b = || async {
+        Broker::start(BrokerConfig::load(&b_toml).unwrap())
+            .await
+            .unwrap()
+    };
+    let b = start_b().await;
+    let a = broker(
+        dir.path(),
+        "a",
+        &format!(
+            "[[network_connector]]\nname = \"a-b\"\nuri = \"static:(tcp://127.0.0.1:{port})\"\n"
+        ),
+    )
+    .await;
+    bridges_up(&a, 1).await;
+    let total = 2000;
+    let mut consumer = subscribe(&b, "/queue/stream").await;
+    demand_reaches(&a, "stream").await;
+    let mut producer = RawClient::connect(a.transport_addr("stomp").unwrap()).await;
+    for i in 0..total {
+        producer
+            .send(
+                &Frame::new(Command::Send)
+                    .header("destination", "/queue/stream")
+                    .header("persistent", "true")
+                    .header("n", i.to_string())
+                    .header("receipt", i.to_string())
+                    .body(vec![b'x'; 1024]),
+            )
+            .await;
+    }
+    let mut got = std::collections::HashSet::new();
+    // Some arrive, then b restarts in the middle of the stream.
+    while got.len() < 300 {
+        let m = consumer.next().await.unwrap();
+        got.insert(m.get("n").unwrap().to_owned());
+    }
+    b.shutdown(Duration::from_secs(1)).await;
+    for m in consumer.until_closed().await {
+        if let Some(n) = m.get("n") {
+            got.insert(n.to_owned());
+        }
+    }
+    let b = start_b().await;
+    let mut consumer = RawClient::connect(b.transport_addr("stomp").unwrap()).await;
+    consumer
+        .send(
+            &Frame::new(Command::Subscribe)
+                .header("destination", "/queue/stream")
+                .header("id", "s"),
+        )
+        .await;
+    while got.len() < total {
+        let m = tokio::time::timeout(DEADLINE, consumer.next())
+            .await
+            .unwrap_or_else(|_| panic!("stuck at {} of {total}", got.len()))
+            .expect("consumer closed");
+        got.insert(m.get("n").unwrap().to_owned());
+    }
+    let mut receipts = 0;
+    while receipts < total {
+        assert_eq!(producer.next().await.unwrap().command, Command::Receipt);
+        receipts += 1;
+    }
+}

@@ -40,7 +40,7 @@ use crate::BrokerCore;
 /// CONNECT/CONNECTED header naming the broker on a bridge.
 pub(crate) const BRIDGE_HEADER: &str = "portico-bridge";
 const HOPS_HEADER: &str = "portico-hops";
-const ORIGIN_HEADER: &str = "portico-origin";
+pub(crate) const ORIGIN_HEADER: &str = "portico-origin";
 const DUPLEX_HEADER: &str = "portico-duplex";
 const MESSAGE_TTL_HEADER: &str = "portico-message-ttl";
 const CONSUMER_TTL_HEADER: &str = "portico-consumer-ttl";
