@@ -34,7 +34,7 @@ use crate::router::{
     ConnectionInfo, Delivery, Destination, Filter, Kind, Message, NetworkLink, Outbox, PATH_HEADER,
 };
 use crate::stomp::{decode, Command, Decoded, Frame, Limits};
-use crate::store::{Record, StoredMessage};
+use crate::store::{Durable, Record, StoredMessage};
 use crate::BrokerCore;
 
 /// CONNECT/CONNECTED header naming the broker on a bridge.
@@ -429,6 +429,14 @@ async fn run(
             }
         }
     }
+    let (arrivals_tx, arrivals_rx) = mpsc::channel(256);
+    let arrivals_task = tokio::spawn(take_arrivals(
+        core.clone(),
+        arrivals_rx,
+        frames_tx.clone(),
+        state.clone(),
+        ended.clone(),
+    ));
     let advertiser = link.advertise.then(|| {
         tokio::spawn(advertise(
             core.clone(),
@@ -446,10 +454,13 @@ async fn run(
                 Err(e) => break e,
             },
         };
-        if let Err(e) = handle(&core, conn, &link, &state, &frames_tx, frame).await {
+        if let Err(e) = handle(&core, conn, &link, &state, &arrivals_tx, frame).await {
             break e;
         }
     };
+    // What arrived is stored and routed before the bridge goes.
+    drop(arrivals_tx);
+    let _ = arrivals_task.await;
     ended.cancel();
     if let Some(a) = advertiser {
         a.abort();
@@ -466,7 +477,7 @@ async fn handle(
     conn: u64,
     link: &Link,
     state: &BridgeState,
-    frames: &mpsc::Sender<Vec<u8>>,
+    arrivals: &mpsc::Sender<Arrival>,
     frame: Frame,
 ) -> Result<(), String> {
     match frame.command {
@@ -498,7 +509,7 @@ async fn handle(
             }
             Ok(())
         }
-        Command::Message => receive(core, state, frames, frame).await,
+        Command::Message => receive(core, arrivals, frame).await,
         Command::Ack => {
             let Some(id) = frame.get("id") else {
                 return Ok(());
@@ -527,18 +538,10 @@ async fn handle(
 /// A message forwarded by the peer: store, route, then acknowledge.
 async fn receive(
     core: &BrokerCore,
-    state: &BridgeState,
-    frames: &mpsc::Sender<Vec<u8>>,
+    arrivals: &mpsc::Sender<Arrival>,
     frame: Frame,
 ) -> Result<(), String> {
     let ack = frame.get("ack").map(str::to_owned);
-    let acknowledge = || async {
-        if let Some(id) = &ack {
-            let _ = frames
-                .send(Frame::new(Command::Ack).header("id", id.clone()).to_bytes())
-                .await;
-        }
-    };
     let destination = Destination::parse(frame.get("destination").unwrap_or_default())?;
     let origin = frame
         .get(ORIGIN_HEADER)
@@ -557,8 +560,15 @@ async fn receive(
         Kind::Queue => (false, format!("fwd:{origin}:{path}")),
     };
     if looped || !core.first_time(&seen_key) {
-        acknowledge().await;
-        return Ok(());
+        let arrival = Arrival {
+            durable: None,
+            message: None,
+            ack,
+        };
+        return arrivals
+            .send(arrival)
+            .await
+            .map_err(|_| "the bridge is closing".into());
     }
     let keep = |k: &str| {
         !matches!(
@@ -587,22 +597,78 @@ async fn receive(
         headers,
         body: frame.body,
     };
-    if message.stored {
+    let durable = if message.stored {
         let record = Record::Add(StoredMessage {
             id: seq,
             destination: message.destination.stomp(),
             headers: message.headers.clone(),
             body: message.body.clone(),
         });
-        core.journal
-            .append(vec![record])
-            .await
-            .map_err(|e| e.to_string())?;
+        Some(
+            core.journal
+                .submit(vec![record])
+                .await
+                .map_err(|e| e.to_string())?,
+        )
+    } else {
+        None
+    };
+    let arrival = Arrival {
+        durable,
+        message: Some(Arc::new(message)),
+        ack,
+    };
+    arrivals
+        .send(arrival)
+        .await
+        .map_err(|_| "the bridge is closing".into())
+}
+
+/// A forwarded message on its way in: stored (group-committed with
+/// others), then routed, then acknowledged to the peer, in arrival order.
+struct Arrival {
+    durable: Option<Durable>,
+    message: Option<Arc<Message>>,
+    ack: Option<String>,
+}
+
+async fn take_arrivals(
+    core: Arc<BrokerCore>,
+    mut arrivals: mpsc::Receiver<Arrival>,
+    frames: mpsc::Sender<Vec<u8>>,
+    state: Arc<BridgeState>,
+    ended: CancellationToken,
+) {
+    let mut batch = Vec::new();
+    while arrivals.recv_many(&mut batch, 1024).await > 0 {
+        // The journal completes in order: once the last is on disk, all are.
+        let mut last = None;
+        for arrival in &mut batch {
+            if let Some(durable) = arrival.durable.take() {
+                last = Some(durable);
+            }
+        }
+        if let Some(durable) = last {
+            if let Err(e) = durable.wait().await {
+                warn!(error = %e, "cannot store a forwarded message; closing the bridge");
+                ended.cancel();
+                return;
+            }
+        }
+        let mut acks = Vec::new();
+        for arrival in batch.drain(..) {
+            if let Some(message) = arrival.message {
+                core.router.send(message).await;
+                state.received.fetch_add(1, Ordering::Relaxed);
+            }
+            if let Some(id) = arrival.ack {
+                Frame::new(Command::Ack).header("id", id).encode(&mut acks);
+            }
+        }
+        if !acks.is_empty() && frames.send(acks).await.is_err() {
+            return;
+        }
     }
-    core.router.send(Arc::new(message)).await;
-    state.received.fetch_add(1, Ordering::Relaxed);
-    acknowledge().await;
-    Ok(())
 }
 
 /// Tells the peer where this broker has demand, and keeps it current.
