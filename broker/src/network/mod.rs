@@ -514,13 +514,15 @@ async fn handle(
             let Some(id) = frame.get("id") else {
                 return Ok(());
             };
-            // The peer stored (or dropped as seen) what we forwarded.
+            // The peer stored (or dropped as seen) what we forwarded. The
+            // ack record is not waited for: if a crash loses it, the message
+            // is forwarded again and the peer drops it as seen.
             if let Ok(stored) = core.router.ack(conn, id.to_owned()).await {
                 state.forwarded.fetch_add(1, Ordering::Relaxed);
                 if !stored.is_empty() {
                     let records = stored.into_iter().map(|id| Record::Ack { id }).collect();
                     core.journal
-                        .append(records)
+                        .submit(records)
                         .await
                         .map_err(|e| e.to_string())?;
                 }
