@@ -410,6 +410,7 @@ impl Client {
             .write_all(&connect.to_bytes())
             .await
             .map_err(io)?;
+        conn.stream.flush().await.map_err(io)?;
         let reply = read_frame(&mut conn).await?;
         match reply.command {
             Command::Connected => {
