@@ -505,3 +505,85 @@ async fn a_broker_restart_in_the_middle_of_a_stream_loses_nothing_persistent() {
         receipts += 1;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridges_run_over_tls_and_filters_keep_excluded_destinations_home() {
+    // b takes bridges on a TLS transport with a dev certificate.
+    let dir = BrokerDir::new("");
+    let b = dir.start().await;
+    let tls = b.transport_addr("stomp+ssl").unwrap();
+    let ca = dir.ca();
+    let a = broker(
+        dir.path("").as_path(),
+        "a",
+        &format!(
+            "[[network_connector]]\nname = \"a-b\"\nuri = \"static:(ssl://{tls})\"\nca = {:?}\nexcluded_destinations = [\"queue://PRIVATE.>\"]\n",
+            ca
+        ),
+    )
+    .await;
+    bridges_up(&a, 1).await;
+    let b_addr = b.transport_addr("stomp").unwrap();
+    let mut public = RawClient::connect(b_addr).await;
+    public
+        .send(
+            &Frame::new(Command::Subscribe)
+                .header("destination", "/queue/PUBLIC.x")
+                .header("id", "p"),
+        )
+        .await;
+    let mut private = RawClient::connect(b_addr).await;
+    private
+        .send(
+            &Frame::new(Command::Subscribe)
+                .header("destination", "/queue/PRIVATE.x")
+                .header("id", "q"),
+        )
+        .await;
+    demand_reaches(&a, "PUBLIC.x").await;
+    send(&a, "/queue/PRIVATE.x", &["stays"]).await;
+    send(&a, "/queue/PUBLIC.x", &["crosses"]).await;
+    assert_eq!(public.next().await.unwrap().body, b"crosses");
+    nothing_more(&mut private).await;
+    assert_eq!(pending(&a, "PRIVATE.x").await, 1);
+}
+
+#[test]
+fn a_password_written_in_a_connector_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.toml");
+    std::fs::write(
+        &path,
+        "[broker]\nname = \"b\"\ndata_dir = \"d\"\n\n[[network_connector]]\nname = \"c\"\nuri = \"static:(tcp://127.0.0.1:61616)\"\nuser = \"u\"\npassword = \"s3cret\"\n",
+    )
+    .unwrap();
+    let Err(portico::ConfigError::Invalid { diagnostics }) = BrokerConfig::load(&path) else {
+        panic!("accepted");
+    };
+    let text: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
+    assert!(
+        text.iter()
+            .any(|d| d.contains(":9:12: error: a network connector's password is never written")),
+        "{text:?}"
+    );
+    assert!(
+        !text.iter().any(|d| d.contains("s3cret")),
+        "the password leaked into an error"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_consumers_come_before_remote_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path(), "b", "").await;
+    let a = broker(dir.path(), "a", &connector("a-b", &b, "duplex = true")).await;
+    bridges_up(&a, 1).await;
+    let mut remote = subscribe(&b, "/queue/work").await;
+    demand_reaches(&a, "work").await;
+    let mut local = subscribe(&a, "/queue/work").await;
+    send(&a, "/queue/work", &["1", "2", "3", "4", "5", "6"]).await;
+    for _ in 0..6 {
+        assert_eq!(local.next().await.unwrap().command, Command::Message);
+    }
+    nothing_more(&mut remote).await;
+}
