@@ -5,7 +5,7 @@
 //! `Server::start` runs a checked `Config`; `portico serve` is that plus
 //! signals.
 
-pub mod certs;
+pub use portico_core::certs;
 pub mod config;
 pub mod metrics;
 pub mod proxy_protocol;

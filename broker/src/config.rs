@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use portico::config::{ConfigError, Diagnoser};
+use portico_core::diagnostics::{ConfigError, Diagnoser};
 use rustls::sign::CertifiedKey;
 use serde::Deserialize;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
@@ -303,7 +303,7 @@ fn check(d: &mut Diagnoser<'_>, text: &str, path: &Path, base: &Path) -> Option<
                 (Some(cert), Some(key)) => {
                     let (cert_path, key_path) =
                         (base.join(cert.get_ref()), base.join(key.get_ref()));
-                    match portico::tls::load_certified_key(&cert_path, &key_path) {
+                    match portico_core::tls::load_certified_key(&cert_path, &key_path) {
                         Ok(ck) => Some(Some(ck)),
                         Err(e) => {
                             let at = if e.path() == Some(cert_path.as_path()) {
@@ -495,7 +495,7 @@ fn check_connector(
         );
     }
     let ca = match &c.ca {
-        Some(ca) => match portico::tls::load_roots(&base.join(ca.get_ref())) {
+        Some(ca) => match portico_core::tls::load_roots(&base.join(ca.get_ref())) {
             Ok(roots) => Some(Arc::new(roots)),
             Err(e) => {
                 d.error(ca.span(), e.to_string());
@@ -582,7 +582,7 @@ fn check_ha(d: &mut Diagnoser<'_>, f: FileHa) -> Option<crate::ha::HaSettings> {
     let mut ok = true;
     let mut duration = |v: &Option<Spanned<String>>, default: Duration| match v {
         None => default,
-        Some(v) => match portico::config::parse_duration(v.get_ref()) {
+        Some(v) => match portico_core::duration::parse(v.get_ref()) {
             Ok(t) if !t.is_zero() => t,
             Ok(_) => {
                 d.error(v.span(), "must be greater than zero");
@@ -660,7 +660,7 @@ fn check_limits(d: &mut Diagnoser<'_>, f: FileLimits) -> Option<Limits> {
     );
     let mut duration = |v: &Option<Spanned<String>>, default: Duration| match v {
         None => default,
-        Some(v) => match portico::config::parse_duration(v.get_ref()) {
+        Some(v) => match portico_core::duration::parse(v.get_ref()) {
             Ok(d) => d,
             Err(e) => {
                 d.error(v.span(), e);

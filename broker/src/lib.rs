@@ -323,8 +323,8 @@ impl Broker {
 }
 
 fn tls_config(key: Arc<rustls::sign::CertifiedKey>) -> Arc<ServerConfig> {
-    let resolver = Arc::new(portico::tls::CertResolver::new(vec![key]));
-    let config = ServerConfig::builder_with_provider(portico::tls::provider())
+    let resolver = Arc::new(portico_core::tls::CertResolver::new(vec![key]));
+    let config = ServerConfig::builder_with_provider(portico_core::tls::provider())
         .with_safe_default_protocol_versions()
         .expect("the ring provider supports TLS 1.2 and 1.3")
         .with_no_client_auth()

@@ -6,9 +6,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use portico::ConfigError;
 use portico_broker::config::BrokerConfig;
 use portico_broker::Broker;
+use portico_core::diagnostics::ConfigError;
 use tracing::{error, info};
 
 #[derive(Parser)]
@@ -90,7 +90,7 @@ impl From<ConnectionArgs> for portico_broker::tools::Connection {
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    portico::config::parse_duration(text)
+    portico_core::duration::parse(text)
 }
 
 fn main() -> ExitCode {

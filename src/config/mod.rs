@@ -5,8 +5,6 @@
 //! exists can be served. All problems of a file are reported together, each
 //! with its `file:line:column`.
 
-mod duration;
-mod error;
 mod file;
 mod watch;
 
@@ -26,9 +24,9 @@ use serde::Deserialize;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 use toml::Spanned;
 
-pub use duration::parse as parse_duration;
-pub use error::{ConfigError, Diagnoser, Diagnostic};
 use file::*;
+pub use portico_core::diagnostics::{ConfigError, Diagnoser, Diagnostic};
+pub use portico_core::duration::parse as parse_duration;
 pub use watch::ConfigWatcher;
 
 /// A checked front-door configuration.
@@ -472,7 +470,7 @@ impl Checker<'_> {
         let Some(value) = value else {
             return Some(default);
         };
-        match duration::parse(value.get_ref()) {
+        match parse_duration(value.get_ref()) {
             Ok(d) => Some(d),
             Err(msg) => {
                 self.d.error(value.span(), msg);

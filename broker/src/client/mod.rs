@@ -371,7 +371,7 @@ impl Client {
         let stream: Box<dyn Io> = if endpoint.tls {
             let config = self.options.tls.clone().unwrap_or_else(|| {
                 Arc::new(
-                    ClientConfig::builder_with_provider(portico::tls::provider())
+                    ClientConfig::builder_with_provider(portico_core::tls::provider())
                         .with_safe_default_protocol_versions()
                         .expect("ring supports TLS 1.2 and 1.3")
                         .with_root_certificates(rustls::RootCertStore::empty())

@@ -255,7 +255,7 @@ async fn connect(
     let _ = tcp.set_nodelay(true);
     let (mut reader, mut writer): (Reader, Writer) = if peer.tls {
         let roots = connector.ca.clone().ok_or("no CA for an ssl:// peer")?;
-        let config = rustls::ClientConfig::builder_with_provider(portico::tls::provider())
+        let config = rustls::ClientConfig::builder_with_provider(portico_core::tls::provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?
             .with_root_certificates(roots)

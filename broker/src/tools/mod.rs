@@ -39,10 +39,10 @@ impl Connection {
         let destination = Destination::parse(&self.destination).map_err(ToolError::Usage)?;
         let tls = match &self.ca {
             Some(ca) => {
-                let roots =
-                    portico::tls::load_roots(ca).map_err(|e| ToolError::Usage(e.to_string()))?;
+                let roots = portico_core::tls::load_roots(ca)
+                    .map_err(|e| ToolError::Usage(e.to_string()))?;
                 Some(Arc::new(
-                    rustls::ClientConfig::builder_with_provider(portico::tls::provider())
+                    rustls::ClientConfig::builder_with_provider(portico_core::tls::provider())
                         .with_safe_default_protocol_versions()
                         .expect("ring supports TLS 1.2 and 1.3")
                         .with_root_certificates(roots)

@@ -1,0 +1,8 @@
+//! What the portico front door and the portico broker share: loading TLS
+//! material, development certificates, durations, and configuration
+//! diagnostics with `file:line:column`.
+
+pub mod certs;
+pub mod diagnostics;
+pub mod duration;
+pub mod tls;
