@@ -7,6 +7,7 @@
 
 pub use portico_core::certs;
 pub mod config;
+pub mod demo;
 pub mod metrics;
 pub mod proxy_protocol;
 pub mod tls;

@@ -20,8 +20,9 @@ struct Cli {
     /// Log format; the level is set with RUST_LOG (default: info).
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true, env = "PORTICO_LOG_FORMAT")]
     log_format: LogFormat,
+    /// With no command: `demo`.
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -46,6 +47,15 @@ enum Command {
     /// Check a configuration: exit 0, or print every error and exit 2.
     Check {
         #[arg(long, default_value = "config/portico.toml")]
+        config: PathBuf,
+    },
+    /// Run the demo: dev certificates, a broker pair and two networked
+    /// brokers, and the front door, on loopback. What `cargo run --release` runs.
+    Demo,
+    /// One broker node (as `portico-broker run`); the demo starts its brokers with it.
+    #[command(hide = true)]
+    BrokerNode {
+        #[arg(long)]
         config: PathBuf,
     },
     /// Make development certificates: a CA, one per domain, one per broker.
@@ -84,7 +94,9 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
-    match cli.command {
+    match cli.command.unwrap_or(Command::Demo) {
+        Command::Demo => demo(),
+        Command::BrokerNode { config } => broker_node(&config),
         Command::Check { config } => check(&config),
         Command::Certs {
             out,
@@ -180,6 +192,63 @@ fn certs(out: &std::path::Path, request: CertRequest) -> ExitCode {
     }
 }
 
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: cannot start the runtime: {e}");
+            ExitCode::from(1)
+        })
+}
+
+fn demo() -> ExitCode {
+    let runtime = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let root = std::env::current_dir().unwrap_or_default();
+    runtime.block_on(async {
+        let demo = match portico::demo::Demo::start(&root).await {
+            Ok(d) => d,
+            Err(e) => {
+                error!("{e}");
+                eprintln!("error: {e}\n(run it from the repository: it uses config/portico.toml and certs/dev)");
+                return ExitCode::from(2);
+            }
+        };
+        println!("{}", demo.banner());
+        info!("portico demo ready");
+        shutdown_signal().await;
+        info!("stopping the demo");
+        demo.stop().await;
+        ExitCode::SUCCESS
+    })
+}
+
+fn broker_node(path: &std::path::Path) -> ExitCode {
+    let config = match portico_broker::config::BrokerConfig::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    runtime.block_on(async {
+        match portico_broker::run_node(config, shutdown_signal()).await {
+            Ok(code) => ExitCode::from(code),
+            Err(e) => {
+                error!("{e}");
+                ExitCode::from(2)
+            }
+        }
+    })
+}
+
 fn serve(path: &std::path::Path, grace: Duration, watch: bool) -> ExitCode {
     let config = match load(path) {
         Ok(c) => c,
@@ -244,5 +313,21 @@ async fn serve_until_stopped(server: &Server) {
 
 #[cfg(not(unix))]
 async fn serve_until_stopped(_server: &Server) {
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
     let _ = tokio::signal::ctrl_c().await;
 }

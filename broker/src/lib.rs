@@ -322,6 +322,35 @@ impl Broker {
     }
 }
 
+/// Runs one node until `stop` resolves: a standby waits with no port open
+/// until it is active. Returns the exit code: 0 when stopped, 3 when
+/// another node took this node's data_dir.
+pub async fn run_node(
+    config: BrokerConfig,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<u8, StartError> {
+    tokio::pin!(stop);
+    let broker = tokio::select! {
+        r = Broker::start(config) => r?,
+        _ = &mut stop => {
+            info!("stopped while standby");
+            return Ok(0);
+        }
+    };
+    let lost = broker.lock_lost();
+    let code = tokio::select! {
+        _ = &mut stop => 0,
+        _ = lost.cancelled() => {
+            tracing::error!("another node took over this data_dir: stopping");
+            3
+        }
+    };
+    info!("stopping");
+    broker.shutdown(Duration::from_secs(5)).await;
+    info!("stopped");
+    Ok(code)
+}
+
 fn tls_config(key: Arc<rustls::sign::CertifiedKey>) -> Arc<ServerConfig> {
     let resolver = Arc::new(portico_core::tls::CertResolver::new(vec![key]));
     let config = ServerConfig::builder_with_provider(portico_core::tls::provider())

@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use portico_broker::config::BrokerConfig;
-use portico_broker::Broker;
 use portico_core::diagnostics::ConfigError;
-use tracing::{error, info};
+use tracing::error;
 
 #[derive(Parser)]
 #[command(
@@ -243,35 +242,14 @@ fn run(path: &Path) -> ExitCode {
         }
     };
     runtime.block_on(async {
-        // A standby waits here, with no port open, until it is active.
-        let start = Broker::start(config);
-        tokio::pin!(start);
-        let broker = tokio::select! {
-            r = &mut start => match r {
-                Ok(b) => b,
-                Err(e) => {
-                    error!("{e}");
-                    eprintln!("error: {e}");
-                    return ExitCode::from(2);
-                }
-            },
-            _ = wait_for_stop() => {
-                info!("stopped while standby");
-                return ExitCode::SUCCESS;
+        match portico_broker::run_node(config, wait_for_stop()).await {
+            Ok(code) => ExitCode::from(code),
+            Err(e) => {
+                error!("{e}");
+                eprintln!("error: {e}");
+                ExitCode::from(2)
             }
-        };
-        let lost = broker.lock_lost();
-        let code = tokio::select! {
-            _ = wait_for_stop() => ExitCode::SUCCESS,
-            _ = lost.cancelled() => {
-                error!("another node took over this data_dir: stopping");
-                ExitCode::from(3)
-            }
-        };
-        info!("stopping");
-        broker.shutdown(Duration::from_secs(5)).await;
-        info!("stopped");
-        code
+        }
     })
 }
 

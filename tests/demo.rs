@@ -1,0 +1,125 @@
+//! `portico demo` (what `cargo run --release` runs): it reports ready,
+//! clients get through its front door with the printed URL, and the
+//! printed failover works: kill the active broker, nothing is lost.
+//!
+//! The demo binds its documented fixed ports (61617, 9090, 61614, 8162…).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.0.id().to_string())
+            .status();
+        for _ in 0..100 {
+            if matches!(self.0.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_serves_through_its_front_door_and_fails_over() {
+    // A checkout without certificates: the demo makes them.
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("config")).unwrap();
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/config/portico.toml"),
+        root.path().join("config/portico.toml"),
+    )
+    .unwrap();
+    let mut child = Running(
+        Command::new(env!("CARGO_BIN_EXE_portico"))
+            .current_dir(root.path())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = child.0.stderr.take().unwrap();
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    loop {
+        let line = lines
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the demo never got ready");
+        if line.contains("portico demo ready") {
+            break;
+        }
+    }
+    let stdout = child.0.stdout.take().unwrap();
+    let banner: Vec<String> = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .take_while(|l| !l.starts_with("Logs:"))
+        .collect();
+    let url = banner
+        .iter()
+        .find_map(|l| {
+            l.split("--broker-url '")
+                .nth(1)
+                .and_then(|r| r.split('\'').next())
+        })
+        .expect("no producer command printed")
+        .to_owned();
+    let active_pid = banner
+        .iter()
+        .find(|l| l.starts_with("broker1-a"))
+        .and_then(|l| l.rsplit(' ').next())
+        .expect("no pid for broker1-a")
+        .to_owned();
+    let connection = portico_broker::tools::Connection {
+        broker_url: url.clone(),
+        user: None,
+        password: None,
+        destination: "queue://DemoQueue".into(),
+        ca: Some(root.path().join("certs/dev/ca.crt")),
+    };
+    // The printed producer, with the active broker killed part-way.
+    let producer = {
+        let args = portico_broker::tools::ProducerArgs {
+            connection: connection.clone(),
+            persistent: true,
+            message_size: 1000,
+            message_count: 5000,
+        };
+        tokio::spawn(async move { portico_broker::tools::produce(&args).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(Command::new("kill")
+        .args(["-KILL", &active_pid])
+        .status()
+        .unwrap()
+        .success());
+    let sent = tokio::time::timeout(Duration::from_secs(60), producer)
+        .await
+        .expect("the producer never finished")
+        .unwrap()
+        .expect("the producer failed");
+    assert_eq!(sent.sent, 5000);
+    let received = portico_broker::tools::consume(&portico_broker::tools::ConsumerArgs {
+        connection,
+        message_count: 5000,
+        receive_timeout: Duration::from_secs(10),
+    })
+    .await
+    .unwrap();
+    assert_eq!((received.unique, received.missing), (5000, 0), "{received}");
+}
