@@ -278,7 +278,9 @@ fn serve(path: &std::path::Path, grace: Duration, watch: bool) -> ExitCode {
             }
         }
         info!(config = %path.display(), "portico is serving");
+        portico_core::systemd::notify("READY=1");
         serve_until_stopped(&server).await;
+        portico_core::systemd::notify("STOPPING=1");
         info!("shutting down");
         server.shutdown(grace).await;
         info!("stopped");

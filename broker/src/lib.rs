@@ -337,6 +337,7 @@ pub async fn run_node(
             return Ok(0);
         }
     };
+    portico_core::systemd::notify("READY=1");
     let lost = broker.lock_lost();
     let code = tokio::select! {
         _ = &mut stop => 0,
@@ -346,6 +347,7 @@ pub async fn run_node(
         }
     };
     info!("stopping");
+    portico_core::systemd::notify("STOPPING=1");
     broker.shutdown(Duration::from_secs(5)).await;
     info!("stopped");
     Ok(code)

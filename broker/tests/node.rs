@@ -375,3 +375,71 @@ fn every_example_broker_config_is_valid() {
     }
     assert!(checked >= 18, "only {checked} broker configs found");
 }
+
+/// The fields serde accepts in one broker table, from its "unknown field" error.
+fn broker_fields(toml: &str) -> std::collections::BTreeSet<String> {
+    let err = portico_broker::config::BrokerConfig::parse(toml, std::path::Path::new("b.toml"))
+        .unwrap_err()
+        .to_string();
+    let line = err
+        .lines()
+        .find(|l| l.contains("unknown field `bogus_key`"))
+        .unwrap_or_else(|| panic!("no unknown-field error in:\n{err}"));
+    line.split("expected")
+        .nth(1)
+        .unwrap_or_default()
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn every_broker_key_is_documented_and_every_documented_key_exists() {
+    let mut all = std::collections::BTreeSet::new();
+    for table in [
+        "[broker]",
+        "[console]",
+        "[limits]",
+        "[ha]",
+        "[[transport]]",
+        "[[user]]",
+        "[[authorization]]",
+        "[[network_connector]]",
+    ] {
+        all.extend(broker_fields(&format!("{table}\nbogus_key = 1\n")));
+    }
+    let reference =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../config/README.md"))
+            .unwrap();
+    let broker = reference
+        .split("# Broker configuration reference")
+        .nth(1)
+        .expect("a broker section");
+    let documented: std::collections::BTreeSet<String> = broker
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .flat_map(|row| {
+            let first = row.split('|').nth(1).unwrap_or_default().to_owned();
+            first
+                .split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    for field in &all {
+        assert!(
+            documented.contains(field),
+            "`{field}` is not documented in config/README.md"
+        );
+    }
+    for key in &documented {
+        assert!(
+            all.contains(key),
+            "config/README.md documents `{key}`, which no broker table accepts"
+        );
+    }
+}

@@ -5,4 +5,5 @@
 pub mod certs;
 pub mod diagnostics;
 pub mod duration;
+pub mod systemd;
 pub mod tls;
