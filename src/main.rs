@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use portico::certs::{write_dev_certs, CertRequest};
-use portico::{Config, ConfigError, Server};
+use portico::{Config, Server};
 use tracing::{error, info, warn};
 
 #[derive(Parser)]
@@ -134,20 +134,7 @@ fn init_tracing(format: LogFormat) {
 
 fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
     Config::load(path).map_err(|e| {
-        match &e {
-            ConfigError::Invalid { diagnostics } => {
-                for d in diagnostics {
-                    eprintln!("{d}");
-                }
-                eprintln!(
-                    "{}: {} error{}",
-                    path.display(),
-                    diagnostics.len(),
-                    if diagnostics.len() == 1 { "" } else { "s" }
-                );
-            }
-            ConfigError::Read { .. } => eprintln!("error: {e}"),
-        }
+        eprintln!("{}", e.report(path));
         ExitCode::from(2)
     })
 }
@@ -230,7 +217,7 @@ fn broker_node(path: &std::path::Path) -> ExitCode {
     let config = match portico_broker::config::BrokerConfig::load(path) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("{e}");
+            eprintln!("{}", e.report(path));
             return ExitCode::from(2);
         }
     };

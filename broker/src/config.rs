@@ -358,30 +358,8 @@ fn check(d: &mut Diagnoser<'_>, text: &str, path: &Path, base: &Path) -> Option<
             Secret::hash(hash.get_ref())
                 .map_err(|e| d.error(hash.span(), e))
                 .ok()
-        } else if let Some(var) = &u.password_env {
-            match std::env::var(var.get_ref()) {
-                Ok(p) if !p.is_empty() => Some(Secret::plain(p)),
-                _ => {
-                    d.error(
-                        var.span(),
-                        format!("environment variable {:?} is not set", var.get_ref()),
-                    );
-                    None
-                }
-            }
-        } else if let Some(file) = &u.password_file {
-            match std::fs::read_to_string(base.join(file.get_ref())) {
-                Ok(p) => Some(Secret::plain(p.trim_end_matches(['\n', '\r']).to_owned())),
-                Err(e) => {
-                    d.error(
-                        file.span(),
-                        format!("cannot read {}: {e}", base.join(file.get_ref()).display()),
-                    );
-                    None
-                }
-            }
         } else {
-            None
+            password_from(d, base, u.password_env.as_ref(), u.password_file.as_ref())
         };
         if let Some(secret) = secret {
             checked_users.push(UserConfig {
@@ -463,31 +441,7 @@ fn check_connector(
     let network_ttl = ttl(d, &c.network_ttl, 1);
     let message_ttl = ttl(d, &c.message_ttl, network_ttl);
     let consumer_ttl = ttl(d, &c.consumer_ttl, network_ttl);
-    let password = if let Some(var) = &c.password_env {
-        match std::env::var(var.get_ref()) {
-            Ok(p) if !p.is_empty() => Some(Secret::plain(p)),
-            _ => {
-                d.error(
-                    var.span(),
-                    format!("environment variable {:?} is not set", var.get_ref()),
-                );
-                None
-            }
-        }
-    } else if let Some(file) = &c.password_file {
-        match std::fs::read_to_string(base.join(file.get_ref())) {
-            Ok(p) => Some(Secret::plain(p.trim_end_matches(['\n', '\r']).to_owned())),
-            Err(e) => {
-                d.error(
-                    file.span(),
-                    format!("cannot read {}: {e}", base.join(file.get_ref()).display()),
-                );
-                None
-            }
-        }
-    } else {
-        None
-    };
+    let password = password_from(d, base, c.password_env.as_ref(), c.password_file.as_ref());
     if c.user.is_some() && c.password_env.is_none() && c.password_file.is_none() {
         d.error(
             span.clone(),
@@ -617,6 +571,38 @@ fn check_ha(d: &mut Diagnoser<'_>, f: FileHa) -> Option<crate::ha::HaSettings> {
         ok = false;
     }
     ok.then_some(settings)
+}
+
+/// A password from an environment variable or a file (one line), for users
+/// and network connectors alike; `None` (with an error reported) if it is
+/// named but missing.
+fn password_from(
+    d: &mut Diagnoser<'_>,
+    base: &Path,
+    env: Option<&Spanned<String>>,
+    file: Option<&Spanned<String>>,
+) -> Option<Secret> {
+    if let Some(var) = env {
+        return match std::env::var(var.get_ref()) {
+            Ok(p) if !p.is_empty() => Some(Secret::plain(p)),
+            _ => {
+                d.error(
+                    var.span(),
+                    format!("environment variable {:?} is not set", var.get_ref()),
+                );
+                None
+            }
+        };
+    }
+    let file = file?;
+    let path = base.join(file.get_ref());
+    match std::fs::read_to_string(&path) {
+        Ok(p) => Some(Secret::plain(p.trim_end_matches(['\n', '\r']).to_owned())),
+        Err(e) => {
+            d.error(file.span(), format!("cannot read {}: {e}", path.display()));
+            None
+        }
+    }
 }
 
 fn socket_addr(d: &mut Diagnoser<'_>, value: &Spanned<String>) -> Option<SocketAddr> {

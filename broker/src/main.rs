@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use portico_broker::config::BrokerConfig;
-use portico_core::diagnostics::ConfigError;
 use tracing::error;
 
 #[derive(Parser)]
@@ -152,20 +151,7 @@ fn main() -> ExitCode {
 
 fn load(path: &Path) -> Result<BrokerConfig, ExitCode> {
     BrokerConfig::load(path).map_err(|e| {
-        match &e {
-            ConfigError::Invalid { diagnostics } => {
-                for d in diagnostics {
-                    eprintln!("{d}");
-                }
-                eprintln!(
-                    "{}: {} error{}",
-                    path.display(),
-                    diagnostics.len(),
-                    if diagnostics.len() == 1 { "" } else { "s" }
-                );
-            }
-            ConfigError::Read { .. } => eprintln!("error: {e}"),
-        }
+        eprintln!("{}", e.report(path));
         ExitCode::from(2)
     })
 }

@@ -17,6 +17,29 @@ pub enum ConfigError {
     Invalid { diagnostics: Vec<Diagnostic> },
 }
 
+impl ConfigError {
+    /// What `check` and a failed start print: every diagnostic on its own
+    /// line, then a count.
+    pub fn report(&self, path: &Path) -> String {
+        match self {
+            Self::Invalid { diagnostics } => {
+                let n = diagnostics.len();
+                let mut out = String::new();
+                for d in diagnostics {
+                    out.push_str(&format!("{d}\n"));
+                }
+                out.push_str(&format!(
+                    "{}: {n} error{}",
+                    path.display(),
+                    if n == 1 { "" } else { "s" }
+                ));
+                out
+            }
+            Self::Read { .. } => format!("error: {self}"),
+        }
+    }
+}
+
 /// One problem found in a configuration file, with its position.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
