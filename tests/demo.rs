@@ -102,7 +102,15 @@ async fn the_demo_serves_through_its_front_door_and_fails_over() {
         };
         tokio::spawn(async move { portico_broker::tools::produce(&args).await })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Kill the active broker once it has taken part of the stream.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while enqueued_on_broker1_a() < 500 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the producer made no progress"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert!(Command::new("kill")
         .args(["-KILL", &active_pid])
         .status()
@@ -122,4 +130,22 @@ async fn the_demo_serves_through_its_front_door_and_fails_over() {
     .await
     .unwrap();
     assert_eq!((received.unique, received.missing), (5000, 0), "{received}");
+}
+
+/// Messages broker1-a (console 127.0.0.1:8162) accepted for DemoQueue.
+fn enqueued_on_broker1_a() -> u64 {
+    use std::io::{Read, Write};
+    let Ok(mut tcp) = std::net::TcpStream::connect("127.0.0.1:8162") else {
+        return 0;
+    };
+    let _ = tcp.write_all(b"GET /api/queues HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+    let mut out = String::new();
+    let _ = tcp.read_to_string(&mut out);
+    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let queues: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    queues
+        .as_array()
+        .and_then(|qs| qs.iter().find(|q| q["name"] == "DemoQueue"))
+        .and_then(|q| q["enqueued"].as_u64())
+        .unwrap_or(0)
 }

@@ -261,11 +261,11 @@ mod tests {
         let cancel = CancellationToken::new();
         let first = acquire(dir.path(), fast(), &cancel).await.unwrap();
         let path = dir.path().to_owned();
-        let second =
+        let mut second =
             tokio::spawn(async move { acquire(&path, fast(), &CancellationToken::new()).await });
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        let waited = tokio::time::timeout(Duration::from_millis(500), &mut second).await;
         assert!(
-            !second.is_finished(),
+            waited.is_err(),
             "the standby took the lock from a live active node"
         );
         // Dropped: the lease renewal stops and the OS lock goes with the file.
@@ -285,9 +285,10 @@ mod tests {
             .await
             .unwrap();
         let path = dir.path().to_owned();
-        let second =
+        let mut second =
             tokio::spawn(async move { acquire(&path, fast(), &CancellationToken::new()).await });
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let waited = tokio::time::timeout(Duration::from_millis(100), &mut second).await;
+        assert!(waited.is_err(), "the standby took a held lock");
         let released = Instant::now();
         first.release().await;
         let _lock = second.await.unwrap().unwrap();
