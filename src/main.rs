@@ -206,7 +206,7 @@ fn demo() -> ExitCode {
         };
         println!("{}", demo.banner());
         info!("portico demo ready");
-        shutdown_signal().await;
+        portico_core::signals::stop().await;
         info!("stopping the demo");
         demo.stop().await;
         ExitCode::SUCCESS
@@ -226,7 +226,7 @@ fn broker_node(path: &std::path::Path) -> ExitCode {
         Err(code) => return code,
     };
     runtime.block_on(async {
-        match portico_broker::run_node(config, shutdown_signal()).await {
+        match portico_broker::run_node(config, portico_core::signals::stop()).await {
             Ok(code) => ExitCode::from(code),
             Err(e) => {
                 error!("{e}");
@@ -302,21 +302,5 @@ async fn serve_until_stopped(server: &Server) {
 
 #[cfg(not(unix))]
 async fn serve_until_stopped(_server: &Server) {
-    let _ = tokio::signal::ctrl_c().await;
-}
-
-/// SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
     let _ = tokio::signal::ctrl_c().await;
 }

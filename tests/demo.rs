@@ -4,10 +4,15 @@
 //!
 //! The demo binds its documented fixed ports (61617, 9090, 61614, 8162…).
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
+
+/// How often a stopping demo is checked for having exited.
+const EXIT_POLL: Duration = Duration::from_millis(50);
 
 struct Running(Child);
 
@@ -21,7 +26,7 @@ impl Drop for Running {
             if matches!(self.0.try_wait(), Ok(Some(_))) {
                 return;
             }
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(EXIT_POLL);
         }
         let _ = self.0.kill();
         let _ = self.0.wait();
@@ -103,14 +108,10 @@ async fn the_demo_serves_through_its_front_door_and_fails_over() {
         tokio::spawn(async move { portico_broker::tools::produce(&args).await })
     };
     // Kill the active broker once it has taken part of the stream.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while enqueued_on_broker1_a() < 500 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the producer made no progress"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    common::wait_for("the producer's progress on broker1-a", || async {
+        enqueued_on_broker1_a() >= 500
+    })
+    .await;
     assert!(Command::new("kill")
         .args(["-KILL", &active_pid])
         .status()

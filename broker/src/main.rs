@@ -228,7 +228,7 @@ fn run(path: &Path) -> ExitCode {
         }
     };
     runtime.block_on(async {
-        match portico_broker::run_node(config, wait_for_stop()).await {
+        match portico_broker::run_node(config, portico_core::signals::stop()).await {
             Ok(code) => ExitCode::from(code),
             Err(e) => {
                 error!("{e}");
@@ -237,19 +237,4 @@ fn run(path: &Path) -> ExitCode {
             }
         }
     })
-}
-
-async fn wait_for_stop() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }

@@ -9,9 +9,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command as Process, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::DEADLINE;
+use common::{wait_until, DEADLINE};
 use portico::certs::{write_dev_certs, CertRequest};
 
 /// A child process killed if the test ends early.
@@ -241,24 +241,16 @@ pairs = [["{a}:{port}", "{b}:{port}"]]
     /// returns the outage: from the kill to the first message the other
     /// node accepts.
     fn kill_active_after(&mut self, i: usize, after: u64) -> Duration {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while self.enqueued(i).unwrap_or(0) < after {
-            assert!(
-                Instant::now() < deadline,
-                "node {i} never reached {after} messages"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let killed = Instant::now();
+        wait_until(
+            &format!("node {i} to reach {after} messages"),
+            Duration::from_secs(60),
+            || self.enqueued(i).unwrap_or(0) >= after,
+        );
         self.nodes[i].as_ref().unwrap().kill();
         let other = 1 - i;
-        loop {
-            assert!(killed.elapsed() < DEADLINE, "node {other} never took over");
-            if self.enqueued(other).unwrap_or(0) > 0 {
-                return killed.elapsed();
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        wait_until(&format!("node {other} to take over"), DEADLINE, || {
+            self.enqueued(other).unwrap_or(0) > 0
+        })
     }
 }
 

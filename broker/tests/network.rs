@@ -50,8 +50,7 @@ async fn get(addr: SocketAddr, path: &str) -> serde_json::Value {
 /// Waits until every bridge of `b` is connected.
 async fn bridges_up(b: &Broker, count: usize) {
     let console = b.console_addr().unwrap();
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
+    wait_for(&format!("{count} bridges of {} up", b.name()), || async {
         let bridges = get(console, "/api/network").await;
         let up = bridges
             .as_array()
@@ -59,16 +58,9 @@ async fn bridges_up(b: &Broker, count: usize) {
             .iter()
             .filter(|b| b["state"] == "connected")
             .count();
-        if up >= count {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "bridges of {} not up: {bridges}",
-            b.name()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        up >= count
+    })
+    .await;
 }
 
 /// Pending messages of a queue on a broker (0 if it has none).
@@ -113,24 +105,18 @@ async fn send(b: &Broker, dest: &str, bodies: &[&str]) {
 /// Waits for demand to reach a broker: its bridge subscriptions show as
 /// consumers of the queue.
 async fn demand_reaches(b: &Broker, queue: &str) {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let queues = get(b.console_addr().unwrap(), "/api/queues").await;
-        if queues
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|q| q["name"] == queue && q["consumers"].as_u64() > Some(0))
-        {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "demand for {queue} never reached {}",
-            b.name()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for(
+        &format!("demand for {queue} to reach {}", b.name()),
+        || async {
+            let queues = get(b.console_addr().unwrap(), "/api/queues").await;
+            queues
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|q| q["name"] == queue && q["consumers"].as_u64() > Some(0))
+        },
+    )
+    .await;
 }
 
 async fn nothing_more(c: &mut RawClient) {
@@ -157,11 +143,10 @@ async fn a_message_produced_on_one_broker_reaches_a_consumer_on_another() {
         assert_eq!(m.get("portico-path"), Some("a"));
     }
     // Store and forward: nothing is left on a once b stored and acknowledged.
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while pending(&a, "orders").await > 0 {
-        assert!(tokio::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for("nothing left on a", || async {
+        pending(&a, "orders").await == 0
+    })
+    .await;
     let bridges = get(a.console_addr().unwrap(), "/api/network").await;
     assert_eq!(bridges[0]["remote_broker"], "b");
     assert_eq!(bridges[0]["direction"], "outbound");
@@ -185,14 +170,10 @@ async fn without_demand_nothing_moves_and_static_inclusion_moves_anyway() {
     bridges_up(&a, 1).await;
     send(&a, "/queue/local", &["stays"]).await;
     send(&a, "/queue/uplink", &["goes"]).await;
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while pending(&b, "uplink").await < 1 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the static destination was not forwarded"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for("the static destination forwarded", || async {
+        pending(&b, "uplink").await >= 1
+    })
+    .await;
     assert_eq!(
         pending(&a, "local").await,
         1,
@@ -300,8 +281,7 @@ async fn a_mesh_delivers_each_topic_message_once_to_every_subscriber() {
         subs.push(subscribe(broker, "/topic/news").await);
     }
     // Let demand settle across the mesh.
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
+    wait_for("demand to settle across the mesh", || async {
         let topics = get(a.console_addr().unwrap(), "/api/topics").await;
         let n = topics
             .as_array()
@@ -309,15 +289,9 @@ async fn a_mesh_delivers_each_topic_message_once_to_every_subscriber() {
             .iter()
             .find(|t| t["name"] == "news")
             .map_or(0, |t| t["subscribers"].as_u64().unwrap());
-        if n >= 3 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "demand did not settle: {topics}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        n >= 3
+    })
+    .await;
     let mut publisher = RawClient::connect(a.transport_addr("stomp").unwrap()).await;
     for i in 0..5 {
         publisher
@@ -358,18 +332,11 @@ async fn a_wrong_password_is_refused_on_both_sides() {
         ),
     )
     .await;
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
+    wait_for("b to refuse the bridge", || async {
         let summary = get(b.console_addr().unwrap(), "/api/broker").await;
-        if summary["protocol_errors"].as_u64().unwrap() > 0 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "b never refused the bridge"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        summary["protocol_errors"].as_u64().unwrap() > 0
+    })
+    .await;
     let bridges = get(a.console_addr().unwrap(), "/api/network").await;
     assert_eq!(bridges[0]["state"], "connecting", "{bridges}");
     assert_eq!(
@@ -403,11 +370,10 @@ async fn queue_messages_flow_back_when_demand_moves() {
     let first = on_b.next().await.unwrap();
     assert_eq!(first.body, b"m0");
     // Wait until all three were forwarded to b.
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while pending(&a, "moving").await > 0 {
-        assert!(tokio::time::Instant::now() < deadline, "not forwarded to b");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for("all three forwarded to b", || async {
+        pending(&a, "moving").await == 0
+    })
+    .await;
     // b's consumer goes away; a consumer appears on a: the messages come back.
     drop(on_b);
     let mut on_a = RawClient::connect(a.transport_addr("stomp").unwrap()).await;

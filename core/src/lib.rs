@@ -5,5 +5,6 @@
 pub mod certs;
 pub mod diagnostics;
 pub mod duration;
+pub mod signals;
 pub mod systemd;
 pub mod tls;

@@ -20,6 +20,9 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
+/// How often a condition is looked at while waiting for it.
+pub const POLL: Duration = Duration::from_millis(20);
+
 /// Waits until `check` holds, or panics with `what` after the deadline.
 pub async fn wait_for<F, Fut>(what: &str, mut check: F)
 where
@@ -29,7 +32,7 @@ where
     let deadline = Instant::now() + DEADLINE;
     while !check().await {
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(POLL).await;
     }
 }
 

@@ -145,3 +145,38 @@ impl RawClient {
         frames
     }
 }
+
+/// How often a condition is looked at while waiting for it.
+pub const POLL: Duration = Duration::from_millis(20);
+
+/// Waits until `check` holds, or panics with `what` after the deadline.
+pub async fn wait_for<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// How often a blocking wait looks (short: it measures outages).
+pub const SPIN: Duration = Duration::from_millis(2);
+
+/// The same for a thread that is not in the runtime; returns how long it took.
+pub fn wait_until(what: &str, deadline: Duration, mut check: impl FnMut() -> bool) -> Duration {
+    let started = std::time::Instant::now();
+    while !check() {
+        assert!(
+            started.elapsed() < deadline,
+            "timed out waiting for: {what}"
+        );
+        std::thread::sleep(SPIN);
+    }
+    started.elapsed()
+}
