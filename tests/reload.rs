@@ -256,10 +256,6 @@ async fn rewrite_targets_under_load(style: Style) {
         "{style:?}: 20 reloads, write to first routed connection: median {:?}, max {slowest:?}; {ok} client connections, 0 failed",
         latencies[latencies.len() / 2]
     );
-    assert!(
-        slowest < Duration::from_secs(1),
-        "{style:?}: a change took {slowest:?} to route"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
