@@ -8,12 +8,16 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use bytes::{Buf as _, BytesMut};
 use prometheus_client::metrics::counter::Counter;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// One buffer per direction, allocated once per connection.
+/// The most one read takes in (a TLS record's worth of plaintext).
+///
+/// A direction holds its buffer only while bytes are in flight: an idle
+/// connection keeps none, so thousands of idle clients cost little memory.
 const BUFFER_SIZE: usize = 16 * 1024;
 
 /// Which end of a proxied connection.
@@ -166,9 +170,8 @@ where
 struct Pipe {
     from: Side,
     to: Side,
-    buf: Box<[u8]>,
-    pos: usize,
-    filled: usize,
+    /// Read and not yet written; no allocation while empty and waiting.
+    buf: BytesMut,
     read_done: bool,
     need_flush: bool,
     done: bool,
@@ -180,9 +183,7 @@ impl Pipe {
         Self {
             from,
             to,
-            buf: vec![0; BUFFER_SIZE].into_boxed_slice(),
-            pos: 0,
-            filled: 0,
+            buf: BytesMut::new(),
             read_done: false,
             need_flush: false,
             done: false,
@@ -205,10 +206,12 @@ impl Pipe {
     {
         let (from, to) = (self.from, self.to);
         loop {
-            if self.pos == self.filled && !self.read_done {
-                let mut read_buf = ReadBuf::new(&mut self.buf);
-                match reader.as_mut().poll_read(cx, &mut read_buf) {
+            if self.buf.is_empty() && !self.read_done {
+                self.buf.reserve(BUFFER_SIZE);
+                match tokio_util::io::poll_read_buf(reader.as_mut(), cx, &mut self.buf) {
                     Poll::Pending => {
+                        // Nothing in flight: give the memory back while we wait.
+                        self.buf = BytesMut::new();
                         if self.need_flush {
                             ready!(writer.as_mut().poll_flush(cx)).map_err(|e| (to, e))?;
                             self.need_flush = false;
@@ -221,31 +224,22 @@ impl Pipe {
                         self.read_done = true;
                     }
                     Poll::Ready(Err(e)) => return Poll::Ready(Err((from, e))),
-                    Poll::Ready(Ok(())) => {
-                        let n = read_buf.filled().len();
-                        if n == 0 {
-                            self.read_done = true;
-                        } else {
-                            self.pos = 0;
-                            self.filled = n;
-                            *progress = true;
-                            counter.inc_by(n as u64);
-                        }
+                    Poll::Ready(Ok(0)) => self.read_done = true,
+                    Poll::Ready(Ok(n)) => {
+                        *progress = true;
+                        counter.inc_by(n as u64);
                     }
                 }
             }
-            while self.pos < self.filled {
-                let n = ready!(writer
-                    .as_mut()
-                    .poll_write(cx, &self.buf[self.pos..self.filled]))
-                .map_err(|e| (to, e))?;
+            while !self.buf.is_empty() {
+                let n = ready!(writer.as_mut().poll_write(cx, &self.buf)).map_err(|e| (to, e))?;
                 if n == 0 {
                     return Poll::Ready(Err((
                         to,
                         io::Error::new(io::ErrorKind::WriteZero, "peer accepts no more bytes"),
                     )));
                 }
-                self.pos += n;
+                self.buf.advance(n);
                 self.total += n as u64;
                 self.need_flush = true;
             }

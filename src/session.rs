@@ -25,6 +25,7 @@ use crate::config::TlsVersion;
 use crate::proxy_protocol::ProxyHeader;
 use crate::relay::{relay, RelayCounters, RelayEnd, Stops};
 use crate::snapshot::{ListenerState, Shared};
+use crate::tls::ServerTls;
 use crate::upstream::{ConnectionGuard, TargetGroup, UpstreamStream};
 
 /// Why a session ended.
@@ -200,7 +201,7 @@ impl Cx<'_> {
             .await;
     }
 
-    async fn tls(&self, tcp: TcpStream, config: Arc<ServerConfig>, report: &mut Report) {
+    async fn tls(&self, tcp: TcpStream, configs: ServerTls, report: &mut Report) {
         let timeout = self.listener.config.handshake_timeout;
         let hello = tokio::select! {
             _ = self.shared.abort.cancelled() => return,
@@ -212,6 +213,7 @@ impl Cx<'_> {
             Ok(Ok(start)) => start,
         };
         report.sni = start.client_hello().server_name().map(str::to_owned);
+        let config = configs.for_hello(&start.client_hello()).clone();
         let min_version = self.listener.config.tls.as_ref().map(|t| t.min_version);
         if let Err(reason) = compatible(&start.client_hello(), &config, min_version) {
             // Let rustls answer with its alert; no target is touched.

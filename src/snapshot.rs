@@ -5,13 +5,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
-use rustls::ServerConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, ListenerConfig};
 use crate::metrics::{ListenerMetrics, Metrics};
-use crate::tls::SessionState;
+use crate::tls::{ServerTls, SessionState};
 use crate::upstream::{Drains, TargetGroup};
 
 /// One consistent view of the configuration and its running parts.
@@ -27,7 +26,7 @@ pub(crate) struct Snapshot {
 pub(crate) struct ListenerState {
     pub(crate) config: ListenerConfig,
     /// The TLS configuration for `tls` listeners.
-    pub(crate) tls: Option<Arc<ServerConfig>>,
+    pub(crate) tls: Option<ServerTls>,
     /// Kept across reloads so clients can resume their sessions.
     pub(crate) tls_session: Option<SessionState>,
     pub(crate) metrics: ListenerMetrics,

@@ -710,6 +710,51 @@ async fn tls_sessions_resume() {
     );
 }
 
+/// The server picks AES-128-GCM for a client that lists AES-256-GCM first
+/// (rustls's and OpenSSL's default order), and honours a client that lists
+/// ChaCha20-Poly1305 before AES (no AES instructions).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_picks_aes_128_gcm_unless_the_client_asks_for_chacha20_first() {
+    use rustls::CipherSuite as S;
+    let pki = pki();
+    let backend = Backend::tls("b1", "127.0.0.1", 0, &pki, "broker").await;
+    let server = start_portico(
+        pki.dir.path(),
+        &config(&pki, &[backend.addr.to_string()], "", "", ""),
+    )
+    .await;
+    all_healthy(&server).await;
+    let front = server.listener_addr("front").unwrap();
+    let client_with = |first: S| {
+        let mut provider = rustls::crypto::ring::default_provider();
+        provider
+            .cipher_suites
+            .sort_by_key(|suite| suite.suite() != first);
+        Arc::new(
+            rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(pki.roots())
+                .with_no_client_auth(),
+        )
+    };
+    for (first, negotiated) in [
+        (S::TLS13_AES_256_GCM_SHA384, S::TLS13_AES_128_GCM_SHA256),
+        (S::TLS13_AES_128_GCM_SHA256, S::TLS13_AES_128_GCM_SHA256),
+        (
+            S::TLS13_CHACHA20_POLY1305_SHA256,
+            S::TLS13_CHACHA20_POLY1305_SHA256,
+        ),
+    ] {
+        let (tls, greeting) = tls_connect(front, client_with(first), "mq.localhost")
+            .await
+            .unwrap();
+        assert_eq!(greeting, "b1");
+        let suite = tls.get_ref().1.negotiated_cipher_suite().unwrap().suite();
+        assert_eq!(suite, negotiated, "client offering {first:?} first");
+    }
+}
+
 /// A plain `tcp` listener and group, with PROXY protocol v2 towards the target.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_passthrough_with_proxy_protocol_half_close_and_idle_timeout() {

@@ -6,5 +6,5 @@ mod server;
 mod upstream;
 
 pub use portico_core::tls::*;
-pub(crate) use server::{server_config, SessionState};
+pub(crate) use server::{server_config, ServerTls, SessionState};
 pub(crate) use upstream::{health_check_config, upstream_config};

@@ -8,6 +8,9 @@ use rustls::server::{
 use rustls::version::{TLS12, TLS13};
 use rustls::{ServerConfig, SupportedProtocolVersion};
 
+use portico_core::tls::prefers_chacha20;
+use rustls::server::ClientHello;
+
 use super::{provider, CertResolver, TlsError};
 use crate::config::{ListenerTls, TlsVersion};
 
@@ -41,8 +44,41 @@ impl SessionState {
     }
 }
 
-/// Builds a listener's server configuration around its session state.
+/// A listener's server configurations: the suite is the server's choice
+/// (AES-128-GCM first), except for clients that list ChaCha20-Poly1305 before
+/// AES, which get their own order (they lack AES instructions).
+#[derive(Debug, Clone)]
+pub(crate) struct ServerTls {
+    server_order: Arc<ServerConfig>,
+    client_order: Arc<ServerConfig>,
+}
+
+impl ServerTls {
+    /// The configuration that finishes this client's handshake.
+    pub(crate) fn for_hello(&self, hello: &ClientHello<'_>) -> &Arc<ServerConfig> {
+        if prefers_chacha20(hello.cipher_suites()) {
+            &self.client_order
+        } else {
+            &self.server_order
+        }
+    }
+}
+
+/// Builds a listener's server configurations around its session state.
 pub(crate) fn server_config(
+    tls: &ListenerTls,
+    session: &SessionState,
+) -> Result<ServerTls, TlsError> {
+    let config = client_order_config(tls, session)?;
+    let mut server_order = (*config).clone();
+    server_order.ignore_client_order = true;
+    Ok(ServerTls {
+        server_order: Arc::new(server_order),
+        client_order: config,
+    })
+}
+
+fn client_order_config(
     tls: &ListenerTls,
     session: &SessionState,
 ) -> Result<Arc<ServerConfig>, TlsError> {

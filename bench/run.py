@@ -1,0 +1,1049 @@
+#!/usr/bin/env python3
+"""portico's benchmark harness: the same workloads through portico and the
+peers users would pick instead (HAProxy, nginx stream, ActiveMQ), alternated in
+one run on one machine, written up as a markdown table. `bench/run.sh` installs
+the peers and builds portico, then runs this; see bench/README.md."""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shlex
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = ROOT / "target" / "release"
+PORTICO = BIN / "portico"
+BROKER = BIN / "portico-broker"
+LOADGEN = BIN / "portico-loadgen"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
+
+# TLS 1.3 suites in portico's order of preference; HAProxy and nginx are set
+# to the same, so every contender negotiates the same suite.
+SUITES = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
+FRONT_NAME = "mq.bench.test"  # the front doors' certificate
+BACKEND_NAME = "backend"  # the backend's and the brokers' certificate
+
+
+# ---------------------------------------------------------------- plumbing
+
+
+class Bench:
+    """The work folder, the log of every command run, and the results."""
+
+    def __init__(self, work: Path):
+        self.work = work
+        self.commands = {}  # label -> first command line seen under it
+        self.results = {}  # (section, key, contender) -> [values]
+
+    def note_command(self, label, argv):
+        line = " ".join(shlex.quote(str(a)) for a in argv)
+        self.commands.setdefault(label, line.replace(str(self.work), "$WORK"))
+
+    def record(self, section, key, contender, value):
+        self.results.setdefault((section, key, contender), []).append(value)
+
+    def median(self, section, key, contender):
+        values = [v for v in self.results.get((section, key, contender), []) if v is not None]
+        return statistics.median(values) if values else None
+
+    def runs(self, section, key, contender):
+        return self.results.get((section, key, contender), [])
+
+
+def log(message):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def free_port(host="127.0.0.1"):
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_for(condition, what, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if condition():
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def listening(port):
+    """Whether some socket listens on this TCP port (without connecting to it)."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                return True
+    return False
+
+
+def port_open(host, port):
+    with socket.create_connection((host, port), timeout=0.5):
+        return True
+
+
+class Proc:
+    """A process this harness started, with its output in the work folder."""
+
+    def __init__(self, bench, label, argv, env=None, log_name=None):
+        self.label = label
+        bench.note_command(label, argv)
+        self.log_path = bench.work / f"{log_name or label}.log"
+        self.log_file = open(self.log_path, "ab")
+        self.popen = subprocess.Popen(
+            [str(a) for a in argv],
+            stdout=self.log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self):
+        return self.popen.pid
+
+    def alive(self):
+        return self.popen.poll() is None
+
+    def tree(self):
+        """This process and its descendants (nginx's workers)."""
+        parents = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    stat = (entry / "stat").read_text()
+                    ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+                    parents.setdefault(ppid, []).append(int(entry.name))
+                except (OSError, ValueError):
+                    continue
+        found, todo = [], [self.pid]
+        while todo:
+            pid = todo.pop()
+            found.append(pid)
+            todo.extend(parents.get(pid, []))
+        return found
+
+    def kill(self):
+        if self.alive():
+            os.kill(self.pid, signal.SIGKILL)
+        self.popen.wait()
+
+    def stop(self, sig=signal.SIGTERM, grace=10.0):
+        if self.alive():
+            os.kill(self.pid, sig)
+            try:
+                self.popen.wait(grace)
+            except subprocess.TimeoutExpired:
+                os.kill(self.pid, signal.SIGKILL)
+                self.popen.wait()
+        self.log_file.close()
+
+    def output(self):
+        return self.log_path.read_text(errors="replace")
+
+
+def cpu_seconds(pids):
+    total = 0
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / CLK_TCK
+
+
+def rss_kib(pids):
+    total = 0
+    for pid in pids:
+        try:
+            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_KIB
+        except OSError:
+            continue
+    return total
+
+
+def loadgen(bench, label, args, timeout=120):
+    argv = [LOADGEN, *args]
+    bench.note_command(label, argv)
+    done = subprocess.run(
+        [str(a) for a in argv], capture_output=True, text=True, timeout=timeout
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{label}: loadgen failed: {done.stderr.strip()[-500:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def capture(argv):
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"({e})"
+    return (done.stdout + done.stderr).strip()
+
+
+# ---------------------------------------------------------------- contenders
+
+
+class Contender:
+    """One way of reaching the backend: `direct` (no proxy) or a front door."""
+
+    name = "?"
+
+    def __init__(self, bench):
+        self.bench = bench
+        self.proc = None
+        self.host = "127.0.0.1"
+        self.port = None
+
+    def target_args(self):
+        return [
+            "--target", f"{self.host}:{self.port}",
+            "--ca", self.bench.work / "certs" / "ca.crt",
+            "--server-name", self.server_name(),
+        ]
+
+    def server_name(self):
+        return FRONT_NAME
+
+    def pids(self):
+        return self.proc.tree() if self.proc else []
+
+    def start(self, echo_backend=True):
+        self.launch()
+        wait_for(lambda: port_open(self.host, self.port), f"{self.name} to listen")
+        if echo_backend:
+            # Ready once a TLS round trip through it reaches the backend.
+            wait_for(self.relays, f"{self.name} to relay to the backend")
+
+    def relays(self):
+        if self.proc and not self.proc.alive():
+            raise RuntimeError(f"{self.name} exited; see {self.proc.log_path}")
+        try:
+            loadgen(
+                self.bench,
+                f"probe {self.name}",
+                ["latency", *self.target_args(), "--seconds", "0.05", "--warmup", "0"],
+                timeout=10,
+            )
+            return True
+        except (RuntimeError, subprocess.TimeoutExpired):
+            return False
+
+    def stop(self):
+        if self.proc:
+            self.proc.stop()
+            self.proc = None
+
+    def launch(self):
+        raise NotImplementedError
+
+
+class Direct(Contender):
+    name = "direct"
+
+    def __init__(self, bench, backend):
+        super().__init__(bench)
+        self.host, self.port = backend
+
+    def server_name(self):
+        return BACKEND_NAME
+
+    def launch(self):
+        pass
+
+
+class Portico(Contender):
+    name = "portico"
+
+    def __init__(self, bench, upstreams, health_port, interval="1s", fall=2, rise=2):
+        super().__init__(bench)
+        self.upstreams, self.health_port = upstreams, health_port
+        self.interval, self.fall, self.rise = interval, fall, rise
+
+    def launch(self):
+        self.port = free_port()
+        certs = self.bench.work / "certs"
+        targets = ", ".join(f'"{h}:{p}"' for h, p in self.upstreams)
+        pairs = f"pairs = [[{targets}]]" if len(self.upstreams) == 2 else ""
+        config = self.bench.work / f"portico-{self.port}.toml"
+        config.write_text(
+            f"""
+[[listener]]
+name = "bench"
+bind = "{self.host}:{self.port}"
+protocol = "tls"
+target_group = "backend"
+  [[listener.certificate]]
+  cert = "{certs}/{FRONT_NAME}.crt"
+  key = "{certs}/{FRONT_NAME}.key"
+
+[[target_group]]
+name = "backend"
+protocol = "tls"
+ca = "{certs}/ca.crt"
+server_name = "{BACKEND_NAME}"
+targets = [{targets}]
+{pairs}
+  [target_group.health_check]
+  protocol = "http"
+  port = {self.health_port}
+  path = "/health"
+  matcher = "200"
+  interval = "{self.interval}"
+  timeout = "{self.interval}"
+  healthy_threshold = {self.rise}
+  unhealthy_threshold = {self.fall}
+"""
+        )
+        # Like the peers' configs here, no per-connection logging.
+        self.proc = Proc(
+            self.bench,
+            self.name,
+            [PORTICO, "serve", "--config", config, "--no-watch"],
+            env={"RUST_LOG": "warn"},
+        )
+
+
+class Haproxy(Contender):
+    name = "haproxy"
+
+    def __init__(self, bench, upstreams, health_port, interval="1s", fall=2, rise=2):
+        super().__init__(bench)
+        self.upstreams, self.health_port = upstreams, health_port
+        self.interval, self.fall, self.rise = interval, fall, rise
+
+    def launch(self):
+        self.port = free_port()
+        certs = self.bench.work / "certs"
+        pem = self.bench.work / "haproxy-front.pem"
+        pem.write_text(
+            (certs / f"{FRONT_NAME}.crt").read_text() + (certs / f"{FRONT_NAME}.key").read_text()
+        )
+        servers = "\n".join(
+            f"  server s{i} {h}:{p} ssl verify required ca-file {certs}/ca.crt "
+            f"verifyhost {BACKEND_NAME} sni str({BACKEND_NAME}) "
+            f"check port {self.health_port} addr {h} no-check-ssl "
+            f"inter {self.interval} fall {self.fall} rise {self.rise}"
+            for i, (h, p) in enumerate(self.upstreams)
+        )
+        config = self.bench.work / f"haproxy-{self.port}.cfg"
+        config.write_text(
+            f"""global
+  maxconn 9000
+  ssl-default-bind-options ssl-min-ver TLSv1.2
+  # The same suite preference as portico (HAProxy enforces the server's order).
+  ssl-default-bind-ciphersuites {SUITES}
+  ssl-default-server-ciphersuites {SUITES}
+defaults
+  mode tcp
+  timeout connect 2s
+  timeout client 350s
+  timeout server 350s
+frontend bench
+  bind {self.host}:{self.port} ssl crt {pem}
+  default_backend backend
+backend backend
+  # What an operator fronting an active/standby pair sets: a refused connect
+  # is retried on the other server instead of the same one.
+  option redispatch 1
+  retries 3
+  option httpchk GET /health
+  http-check expect status 200
+{servers}
+"""
+        )
+        self.proc = Proc(self.bench, self.name, ["haproxy", "-db", "-f", config])
+
+
+class Nginx(Contender):
+    name = "nginx"
+
+    def __init__(self, bench, upstreams):
+        super().__init__(bench)
+        self.upstreams = upstreams
+
+    def launch(self):
+        self.port = free_port()
+        certs = self.bench.work / "certs"
+        prefix = self.bench.work / f"nginx-{self.port}"
+        prefix.mkdir(exist_ok=True)
+        # Open-source nginx has no active health checks: a failed connect
+        # marks the server down for fail_timeout and the next one is tried.
+        servers = "\n".join(
+            f"    server {h}:{p} max_fails=1 fail_timeout=2s;" for h, p in self.upstreams
+        )
+        config = prefix / "nginx.conf"
+        config.write_text(
+            f"""load_module /usr/lib/nginx/modules/ngx_stream_module.so;
+worker_processes auto;
+worker_rlimit_nofile 20000;
+daemon off;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 9000; }}
+stream {{
+  upstream backend {{
+{servers}
+  }}
+  server {{
+    listen {self.host}:{self.port} ssl;
+    ssl_certificate {certs}/{FRONT_NAME}.crt;
+    ssl_certificate_key {certs}/{FRONT_NAME}.key;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    # The same suite preference as portico, on both legs.
+    ssl_conf_command Ciphersuites {SUITES};
+    ssl_prefer_server_ciphers on;
+    proxy_ssl_conf_command Ciphersuites {SUITES};
+    proxy_pass backend;
+    proxy_connect_timeout 2s;
+    proxy_timeout 350s;
+    proxy_ssl on;
+    proxy_ssl_verify on;
+    proxy_ssl_trusted_certificate {certs}/ca.crt;
+    proxy_ssl_name {BACKEND_NAME};
+    proxy_ssl_server_name on;
+    proxy_ssl_session_reuse on;
+  }}
+}}
+"""
+        )
+        self.proc = Proc(
+            self.bench, self.name, ["nginx", "-p", prefix, "-e", prefix / "error.log", "-c", config]
+        )
+
+
+# ---------------------------------------------------------------- machine
+
+
+def machine_rows(bench, quick):
+    rows = []
+    seconds = "1" if quick else "3"
+    for label, cipher in [
+        ("AES-128-GCM", "aes-128-gcm"),
+        ("AES-256-GCM", "aes-256-gcm"),
+        ("ChaCha20-Poly1305", "chacha20-poly1305"),
+    ]:
+        argv = ["openssl", "speed", "-seconds", seconds, "-bytes", "16384", "-evp", cipher]
+        bench.note_command(f"openssl speed {label}", argv)
+        out = capture(argv)
+        value = None
+        for line in out.splitlines():
+            parts = line.split()
+            if parts and parts[0].lower() == cipher and parts[-1].endswith("k"):
+                value = float(parts[-1][:-1]) * 1000 / 1e6  # 1000s of bytes/s -> MB/s
+        rows.append((f"openssl speed {label}, one core, 16 KiB blocks", value, "MB/s"))
+    port = free_port()
+    server = Proc(bench, "iperf3 server", ["iperf3", "-s", "-1", "-B", "127.0.0.1", "-p", port])
+    try:
+        wait_for(lambda: listening(port), "iperf3 to listen")
+        argv = ["iperf3", "-c", "127.0.0.1", "-p", port, "-t", seconds, "-J"]
+        bench.note_command("iperf3 client", argv)
+        out = subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=60)
+        bps = json.loads(out.stdout)["end"]["sum_received"]["bits_per_second"]
+        rows.append(("loopback TCP, iperf3, one stream", bps / 8 / 1e6, "MB/s"))
+    except (ValueError, KeyError, subprocess.TimeoutExpired, RuntimeError) as e:
+        rows.append((f"loopback TCP, iperf3 ({e})", None, "MB/s"))
+    finally:
+        server.stop()
+    return rows
+
+
+def versions():
+    def first_line(argv):
+        out = capture(argv)
+        return out.splitlines()[0] if out else "?"
+
+    return {
+        "portico": capture(["git", "-C", str(ROOT), "describe", "--always", "--dirty"]),
+        "rustc": first_line(["rustc", "--version"]),
+        "HAProxy": first_line(["haproxy", "-v"]),
+        "nginx": first_line(["nginx", "-v"]),
+        "OpenSSL": first_line(["openssl", "version"]),
+        "ActiveMQ": capture(["dpkg-query", "-W", "-f", "${Version}", "activemq"]),
+        "Java": first_line(["java", "-version"]),
+    }
+
+
+def cpu_model():
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "?"
+
+
+# ---------------------------------------------------------------- front door
+
+
+def front_door(bench, args):
+    certs = bench.work / "certs"
+    backend_addr = ("127.0.0.2", free_port("127.0.0.2"))
+    health_port = free_port("127.0.0.2")
+    backend = Proc(
+        bench,
+        "backend (echo)",
+        [
+            LOADGEN, "echo",
+            "--listen", f"{backend_addr[0]}:{backend_addr[1]}",
+            "--health", f"{backend_addr[0]}:{health_port}",
+            "--cert", certs / f"{BACKEND_NAME}.crt",
+            "--key", certs / f"{BACKEND_NAME}.key",
+        ],
+        log_name="backend",
+    )
+    contenders = [
+        Direct(bench, backend_addr),
+        Portico(bench, [backend_addr], health_port),
+        Haproxy(bench, [backend_addr], health_port),
+        Nginx(bench, [backend_addr]),
+    ]
+    rounds = args.rounds
+    secs = ["--seconds", str(args.seconds), "--warmup", str(args.warmup)]
+    try:
+        wait_for(lambda: port_open(*backend_addr), "the backend")
+        for contender in contenders:
+            contender.start()
+        bench.suites = {c.name: None for c in contenders}
+
+        for r in range(rounds):
+            log(f"throughput, CPU per GB and latency: round {r + 1}/{rounds}")
+            for c in contenders:
+                pids = c.pids()
+                cpu_before = cpu_seconds(pids)
+                out = loadgen(
+                    bench,
+                    f"throughput {c.name}",
+                    ["throughput", *c.target_args(), *secs, "--connections", args.streams],
+                )
+                cpu = cpu_seconds(pids) - cpu_before
+                bench.suites[c.name] = out["tls"]
+                bench.record("throughput", "mb_s", c.name, out["mb_per_s_each_way"])
+                relayed_gb = 2 * out["total_bytes_each_way"] / 1e9
+                if pids:
+                    bench.record("throughput", "cpu_s_per_gb", c.name, cpu / relayed_gb)
+            for c in contenders:
+                out = loadgen(bench, f"latency {c.name}", ["latency", *c.target_args(), *secs])
+                for key in ("p50_us", "p99_us", "p999_us"):
+                    bench.record("latency", key, c.name, out[key])
+
+        for concurrency in args.concurrency:
+            for r in range(rounds):
+                log(f"new connections/s at concurrency {concurrency}: round {r + 1}/{rounds}")
+                for c in contenders:
+                    pids = c.pids()
+                    cpu_before = cpu_seconds(pids)
+                    out = loadgen(
+                        bench,
+                        f"connect {c.name}",
+                        ["connect", *c.target_args(), *secs, "--concurrency", concurrency],
+                    )
+                    cpu = cpu_seconds(pids) - cpu_before
+                    if out["errors"]:
+                        log(f"  {c.name}: {out['errors']} failed connections ({out['first_error']})")
+                    bench.record("connect", concurrency, c.name, out["per_second"])
+                    bench.record("connect_errors", concurrency, c.name, out["errors"])
+                    if pids and out["connections"]:
+                        # CPU over warm-up and measurement, per connection made in both.
+                        total = out["per_second"] * (args.seconds + args.warmup)
+                        bench.record("connect_cpu", concurrency, c.name, cpu / total * 1000)
+    finally:
+        for contender in contenders:
+            contender.stop()
+
+    # Memory: each front door started fresh, so earlier phases leave no heap behind.
+    try:
+        for r in range(rounds):
+            log(f"memory per idle TLS connection: round {r + 1}/{rounds}")
+            for c in contenders[1:]:
+                c.start()
+                try:
+                    before = rss_kib(c.pids())
+                    idle_kib = idle_memory(bench, c, args.idle)
+                    bench.record("memory", "base_kib", c.name, before)
+                    bench.record("memory", "kib_per_conn", c.name, idle_kib)
+                finally:
+                    c.stop()
+    finally:
+        backend.stop()
+
+
+def idle_memory(bench, contender, count):
+    argv = [LOADGEN, "idle", *contender.target_args(), "--connections", count, "--hold", "120"]
+    bench.note_command(f"idle {contender.name}", argv)
+    pids = contender.pids()
+    before = rss_kib(pids)
+    holder = subprocess.Popen(
+        [str(a) for a in argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        line = holder.stdout.readline()
+        status = json.loads(line)
+        if status["established"] != count:
+            raise RuntimeError(f"idle {contender.name}: {status}")
+        # Let the front door finish its side of every connection.
+        time.sleep(0.5)
+        after = rss_kib(contender.pids())
+    finally:
+        holder.send_signal(signal.SIGTERM)
+        holder.communicate(timeout=30)
+    return (after - before) / count
+
+
+# ---------------------------------------------------------------- broker
+
+
+def broker_config(bench, name, data_dir, bind_host, stomp_port, ssl_port=None, console_port=None):
+    certs = bench.work / "certs"
+    path = bench.work / f"{name}.toml"
+    text = f"""[broker]
+name = "{name}"
+data_dir = "{data_dir}"
+
+[[transport]]
+name = "stomp"
+bind = "{bind_host}:{stomp_port}"
+"""
+    if ssl_port:
+        text += f"""
+[[transport]]
+name = "stomp+ssl"
+bind = "{bind_host}:{ssl_port}"
+cert = "{certs}/{BACKEND_NAME}.crt"
+key = "{certs}/{BACKEND_NAME}.key"
+"""
+    if console_port:
+        text += f"""
+[console]
+bind = "{bind_host}:{console_port}"
+"""
+    path.write_text(text)
+    return path
+
+
+ACTIVEMQ_XML = """<beans xmlns="http://www.springframework.org/schema/beans"
+  xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"
+  xsi:schemaLocation="http://www.springframework.org/schema/beans http://www.springframework.org/schema/beans/spring-beans-2.0.xsd
+  http://activemq.apache.org/schema/core http://activemq.apache.org/schema/core/activemq-core.xsd">
+  <bean class="org.springframework.beans.factory.config.PropertyPlaceholderConfigurer"/>
+  <broker xmlns="http://activemq.apache.org/schema/core" useJmx="false" brokerName="bench"
+          dataDirectory="${activemq.data}">
+    <persistenceAdapter><kahaDB directory="${activemq.data}/kahadb"/></persistenceAdapter>
+    <transportConnectors>
+      <transportConnector name="stomp" uri="stomp+nio://127.0.0.1:PORT"/>
+    </transportConnectors>
+  </broker>
+</beans>
+"""
+
+
+def start_activemq(bench):
+    port = free_port()
+    base = bench.work / "activemq"
+    (base / "conf").mkdir(parents=True, exist_ok=True)
+    (base / "data").mkdir(exist_ok=True)
+    (base / "conf" / "activemq.xml").write_text(ACTIVEMQ_XML.replace("PORT", str(port)))
+    home = Path("/usr/share/activemq")
+    proc = Proc(
+        bench,
+        "activemq",
+        [
+            "java", "-Xms1G", "-Xmx1G",
+            f"-Dactivemq.home={home}", f"-Dactivemq.base={base}",
+            f"-Dactivemq.conf={base / 'conf'}", f"-Dactivemq.data={base / 'data'}",
+            "-jar", home / "bin" / "activemq.jar",
+            "start", f"xbean:file:{base / 'conf' / 'activemq.xml'}",
+        ],
+    )
+    wait_for(lambda: port_open("127.0.0.1", port), "ActiveMQ's STOMP port", timeout=120)
+    return proc, port
+
+
+def stomp_run(bench, label, port, tag, pairs, count, persistent):
+    """pairs producers and pairs consumers, one queue per pair; messages/s from
+    the first producer's start to the last consumer's last message."""
+    url = f"tcp://127.0.0.1:{port}"
+    common = ["--broker-url", url, "--message-count", count]
+    consumers, producers = [], []
+    for i in range(pairs):
+        dest = ["--destination", f"queue://bench.{tag}.{i}"]
+        argv = [BROKER, "consumer", *common, *dest]
+        bench.note_command(f"stomp consumer {label}", argv)
+        consumers.append(subprocess.Popen([str(a) for a in argv], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True))
+    # Consumers subscribe before anything is sent, so nothing waits on disk.
+    time.sleep(0.3)
+    started = time.monotonic()
+    for i in range(pairs):
+        argv = [
+            BROKER, "producer", *common,
+            "--destination", f"queue://bench.{tag}.{i}",
+            "--message-size", "1024", "--persistent", "true" if persistent else "false",
+        ]
+        bench.note_command(f"stomp producer {label}", argv)
+        producers.append(subprocess.Popen([str(a) for a in argv], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    for p in producers:
+        if p.wait(timeout=600) != 0:
+            raise RuntimeError(f"{label}: a producer failed")
+    summaries = []
+    for c in consumers:
+        out, _ = c.communicate(timeout=600)
+        summaries.append(out.strip().splitlines()[-1] if out.strip() else "")
+        if c.returncode != 0:
+            raise RuntimeError(f"{label}: a consumer failed: {summaries[-1]}")
+    elapsed = time.monotonic() - started
+    missing = [s for s in summaries if " 0 missing" not in s]
+    if missing:
+        raise RuntimeError(f"{label}: messages missing: {missing}")
+    return pairs * count / elapsed
+
+
+def broker_bench(bench, args):
+    port = free_port()
+    config = broker_config(bench, "bench", bench.work / "broker-data", "127.0.0.1", port)
+    ours = Proc(bench, "portico-broker", [BROKER, "run", "--config", config], env={"RUST_LOG": "warn"})
+    theirs, amq_port = start_activemq(bench)
+    brokers = [("portico-broker", port), ("ActiveMQ", amq_port)]
+    try:
+        wait_for(lambda: port_open("127.0.0.1", port), "portico-broker")
+        # Both get the same warm-up (the JVM needs one to compile its hot paths).
+        for name, p in brokers:
+            log(f"broker warm-up: {name}")
+            for persistent in (False, True):
+                stomp_run(bench, "warm-up", p, f"warm.{persistent}", 2, args.broker_count // 4, persistent)
+        cases = [
+            (f"1 producer, 1 consumer, {'persistent' if pers else 'non-persistent'}", 1, pers)
+            for pers in (False, True)
+        ] + [
+            (f"8 producers, 8 consumers, {'persistent' if pers else 'non-persistent'}", 8, pers)
+            for pers in (False, True)
+        ]
+        for r in range(args.rounds):
+            log(f"broker messages/s: round {r + 1}/{args.rounds}")
+            for case, pairs, persistent in cases:
+                for name, p in brokers:
+                    per_pair = args.broker_count // pairs
+                    tag = f"r{r}.{pairs}.{persistent}.{name[:3]}"
+                    rate = stomp_run(bench, name, p, tag, pairs, per_pair, persistent)
+                    bench.record("broker", case, name, rate)
+    finally:
+        ours.stop()
+        theirs.stop()
+
+
+# ---------------------------------------------------------------- failover
+
+
+def console_active(host, port):
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/health", timeout=0.5) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def failover_bench(bench, args):
+    """An active/standby pair of portico-broker nodes (shared data folder) on
+    127.0.0.1 and 127.0.0.2, behind each front door; SIGKILL the active node
+    while a client sends, and report the longest gap between receipts."""
+    ssl_port, stomp_port, console_port = free_port(), free_port(), free_port()
+    for host in ("127.0.0.2",):
+        for p in (ssl_port, stomp_port, console_port):
+            with socket.socket() as s:
+                s.bind((host, p))  # the same ports must be free on both hosts
+    data = bench.work / "pair-data"
+    hosts = ["127.0.0.1", "127.0.0.2"]
+    configs = {
+        h: broker_config(bench, f"pair-{i}", data, h, stomp_port, ssl_port, console_port)
+        for i, h in enumerate(hosts)
+    }
+    nodes = {}
+
+    def start_node(host):
+        nodes[host] = Proc(
+            bench, f"pair node {host}", [BROKER, "run", "--config", configs[host]],
+            env={"RUST_LOG": "warn"}, log_name=f"pair-{host}",
+        )
+
+    upstreams = [(h, ssl_port) for h in hosts]
+    check = dict(interval="200ms", fall=2, rise=1)
+    contenders = [
+        Portico(bench, upstreams, console_port, **check),
+        Haproxy(bench, upstreams, console_port, **check),
+        Nginx(bench, upstreams),
+    ]
+    try:
+        start_node(hosts[0])
+        wait_for(lambda: console_active(hosts[0], console_port), "the first pair node")
+        start_node(hosts[1])
+        for c in contenders:
+            c.start(echo_backend=False)
+        for r in range(args.rounds):
+            log(f"failover outage: round {r + 1}/{args.rounds}")
+            for c in contenders:
+                for h in hosts:  # the node that was killed last comes back as standby
+                    if not nodes[h].alive():
+                        start_node(h)
+                active = None
+
+                def one_active():
+                    nonlocal active
+                    up = [h for h in hosts if console_active(h, console_port)]
+                    active = up[0] if len(up) == 1 else None
+                    return active is not None
+
+                wait_for(one_active, "one active node")
+                time.sleep(1.0)  # both health checkers see the new state (interval 200 ms)
+                argv = [
+                    LOADGEN, "failover", *c.target_args(),
+                    "--seconds", str(args.failover_seconds), "--interval-ms", "5",
+                ]
+                bench.note_command(f"failover {c.name}", argv)
+                probe = subprocess.Popen([str(a) for a in argv], stdout=subprocess.PIPE, text=True)
+                time.sleep(args.failover_seconds / 4)
+                nodes[active].kill()
+                out, _ = probe.communicate(timeout=args.failover_seconds + 30)
+                result = json.loads(out.strip().splitlines()[-1])
+                if not result["recovered"]:
+                    log(f"  {c.name}: no receipt for the last {result['outage_ms']:.0f} ms: {result['errors']}")
+                bench.record("failover", "outage_ms", c.name, result["outage_ms"])
+                bench.record("failover", "recovered", c.name, result["recovered"])
+    finally:
+        for c in contenders:
+            c.stop()
+        for node in nodes.values():
+            node.stop()
+
+
+# ---------------------------------------------------------------- report
+
+
+def fmt(value, digits=0):
+    if value is None:
+        return "—"
+    return f"{value:,.{digits}f}"
+
+
+def ratio(a, b):
+    if a is None or b in (None, 0):
+        return "—"
+    return f"{a / b:.2f}×"
+
+
+def write_report(bench, args, machine, started, sections):
+    b = bench
+    fronts = ["direct", "portico", "haproxy", "nginx"]
+    lines = [
+        "# portico benchmark results",
+        "",
+        f"- Date: {started:%Y-%m-%d %H:%M} UTC; wall time {(datetime.datetime.now(datetime.timezone.utc) - started).seconds // 60} min",
+        f"- Machine: {os.cpu_count()} cores, {cpu_model()}, Linux {platform.release()}",
+        f"- Rounds: {args.rounds} (contenders alternated within each round); figures are medians",
+        "- Client, proxy and backend share the machine's cores, as in the goals.",
+    ]
+    for name, version in versions().items():
+        lines.append(f"- {name}: {version}")
+    lines += ["", "## The machine's limits", "", "| measure | value |", "|---|---|"]
+    for label, value, unit in machine:
+        lines.append(f"| {label} | {fmt(value)} {unit} |")
+
+    if "front" in sections:
+        suites = getattr(b, "suites", {})
+        lines += [
+            "",
+            "## Front door: TLS in, TLS re-encrypted to one backend",
+            "",
+            "Every contender terminates TLS with the same ECDSA P-256 certificate and "
+            "re-encrypts to the same backend (`portico-loadgen echo`, TLS, on 127.0.0.2), "
+            "verifying it against the same CA. `direct` is the client talking to the backend "
+            "itself. Negotiated: "
+            + "; ".join(f"{k} {v}" for k, v in suites.items() if v)
+            + ".",
+            "",
+            f"### Bulk throughput ({args.streams} connections streaming both ways) and CPU per GB",
+            "",
+            "| contender | MB/s each way | vs HAProxy | proxy CPU s per GB relayed | vs HAProxy |",
+            "|---|---|---|---|---|",
+        ]
+        hap_t = b.median("throughput", "mb_s", "haproxy")
+        hap_c = b.median("throughput", "cpu_s_per_gb", "haproxy")
+        for c in fronts:
+            t = b.median("throughput", "mb_s", c)
+            cpu = b.median("throughput", "cpu_s_per_gb", c)
+            lines.append(f"| {c} | {fmt(t)} | {ratio(t, hap_t)} | {fmt(cpu, 2)} | {ratio(cpu, hap_c)} |")
+        lines += [
+            "",
+            "GB relayed counts both directions (bytes in plus bytes out of the client's stream).",
+            "",
+            "### New TLS connections per second (full handshake each, one 32-byte round trip)",
+            "",
+            "| contender | " + " | ".join(f"c={n}" for n in args.concurrency)
+            + " | vs HAProxy | proxy CPU ms per connection |",
+            "|---|" + "---|" * len(args.concurrency) + "---|---|",
+        ]
+        for c in fronts:
+            cells = [fmt(b.median("connect", n, c)) for n in args.concurrency]
+            rel = " / ".join(
+                ratio(b.median("connect", n, c), b.median("connect", n, "haproxy"))
+                for n in args.concurrency
+            )
+            cpu = " / ".join(fmt(b.median("connect_cpu", n, c), 2) for n in args.concurrency)
+            lines.append(f"| {c} | " + " | ".join(cells) + f" | {rel} | {cpu} |")
+        errors = {
+            (c, n): sum(b.runs("connect_errors", n, c)) for c in fronts for n in args.concurrency
+        }
+        failed = [f"{c} c={n}: {e}" for (c, n), e in errors.items() if e]
+        lines.append("")
+        lines.append("Failed connections: " + ("; ".join(failed) if failed else "none") + ".")
+        lines += [
+            "",
+            "### Round-trip latency, 1 KiB request and response, one established connection",
+            "",
+            "| contender | p50 µs | p99 µs | p99.9 µs | p50 added over direct | p50 vs HAProxy | p99 vs HAProxy |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        direct50 = b.median("latency", "p50_us", "direct")
+        for c in fronts:
+            p50, p99, p999 = (b.median("latency", k, c) for k in ("p50_us", "p99_us", "p999_us"))
+            added = fmt(p50 - direct50) if c != "direct" and p50 and direct50 else "—"
+            lines.append(
+                f"| {c} | {fmt(p50)} | {fmt(p99)} | {fmt(p999)} | {added} | "
+                f"{ratio(p50, b.median('latency', 'p50_us', 'haproxy'))} | "
+                f"{ratio(p99, b.median('latency', 'p99_us', 'haproxy'))} |"
+            )
+        lines += [
+            "",
+            f"### Memory per idle TLS connection ({args.idle} connections held open)",
+            "",
+            "| contender | resident KiB at start | KiB per idle connection | vs HAProxy |",
+            "|---|---|---|---|",
+        ]
+        hap_m = b.median("memory", "kib_per_conn", "haproxy")
+        for c in fronts[1:]:
+            m = b.median("memory", "kib_per_conn", c)
+            lines.append(f"| {c} | {fmt(b.median('memory', 'base_kib', c))} | {fmt(m, 1)} | {ratio(m, hap_m)} |")
+        lines += [
+            "",
+            "Resident memory (all of a contender's processes: nginx's master and workers) "
+            "after the connections are up, minus before, divided by their number; each "
+            "front door is started fresh for this.",
+        ]
+
+    if "failover" in sections:
+        lines += [
+            "",
+            "## Failover: SIGKILL the active node of a portico-broker pair behind each front door",
+            "",
+            "A client sends a persistent SEND with a receipt every 5 ms through the front door and "
+            "reconnects at once on any failure; the outage is the longest time between two receipts. "
+            "portico and HAProxy check each node's console (`/health`, 200 only on the active node) "
+            "every 200 ms, out after 2 failures, in after 1 success; open-source nginx has no active "
+            "checks and relies on a refused connect (`max_fails=1`, then the next server). The "
+            "standby takes over once the lock is free and the lease is stale (`takeover_after` 500 ms).",
+            "",
+            "| front door | outage ms (median) | runs | vs HAProxy |",
+            "|---|---|---|---|",
+        ]
+        hap_f = b.median("failover", "outage_ms", "haproxy")
+        for c in ("portico", "haproxy", "nginx"):
+            f = b.median("failover", "outage_ms", c)
+            runs = ", ".join(fmt(v) for v in b.runs("failover", "outage_ms", c))
+            lines.append(f"| {c} | {fmt(f)} | {runs} | {ratio(f, hap_f)} |")
+
+    if "broker" in sections:
+        lines += [
+            "",
+            "## Broker: STOMP messages/s, 1 KiB messages, plain STOMP on loopback",
+            "",
+            "The same client (`portico-broker producer` / `consumer`) against each broker; with 8 "
+            "of each, pair i uses queue i. Rate = all messages / time from the first producer's "
+            f"start to the last consumer's last message ({args.broker_count} messages per run). "
+            "ActiveMQ: Debian's package, KahaDB, `stomp+nio` transport, 1 GiB heap; "
+            "portico-broker: group-committed journal. Persistent means stored (fsync) before the receipt.",
+            "",
+            "| case | portico-broker msg/s | ActiveMQ msg/s | ratio |",
+            "|---|---|---|---|",
+        ]
+        for case in sorted({k for (s, k, _c) in b.results if s == "broker"}):
+            ours = b.median("broker", case, "portico-broker")
+            theirs = b.median("broker", case, "ActiveMQ")
+            lines.append(f"| {case} | {fmt(ours)} | {fmt(theirs)} | {ratio(ours, theirs)} |")
+
+    lines += ["", "## Commands", "", "`$WORK` is the run's work folder (certificates, configs, logs).", ""]
+    for label, line in bench.commands.items():
+        if label.startswith("probe"):
+            continue
+        lines.append(f"- {label}: `{line}`")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.md")
+    parser.add_argument("--work", type=Path, default=None, help="work folder (default: a new one under /tmp)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per run")
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--streams", type=int, default=4)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 64])
+    parser.add_argument("--idle", type=int, default=2000)
+    parser.add_argument("--broker-count", type=int, default=40000)
+    parser.add_argument("--failover-seconds", type=float, default=8.0)
+    parser.add_argument(
+        "--only", nargs="+", choices=["front", "failover", "broker"],
+        default=["front", "failover", "broker"],
+    )
+    parser.add_argument("--quick", action="store_true", help="one short round of everything (a smoke run)")
+    args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.seconds, args.warmup = 1, 1.0, 0.3
+        args.idle, args.broker_count = 200, 4000
+        args.concurrency = [8]
+
+    for binary in (PORTICO, BROKER, LOADGEN):
+        if not binary.exists():
+            sys.exit(f"{binary} is missing: build with `cargo build --release --workspace` (bench/run.sh does)")
+    started = datetime.datetime.now(datetime.timezone.utc)
+    work = args.work or Path(f"/tmp/portico-bench-{started:%Y%m%d-%H%M%S}")
+    work.mkdir(parents=True, exist_ok=True)
+    bench = Bench(work)
+    log(f"work folder {work}")
+    argv = [PORTICO, "certs", "--out", work / "certs", "--domain", FRONT_NAME,
+            "--broker", BACKEND_NAME, "--ip", "127.0.0.1", "--ip", "127.0.0.2"]
+    bench.note_command("certificates", argv)
+    subprocess.run([str(a) for a in argv], check=True, capture_output=True)
+
+    log("machine limits (openssl speed, iperf3)")
+    machine = machine_rows(bench, args.quick)
+    if "front" in args.only:
+        front_door(bench, args)
+    if "failover" in args.only:
+        failover_bench(bench, args)
+    if "broker" in args.only:
+        broker_bench(bench, args)
+    report = write_report(bench, args, machine, started, args.only)
+    args.out.write_text(report)
+    (work / "results.json").write_text(
+        json.dumps({f"{s}|{k}|{c}": v for (s, k, c), v in bench.results.items()}, indent=1)
+    )
+    log(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
