@@ -14,6 +14,7 @@ pub mod tls;
 
 mod admin;
 mod listener;
+mod read_ahead;
 mod relay;
 mod server;
 mod session;

@@ -23,6 +23,7 @@ use tracing::{info, Instrument};
 
 use crate::config::TlsVersion;
 use crate::proxy_protocol::ProxyHeader;
+use crate::read_ahead::ReadAhead;
 use crate::relay::{relay, RelayCounters, RelayEnd, Stops};
 use crate::snapshot::{ListenerState, Shared};
 use crate::tls::ServerTls;
@@ -205,7 +206,7 @@ impl Cx<'_> {
         let timeout = self.listener.config.handshake_timeout;
         let hello = tokio::select! {
             _ = self.shared.abort.cancelled() => return,
-            r = tokio::time::timeout(timeout, LazyConfigAcceptor::new(Acceptor::default(), tcp)) => r,
+            r = tokio::time::timeout(timeout, LazyConfigAcceptor::new(Acceptor::default(), ReadAhead::new(tcp))) => r,
         };
         let start = match hello {
             Err(_) => return report.close = Close::Handshake("timeout"),

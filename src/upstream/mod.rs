@@ -31,6 +31,7 @@ use tracing::{info, warn};
 
 use crate::config::{TargetGroupConfig, TargetSpec};
 use crate::metrics::Metrics;
+use crate::read_ahead::ReadAhead;
 pub(crate) use drain::Drains;
 pub(crate) use target::ConnectionGuard;
 use target::{Health, Target, Transition};
@@ -52,7 +53,7 @@ pub enum UpstreamError {
 #[derive(Debug)]
 pub(crate) enum UpstreamStream {
     Tcp(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    Tls(Box<tokio_rustls::client::TlsStream<ReadAhead<TcpStream>>>),
 }
 
 impl AsyncRead for UpstreamStream {
@@ -389,7 +390,7 @@ impl TargetGroup {
                 None => Ok(UpstreamStream::Tcp(tcp)),
                 Some(tls) => {
                     let stream = TlsConnector::from(tls.clone())
-                        .connect(self.server_name(target), tcp)
+                        .connect(self.server_name(target), ReadAhead::new(tcp))
                         .await
                         .map_err(UpstreamError::Tls)?;
                     Ok(UpstreamStream::Tls(Box::new(stream)))
