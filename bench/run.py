@@ -273,10 +273,12 @@ class Direct(Contender):
 class Portico(Contender):
     name = "portico"
 
-    def __init__(self, bench, upstreams, health_port, interval="1s", fall=2, rise=2):
+    def __init__(self, bench, upstreams, health_port, interval="1s", fall=2, rise=2, binary=None, name=None):
         super().__init__(bench)
         self.upstreams, self.health_port = upstreams, health_port
         self.interval, self.fall, self.rise = interval, fall, rise
+        self.binary = binary or PORTICO
+        self.name = name or self.name
 
     def launch(self):
         self.port = free_port()
@@ -317,7 +319,7 @@ targets = [{targets}]
         self.proc = Proc(
             self.bench,
             self.name,
-            [PORTICO, "serve", "--config", config, "--no-watch"],
+            [self.binary, "serve", "--config", config, "--no-watch"],
             env={"RUST_LOG": "warn"},
         )
 
@@ -511,6 +513,10 @@ def front_door(bench, args):
     contenders = [
         Direct(bench, backend_addr),
         Portico(bench, [backend_addr], health_port),
+        *[
+            Portico(bench, [backend_addr], health_port, binary=path, name=f"portico {label}")
+            for label, path in args.baseline
+        ],
         Haproxy(bench, [backend_addr], health_port),
         Nginx(bench, [backend_addr]),
     ]
@@ -847,7 +853,7 @@ def ratio(a, b):
 
 def write_report(bench, args, machine, started, sections):
     b = bench
-    fronts = ["direct", "portico", "haproxy", "nginx"]
+    fronts = ["direct", "portico", *[f"portico {label}" for label, _ in args.baseline], "haproxy", "nginx"]
     lines = [
         "# portico benchmark results",
         "",
@@ -1008,6 +1014,10 @@ def main():
     parser.add_argument(
         "--only", nargs="+", choices=["front", "failover", "broker"],
         default=["front", "failover", "broker"],
+    )
+    parser.add_argument(
+        "--baseline", nargs=2, action="append", default=[], metavar=("LABEL", "BINARY"),
+        help="also run this portico binary as a front-door contender (before/after a change)",
     )
     parser.add_argument("--quick", action="store_true", help="one short round of everything (a smoke run)")
     args = parser.parse_args()
