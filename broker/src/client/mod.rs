@@ -70,11 +70,32 @@ struct Conn {
     read_timeout: Option<Duration>,
 }
 
+impl Conn {
+    /// Writes and empties `out`.
+    async fn write_out(&mut self, out: &mut Vec<u8>) -> Result<(), Broken> {
+        if out.is_empty() {
+            return Ok(());
+        }
+        // TLS keeps what the socket did not take yet: flush, or it waits
+        // there while this client waits for the broker's answer.
+        let written = async {
+            self.stream.write_all(out).await?;
+            self.stream.flush().await
+        };
+        let result = written.await.map_err(|e| Broken::Io(e.to_string()));
+        out.clear();
+        result
+    }
+}
+
 /// Why the current connection ended.
 enum Broken {
     Io(String),
     Refused(String),
 }
+
+/// Queued bytes that are written without waiting for the client to wait.
+const COALESCE: usize = 32 * 1024;
 
 /// A client of one broker URL.
 pub struct Client {
@@ -87,6 +108,10 @@ pub struct Client {
     unreceipted: VecDeque<(String, Frame)>,
     subscriptions: Vec<Frame>,
     inbox: VecDeque<Frame>,
+    /// Frames queued for the broker: written before the client next waits
+    /// for it, or once [`COALESCE`] bytes gather, so a burst of SENDs or
+    /// ACKs costs one write instead of one each.
+    out: Vec<u8>,
     /// Failovers after the first connection.
     pub reconnects: u64,
 }
@@ -118,6 +143,7 @@ impl Client {
             unreceipted: VecDeque::new(),
             subscriptions: Vec::new(),
             inbox: VecDeque::new(),
+            out: Vec::new(),
             reconnects: 0,
         };
         let attempts = client
@@ -138,8 +164,8 @@ impl Client {
         self.next
     }
 
-    /// Sends a SEND frame; returns once it is written, or, when the window
-    /// of unreceipted SENDs is full, once room is made.
+    /// Sends a SEND frame; returns once it is queued (see [`Client::flush`]),
+    /// or, when the window of unreceipted SENDs is full, once room is made.
     pub async fn send(&mut self, mut frame: Frame) -> Result<(), ClientError> {
         let n = self.next_id();
         let receipt = format!("{}-{n}", self.id);
@@ -159,8 +185,12 @@ impl Client {
         Ok(())
     }
 
-    /// Waits until every SEND so far has its receipt.
+    /// Writes whatever is queued and waits until every SEND so far has its
+    /// receipt.
     pub async fn flush(&mut self) -> Result<(), ClientError> {
+        if let Err(broken) = self.drain().await {
+            self.recover(broken).await?;
+        }
         while !self.unreceipted.is_empty() {
             self.pump().await?;
         }
@@ -199,7 +229,8 @@ impl Client {
         }
     }
 
-    /// Acknowledges a MESSAGE (for `client` and `client-individual`).
+    /// Acknowledges a MESSAGE (for `client` and `client-individual`); the ACK
+    /// is queued and goes out before the client next waits for the broker.
     pub async fn ack(&mut self, message: &Frame) -> Result<(), ClientError> {
         let Some(ack) = message.get("ack") else {
             return Ok(());
@@ -216,26 +247,34 @@ impl Client {
     pub async fn close(mut self) -> Result<(), ClientError> {
         self.flush().await?;
         let frame = Frame::new(Command::Disconnect).header("receipt", "disconnect");
-        if self.write(&frame.to_bytes()).await.is_ok() {
+        self.out.extend_from_slice(&frame.to_bytes());
+        if self.drain().await.is_ok() {
             let _ = tokio::time::timeout(Duration::from_secs(5), self.read_frame()).await;
         }
         Ok(())
     }
 
+    /// Queues a frame's bytes; writes once enough have gathered.
     async fn write(&mut self, bytes: &[u8]) -> Result<(), Broken> {
-        let Some(conn) = &mut self.conn else {
-            return Err(Broken::Io("not connected".into()));
-        };
-        // TLS keeps what the socket did not take yet: flush, or it waits
-        // there while this client waits for the broker's answer.
-        let written = async {
-            conn.stream.write_all(bytes).await?;
-            conn.stream.flush().await
-        };
-        written.await.map_err(|e| Broken::Io(e.to_string()))
+        self.out.extend_from_slice(bytes);
+        if self.out.len() >= COALESCE {
+            self.drain().await
+        } else {
+            Ok(())
+        }
     }
 
-    /// Reads one frame and files it: receipts, messages, errors.
+    /// Writes everything queued.
+    async fn drain(&mut self) -> Result<(), Broken> {
+        match &mut self.conn {
+            Some(conn) => conn.write_out(&mut self.out).await,
+            None if self.out.is_empty() => Ok(()),
+            None => Err(Broken::Io("not connected".into())),
+        }
+    }
+
+    /// Reads one frame (writing what is queued before it waits) and files
+    /// it: receipts, messages, errors.
     async fn pump(&mut self) -> Result<(), ClientError> {
         match self.read_frame().await {
             Ok(frame) => match frame.command {
@@ -266,7 +305,7 @@ impl Client {
         let Some(conn) = &mut self.conn else {
             return Err(Broken::Io("not connected".into()));
         };
-        read_frame(conn).await
+        read_frame(conn, &mut self.out).await
     }
 
     /// After a broken connection: reconnect, re-subscribe, re-send.
@@ -275,6 +314,9 @@ impl Client {
             return Ok(());
         };
         self.conn = None;
+        // SENDs and subscriptions are replayed from their own lists; ACKs
+        // of the old connection are moot (the broker redelivers).
+        self.out.clear();
         if !self.url.failover {
             return Err(ClientError::Unreachable {
                 url: self.url.endpoints[0].to_string(),
@@ -355,7 +397,8 @@ impl Client {
         for (_, f) in &self.unreceipted {
             f.encode(&mut bytes);
         }
-        self.write(&bytes).await
+        self.out = bytes;
+        self.drain().await
     }
 
     async fn open(&self, endpoint: &Endpoint) -> Result<Conn, Broken> {
@@ -411,7 +454,7 @@ impl Client {
             .await
             .map_err(io)?;
         conn.stream.flush().await.map_err(io)?;
-        let reply = read_frame(&mut conn).await?;
+        let reply = read_frame(&mut conn, &mut Vec::new()).await?;
         match reply.command {
             Command::Connected => {
                 let beats = reply
@@ -431,8 +474,7 @@ impl Client {
     }
 }
 
-async fn read_frame(conn: &mut Conn) -> Result<Frame, Broken> {
-    let mut chunk = vec![0u8; 64 * 1024];
+async fn read_frame(conn: &mut Conn, out: &mut Vec<u8>) -> Result<Frame, Broken> {
     loop {
         match decode(&mut conn.buf, &Limits::default()) {
             Ok(Some(Decoded::Frame(f))) => return Ok(f),
@@ -440,7 +482,10 @@ async fn read_frame(conn: &mut Conn) -> Result<Frame, Broken> {
             Ok(None) => {}
             Err(e) => return Err(Broken::Io(format!("bad frame from the broker: {e}"))),
         }
-        let read = conn.stream.read(&mut chunk);
+        // About to wait for the broker: what is queued for it goes first.
+        conn.write_out(out).await?;
+        conn.buf.reserve(64 * 1024);
+        let read = conn.stream.read_buf(&mut conn.buf);
         let n = match conn.read_timeout {
             Some(t) => tokio::time::timeout(t, read)
                 .await
@@ -451,6 +496,5 @@ async fn read_frame(conn: &mut Conn) -> Result<Frame, Broken> {
         if n == 0 {
             return Err(Broken::Io("the broker closed the connection".into()));
         }
-        conn.buf.extend_from_slice(&chunk[..n]);
     }
 }
