@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 use tracing::{info, warn};
 
-use crate::stomp::{decode, Command, Decoded, Frame, Limits};
+use crate::stomp::{Command, Decoded, Frame, FrameBuffer, Limits};
 pub use url::{BrokerUrl, Endpoint};
 
 /// The header that lets a broker drop a re-sent message.
@@ -65,7 +65,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Io for T {}
 
 struct Conn {
     stream: Box<dyn Io>,
-    buf: Vec<u8>,
+    buf: FrameBuffer,
     /// Time allowed between frames (three broker heart-beats); `None`: none.
     read_timeout: Option<Duration>,
 }
@@ -436,7 +436,7 @@ impl Client {
         };
         let mut conn = Conn {
             stream,
-            buf: Vec::new(),
+            buf: FrameBuffer::new(),
             read_timeout: Some(Duration::from_secs(10)),
         };
         let mut connect = Frame::new(Command::Connect)
@@ -476,7 +476,7 @@ impl Client {
 
 async fn read_frame(conn: &mut Conn, out: &mut Vec<u8>) -> Result<Frame, Broken> {
     loop {
-        match decode(&mut conn.buf, &Limits::default()) {
+        match conn.buf.next(&Limits::default()) {
             Ok(Some(Decoded::Frame(f))) => return Ok(f),
             Ok(Some(Decoded::HeartBeat)) => continue,
             Ok(None) => {}
@@ -484,8 +484,7 @@ async fn read_frame(conn: &mut Conn, out: &mut Vec<u8>) -> Result<Frame, Broken>
         }
         // About to wait for the broker: what is queued for it goes first.
         conn.write_out(out).await?;
-        conn.buf.reserve(64 * 1024);
-        let read = conn.stream.read_buf(&mut conn.buf);
+        let read = conn.stream.read_buf(conn.buf.spare(64 * 1024));
         let n = match conn.read_timeout {
             Some(t) => tokio::time::timeout(t, read)
                 .await

@@ -353,7 +353,6 @@ pub(crate) async fn inbound(
 }
 
 async fn read_frame(reader: &mut Reader, buf: &mut Vec<u8>) -> Result<Frame, String> {
-    let mut chunk = vec![0u8; 64 * 1024];
     loop {
         match decode(buf, &Limits::default()) {
             Ok(Some(Decoded::Frame(f))) => return Ok(f),
@@ -361,11 +360,11 @@ async fn read_frame(reader: &mut Reader, buf: &mut Vec<u8>) -> Result<Frame, Str
             Ok(None) => {}
             Err(e) => return Err(format!("bad frame from the peer: {e}")),
         }
-        let n = reader.read(&mut chunk).await.map_err(|e| e.to_string())?;
+        buf.reserve(64 * 1024);
+        let n = reader.read_buf(buf).await.map_err(|e| e.to_string())?;
         if n == 0 {
             return Err("the peer closed the bridge".into());
         }
-        buf.extend_from_slice(&chunk[..n]);
     }
 }
 

@@ -52,20 +52,71 @@ pub enum Decoded {
 /// Decodes the next frame or heart-beat from the front of `buf`, removing
 /// what it consumed. `Ok(None)`: more bytes are needed.
 pub fn decode(buf: &mut Vec<u8>, limits: &Limits) -> Result<Option<Decoded>, StompError> {
+    let decoded = decode_front(buf, limits)?;
+    Ok(decoded.map(|(decoded, used)| {
+        buf.drain(..used);
+        decoded
+    }))
+}
+
+/// Bytes read from a connection, frames taken from the front.
+///
+/// Consumed bytes are dropped once per read, not once per frame, so a read
+/// that brought many frames is not shifted down the buffer for each.
+#[derive(Debug, Default)]
+pub struct FrameBuffer {
+    bytes: Vec<u8>,
+    /// Where the next frame starts.
+    start: usize,
+}
+
+impl FrameBuffer {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The next frame or heart-beat; `Ok(None)`: read more (into [`Self::spare`]).
+    pub fn next(&mut self, limits: &Limits) -> Result<Option<Decoded>, StompError> {
+        let decoded = decode_front(&self.bytes[self.start..], limits)?;
+        Ok(decoded.map(|(decoded, used)| {
+            self.start += used;
+            decoded
+        }))
+    }
+
+    /// The buffer to append the next read to, with room for `at_least` bytes.
+    pub fn spare(&mut self, at_least: usize) -> &mut Vec<u8> {
+        if self.start > 0 {
+            self.bytes.drain(..self.start);
+            self.start = 0;
+        }
+        self.bytes.reserve(at_least);
+        &mut self.bytes
+    }
+
+    /// Bytes received and not yet taken as frames.
+    pub fn pending(&self) -> usize {
+        self.bytes.len() - self.start
+    }
+
+    /// The bytes received and not yet taken, for whoever reads on.
+    pub fn into_unread(mut self) -> Vec<u8> {
+        self.bytes.drain(..self.start);
+        self.bytes
+    }
+}
+
+/// Decodes the next frame or heart-beat at the front of `buf`; returns it
+/// with the number of bytes it took.
+fn decode_front(buf: &[u8], limits: &Limits) -> Result<Option<(Decoded, usize)>, StompError> {
     // Heart-beats: EOLs between frames.
     match buf.first() {
         None => return Ok(None),
-        Some(b'\n') => {
-            buf.drain(..1);
-            return Ok(Some(Decoded::HeartBeat));
-        }
+        Some(b'\n') => return Ok(Some((Decoded::HeartBeat, 1))),
         Some(b'\r') => {
             return match buf.get(1) {
                 None => Ok(None),
-                Some(b'\n') => {
-                    buf.drain(..2);
-                    Ok(Some(Decoded::HeartBeat))
-                }
+                Some(b'\n') => Ok(Some((Decoded::HeartBeat, 2))),
                 Some(_) => Err(StompError::UnknownCommand("\\r".into())),
             };
         }
@@ -155,12 +206,12 @@ pub fn decode(buf: &mut Vec<u8>, limits: &Limits) -> Result<Option<Decoded>, Sto
         },
     };
     let body = buf[body_start..body_start + body_len].to_vec();
-    buf.drain(..body_start + body_len + 1);
-    Ok(Some(Decoded::Frame(Frame {
+    let frame = Frame {
         command,
         headers,
         body,
-    })))
+    };
+    Ok(Some((Decoded::Frame(frame), body_start + body_len + 1)))
 }
 
 /// (length of the head without its final EOLs, offset of the body).

@@ -113,28 +113,8 @@ impl Frame {
 
     /// Serialises the frame, with a `content-length` for any body.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(self.command.as_str().as_bytes());
-        out.push(b'\n');
-        let escape = self.command.escapes_headers();
-        let mut has_length = false;
-        for (name, value) in &self.headers {
-            if name == "content-length" {
-                has_length = true;
-                // Always the true length, whatever a header said.
-                out.extend_from_slice(format!("content-length:{}\n", self.body.len()).as_bytes());
-                continue;
-            }
-            push_header_part(out, name, escape);
-            out.push(b':');
-            push_header_part(out, value, escape);
-            out.push(b'\n');
-        }
-        if !has_length && !self.body.is_empty() {
-            out.extend_from_slice(format!("content-length:{}\n", self.body.len()).as_bytes());
-        }
-        out.push(b'\n');
-        out.extend_from_slice(&self.body);
-        out.push(0);
+        let headers = self.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()));
+        encode_parts(self.command, headers, &self.body, out);
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -144,13 +124,54 @@ impl Frame {
     }
 }
 
+/// Serialises a frame from borrowed parts (no [`Frame`] needed), with a
+/// `content-length` for any body.
+pub fn encode_parts<'a>(
+    command: Command,
+    headers: impl IntoIterator<Item = (&'a str, &'a str)>,
+    body: &[u8],
+    out: &mut Vec<u8>,
+) {
+    use std::io::Write as _;
+    out.extend_from_slice(command.as_str().as_bytes());
+    out.push(b'\n');
+    let escape = command.escapes_headers();
+    let mut has_length = false;
+    for (name, value) in headers {
+        if name == "content-length" {
+            has_length = true;
+            // Always the true length, whatever a header said.
+            let _ = writeln!(out, "content-length:{}", body.len());
+            continue;
+        }
+        push_header_part(out, name, escape);
+        out.push(b':');
+        push_header_part(out, value, escape);
+        out.push(b'\n');
+    }
+    if !has_length && !body.is_empty() {
+        let _ = writeln!(out, "content-length:{}", body.len());
+    }
+    out.push(b'\n');
+    out.extend_from_slice(body);
+    out.push(0);
+}
+
 fn push_header_part(out: &mut Vec<u8>, text: &str, escape: bool) {
+    // Most names and values have nothing to escape: copy them whole.
+    let special = |b: u8| matches!(b, b'\\' | b'\n' | b'\r' | b':');
+    let Some(first) = text.bytes().position(special) else {
+        out.extend_from_slice(text.as_bytes());
+        return;
+    };
+    out.extend_from_slice(&text.as_bytes()[..first]);
+    let rest = &text[first..];
     if !escape {
         // Without escaping, these bytes cannot be represented: drop them.
-        out.extend(text.bytes().filter(|b| !matches!(b, b'\n' | b'\r' | b':')));
+        out.extend(rest.bytes().filter(|b| !matches!(b, b'\n' | b'\r' | b':')));
         return;
     }
-    for b in text.bytes() {
+    for b in rest.bytes() {
         match b {
             b'\\' => out.extend_from_slice(b"\\\\"),
             b'\n' => out.extend_from_slice(b"\\n"),

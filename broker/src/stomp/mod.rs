@@ -3,5 +3,5 @@
 mod codec;
 mod frame;
 
-pub use codec::{decode, Decoded, Limits, StompError};
-pub use frame::{Command, Frame};
+pub use codec::{decode, Decoded, FrameBuffer, Limits, StompError};
+pub use frame::{encode_parts, Command, Frame};

@@ -15,7 +15,7 @@ use tracing::{debug, info};
 
 use crate::auth::{Operation, Principal};
 use crate::router::{AckMode, ConnectionInfo, Delivery, Destination, Kind, Message, Outbox};
-use crate::stomp::{decode, Command, Decoded, Frame, Limits as FrameLimits};
+use crate::stomp::{encode_parts, Command, Decoded, Frame, FrameBuffer, Limits as FrameLimits};
 use crate::store::{Durable, Record, StoredMessage};
 use crate::BrokerCore;
 
@@ -76,7 +76,7 @@ pub(crate) async fn serve<S>(
     let mut session = Session {
         core: core.clone(),
         id,
-        buf: Vec::with_capacity(16 * 1024),
+        buf: FrameBuffer::new(),
         limits: FrameLimits {
             max_frame_size: core.limits.max_frame_size,
             max_headers: core.limits.max_headers,
@@ -115,7 +115,7 @@ pub(crate) async fn serve<S>(
         if writer.flush().await.is_err() {
             return;
         }
-        let buf = std::mem::take(&mut session.buf);
+        let buf = std::mem::take(&mut session.buf).into_unread();
         drop(session);
         crate::network::inbound(
             core,
@@ -197,7 +197,7 @@ pub(crate) async fn serve<S>(
 struct Session {
     core: Arc<BrokerCore>,
     id: u64,
-    buf: Vec<u8>,
+    buf: FrameBuffer,
     limits: FrameLimits,
     control: mpsc::Sender<Vec<u8>>,
     principal: Option<Principal>,
@@ -343,15 +343,14 @@ impl Session {
         timeout: Option<Duration>,
         late: &str,
     ) -> Result<Option<Frame>, Fatal> {
-        let mut chunk = [0u8; 16 * 1024];
         loop {
-            match decode(&mut self.buf, &self.limits) {
+            match self.buf.next(&self.limits) {
                 Ok(Some(Decoded::Frame(frame))) => return Ok(Some(frame)),
                 Ok(Some(Decoded::HeartBeat)) => continue,
                 Ok(None) => {}
                 Err(e) => return Err(Fatal::new("malformed frame", None).detail(e.to_string())),
             }
-            let read = reader.read(&mut chunk);
+            let read = reader.read_buf(self.buf.spare(16 * 1024));
             let n = match timeout {
                 Some(t) => tokio::time::timeout(t, read)
                     .await
@@ -362,7 +361,6 @@ impl Session {
             if n == 0 {
                 return Ok(None);
             }
-            self.buf.extend_from_slice(&chunk[..n]);
         }
     }
 
@@ -828,21 +826,21 @@ async fn write_loop<W: AsyncWrite + Unpin>(
 
 fn encode_delivery(d: &Delivery, buf: &mut Vec<u8>, acks: &mut Vec<u64>) {
     let m = &d.message;
-    let mut frame = Frame::new(Command::Message)
-        .header("subscription", d.subscription.clone())
-        .header("message-id", m.message_id.clone())
-        .header("destination", m.destination.stomp());
-    if let Some(ack) = &d.ack {
-        frame = frame.header("ack", ack.clone());
-    }
-    if d.redelivered {
-        frame = frame.header("redelivered", "true");
-    }
-    for (name, value) in &m.headers {
-        frame.headers.push((name.clone(), value.clone()));
-    }
-    frame.body = m.body.clone();
-    frame.encode(buf);
+    let destination = m.destination.stomp();
+    let fixed = [
+        ("subscription", d.subscription.as_str()),
+        ("message-id", m.message_id.as_str()),
+        ("destination", destination.as_str()),
+    ];
+    let ack = d.ack.as_deref().map(|ack| ("ack", ack));
+    let redelivered = d.redelivered.then_some(("redelivered", "true"));
+    let carried = m.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()));
+    let headers = fixed
+        .into_iter()
+        .chain(ack)
+        .chain(redelivered)
+        .chain(carried);
+    encode_parts(Command::Message, headers, &m.body, buf);
     if d.ack_mode == AckMode::Auto && m.stored {
         acks.push(m.seq);
     }
