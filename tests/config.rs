@@ -323,3 +323,39 @@ fn portico_certs_makes_a_ca_and_keeps_it_when_run_again() {
 }
 
 use rustls::client::danger::ServerCertVerifier;
+
+#[test]
+fn an_expired_certificate_is_refused_at_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let mut params = rcgen::CertificateParams::new(vec!["mq.localhost".to_owned()]).unwrap();
+    params.not_before = now - time::Duration::days(60);
+    params.not_after = now - time::Duration::days(1);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    std::fs::write(dir.path().join("old.crt"), cert.pem()).unwrap();
+    std::fs::write(dir.path().join("old.key"), key.serialize_pem()).unwrap();
+    let text = r#"[[listener]]
+name = "a"
+bind = "127.0.0.1:0"
+target_group = "g"
+  [[listener.certificate]]
+  cert = "old.crt"
+  key = "old.key"
+
+[[target_group]]
+name = "g"
+protocol = "tcp"
+targets = ["127.0.0.1:61614"]
+"#;
+    let path = dir.path().join("portico.toml");
+    std::fs::write(&path, text).unwrap();
+    let found = diagnostics(Config::load(&path));
+    assert!(
+        found
+            .iter()
+            .any(|(l, c, m)| *l == 6 && *c == 10 && m.contains("old.crt expired at ")),
+        "{found:#?}"
+    );
+    assert_eq!(found.len(), 1, "{found:#?}");
+}

@@ -2,6 +2,7 @@
 //! CA bundles, and a certificate resolver that chooses by SNI.
 
 mod resolver;
+mod validity;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -35,6 +36,10 @@ pub enum TlsError {
         #[source]
         source: rustls::Error,
     },
+    #[error("certificate {path} expired at {not_after}")]
+    Expired { path: PathBuf, not_after: String },
+    #[error("certificate {path} is not valid before {not_before}")]
+    NotYetValid { path: PathBuf, not_before: String },
     #[error("private key {key} does not match certificate {cert}")]
     KeyMismatch { cert: PathBuf, key: PathBuf },
     #[error("{path}: no usable CA certificate: {detail}")]
@@ -52,7 +57,9 @@ impl TlsError {
             | Self::NoKey { path }
             | Self::Pem { path, .. }
             | Self::UnsupportedKey { path, .. }
-            | Self::BadCa { path, .. } => Some(path),
+            | Self::BadCa { path, .. }
+            | Self::Expired { path, .. }
+            | Self::NotYetValid { path, .. } => Some(path),
             Self::KeyMismatch { key, .. } => Some(key),
             Self::Verifier { .. } => None,
         }
@@ -150,9 +157,13 @@ pub fn load_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, Tl
     Ok(certs)
 }
 
-/// Reads a certificate chain and its private key, and checks they belong together.
+/// Reads a certificate chain and its private key, and checks they belong
+/// together and that the certificate is valid now. A key file that group or
+/// others may read is served, with a warning.
 pub fn load_certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
     let chain = load_certificates(cert)?;
+    check_validity(cert, &chain[0], time::OffsetDateTime::now_utc())?;
+    warn_if_readable_by_others(key);
     let key_pem = read(key)?;
     let key_der = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| match e {
         rustls_pki_types::pem::Error::NoItemsFound => TlsError::NoKey {
@@ -176,6 +187,53 @@ pub fn load_certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, 
         key: key.to_owned(),
     })?;
     Ok(Arc::new(certified))
+}
+
+/// A leaf outside its validity period would be refused by every client:
+/// refuse it at load, with the date.
+fn check_validity(
+    path: &Path,
+    leaf: &CertificateDer<'_>,
+    now: time::OffsetDateTime,
+) -> Result<(), TlsError> {
+    let Some(validity) = validity::Validity::of(leaf) else {
+        return Ok(());
+    };
+    let show = |t: time::OffsetDateTime| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_else(|_| t.to_string())
+    };
+    if now > validity.not_after {
+        return Err(TlsError::Expired {
+            path: path.to_owned(),
+            not_after: show(validity.not_after),
+        });
+    }
+    if now < validity.not_before {
+        return Err(TlsError::NotYetValid {
+            path: path.to_owned(),
+            not_before: show(validity.not_before),
+        });
+    }
+    Ok(())
+}
+
+/// The permission bits that let someone other than the owner read `path`,
+/// if any.
+pub fn readable_by_others(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    (mode & 0o077 != 0).then_some(mode & 0o777)
+}
+
+fn warn_if_readable_by_others(key: &Path) {
+    if let Some(mode) = readable_by_others(key) {
+        tracing::warn!(
+            path = %key.display(),
+            mode = format!("{mode:o}"),
+            "private key file may be read by group or others; make it readable by its owner only (chmod 600)"
+        );
+    }
 }
 
 /// Reads a CA bundle into a root store; every certificate must be usable.
@@ -209,6 +267,53 @@ mod tests {
             suites.len(),
             rustls::crypto::ring::default_provider().cipher_suites.len()
         );
+    }
+
+    fn write_cert(
+        dir: &Path,
+        from: time::OffsetDateTime,
+        to: time::OffsetDateTime,
+    ) -> (PathBuf, PathBuf) {
+        let mut params = rcgen::CertificateParams::new(vec!["example.test".to_owned()]).unwrap();
+        params.not_before = from;
+        params.not_after = to;
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let (crt, key_path) = (dir.join("leaf.crt"), dir.join("leaf.key"));
+        std::fs::write(&crt, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        (crt, key_path)
+    }
+
+    #[test]
+    fn expired_and_not_yet_valid_certificates_are_refused_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        let day = time::Duration::days(1);
+
+        let (crt, key) = write_cert(dir.path(), now - 30 * day, now - day);
+        let err = load_certified_key(&crt, &key).unwrap_err();
+        assert!(matches!(err, TlsError::Expired { .. }), "{err}");
+        assert!(err.to_string().contains("leaf.crt expired at "), "{err}");
+
+        let (crt, key) = write_cert(dir.path(), now + day, now + 30 * day);
+        let err = load_certified_key(&crt, &key).unwrap_err();
+        assert!(matches!(err, TlsError::NotYetValid { .. }), "{err}");
+
+        let (crt, key) = write_cert(dir.path(), now - day, now + day);
+        load_certified_key(&crt, &key).unwrap();
+    }
+
+    #[test]
+    fn a_key_readable_by_others_is_noticed() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("k.key");
+        std::fs::write(&key, "secret").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(readable_by_others(&key), Some(0o644));
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(readable_by_others(&key), None);
     }
 
     #[test]
