@@ -13,6 +13,7 @@ pub mod proxy_protocol;
 pub mod tls;
 
 mod admin;
+mod admission;
 mod listener;
 mod read_ahead;
 mod relay;

@@ -2,12 +2,13 @@
 
 use std::io;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use crate::admission::{Admission, LogLimiter};
 use crate::session;
 use crate::snapshot::Shared;
 
@@ -15,13 +16,16 @@ use crate::snapshot::Shared;
 const RESOURCE_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Accepts connections until `stop` is cancelled: checks the source address
-/// against the allow list, then hands each connection to its own task.
+/// against the allow list and the listener's limits, then hands each
+/// connection to its own task.
 pub(crate) async fn run(
     shared: Arc<Shared>,
     name: String,
     listener: TcpListener,
     stop: CancellationToken,
 ) {
+    let admission = Arc::new(Admission::default());
+    let mut refusals_logged = LogLimiter::new(Duration::from_secs(1));
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => return,
@@ -50,9 +54,28 @@ pub(crate) async fn run(
             debug!(listener = %name, client.addr = %client, "connection refused: source not in the allow list");
             continue;
         }
+        let now = Instant::now();
+        let tls = state.tls.is_some();
+        let admitted = match admission.admit(client.ip(), &state.config.limits, tls, now) {
+            Ok(admitted) => admitted,
+            Err(refusal) => {
+                // Closed here: the client sees the connection end before any TLS.
+                state.metrics.over_limit[refusal.index()].inc();
+                if let Some(count) = refusals_logged.allow(now) {
+                    warn!(
+                        listener = %name,
+                        client.addr = %client,
+                        reason = refusal.as_str(),
+                        refused = count,
+                        "connection refused: over a listener limit (one line per second at most)"
+                    );
+                }
+                continue;
+            }
+        };
         shared
             .sessions
-            .spawn(session::run(shared.clone(), state, tcp, client));
+            .spawn(session::run(shared.clone(), state, tcp, client, admitted));
     }
 }
 

@@ -9,6 +9,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::admission::Refusal;
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ListenerLabels {
     listener: String,
@@ -93,7 +95,8 @@ impl Metrics {
         let refused = Family::default();
         registry.register(
             "connections_refused",
-            "Downstream connections closed before proxying: not_allowed (source CIDR), no_target",
+            "Downstream connections closed before proxying: not_allowed (source CIDR), no_target, \
+             listener_limit, source_limit, source_rate, handshakes (over a listener's [listener.limits])",
             refused.clone(),
         );
         let handshake_failures = Family::default();
@@ -185,6 +188,13 @@ impl Metrics {
             active: self.active_connections.get_or_create_owned(&labels),
             not_allowed: self.refused.get_or_create_owned(&reason("not_allowed")),
             no_target: self.refused.get_or_create_owned(&reason("no_target")),
+            over_limit: [
+                Refusal::ListenerLimit,
+                Refusal::SourceLimit,
+                Refusal::SourceRate,
+                Refusal::Handshakes,
+            ]
+            .map(|r| self.refused.get_or_create_owned(&reason(r.as_str()))),
             bytes_upstream: self.bytes.get_or_create_owned(&direction("upstream")),
             bytes_downstream: self.bytes.get_or_create_owned(&direction("downstream")),
         }
@@ -265,6 +275,8 @@ pub(crate) struct ListenerMetrics {
     pub(crate) active: Gauge,
     pub(crate) not_allowed: Counter,
     pub(crate) no_target: Counter,
+    /// Indexed by [`Refusal`].
+    pub(crate) over_limit: [Counter; 4],
     pub(crate) bytes_upstream: Counter,
     pub(crate) bytes_downstream: Counter,
 }

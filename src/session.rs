@@ -21,6 +21,7 @@ use tokio_rustls::LazyConfigAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, Instrument};
 
+use crate::admission::Admitted;
 use crate::config::TlsVersion;
 use crate::proxy_protocol::ProxyHeader;
 use crate::read_ahead::ReadAhead;
@@ -84,6 +85,7 @@ pub(crate) async fn run(
     listener: Arc<ListenerState>,
     tcp: TcpStream,
     client: SocketAddr,
+    admitted: Admitted,
 ) {
     let id = shared.next_session_id();
     let span = tracing::info_span!(
@@ -92,7 +94,9 @@ pub(crate) async fn run(
         client.addr = %client,
         listener = %listener.config.name,
     );
-    serve(shared, listener, tcp, client).instrument(span).await;
+    serve(shared, listener, tcp, client, admitted)
+        .instrument(span)
+        .await;
 }
 
 async fn serve(
@@ -100,6 +104,7 @@ async fn serve(
     listener: Arc<ListenerState>,
     tcp: TcpStream,
     client: SocketAddr,
+    mut admitted: Admitted,
 ) {
     let started = Instant::now();
     let metrics = &listener.metrics;
@@ -130,7 +135,7 @@ async fn serve(
             proxy_header: header.as_ref().map(AsRef::as_ref),
         };
         match &listener.tls {
-            Some(tls) => cx.tls(tcp, tls.clone(), &mut report).await,
+            Some(tls) => cx.tls(tcp, tls.clone(), &mut admitted, &mut report).await,
             None => cx.plain(tcp, &mut report).await,
         }
     } else {
@@ -202,7 +207,13 @@ impl Cx<'_> {
             .await;
     }
 
-    async fn tls(&self, tcp: TcpStream, configs: ServerTls, report: &mut Report) {
+    async fn tls(
+        &self,
+        tcp: TcpStream,
+        configs: ServerTls,
+        admitted: &mut Admitted,
+        report: &mut Report,
+    ) {
         let timeout = self.listener.config.handshake_timeout;
         let hello = tokio::select! {
             _ = self.shared.abort.cancelled() => return,
@@ -235,6 +246,7 @@ impl Cx<'_> {
             _ = self.shared.abort.cancelled() => return,
             r = tokio::time::timeout(timeout, start.into_stream(config)) => r,
         };
+        admitted.handshake_done();
         let mut downstream = match finished {
             Err(_) => return report.close = Close::Handshake("timeout"),
             Ok(Err(e)) => return report.close = Close::Handshake(handshake_reason(&e)),

@@ -359,3 +359,39 @@ targets = ["127.0.0.1:61614"]
     );
     assert_eq!(found.len(), 1, "{found:#?}");
 }
+
+#[test]
+fn limits_of_zero_are_refused_where_zero_means_nothing_would_be_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = r#"[[listener]]
+name = "a"
+bind = "127.0.0.1:0"
+protocol = "tcp"
+target_group = "g"
+  [listener.limits]
+  max_connections = 0
+  max_connections_per_source = 0
+  max_handshakes = 0
+
+[[target_group]]
+name = "g"
+protocol = "tcp"
+targets = ["127.0.0.1:61614"]
+"#;
+    let path = dir.path().join("portico.toml");
+    std::fs::write(&path, text).unwrap();
+    let found = diagnostics(Config::load(&path));
+    assert!(
+        found
+            .iter()
+            .any(|(l, _, m)| *l == 7 && m.contains("`max_connections` must be at least 1")),
+        "{found:#?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|(l, _, m)| *l == 9 && m.contains("`max_handshakes` must be at least 1")),
+        "{found:#?}"
+    );
+    assert_eq!(found.len(), 2, "{found:#?}");
+}

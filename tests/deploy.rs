@@ -90,6 +90,7 @@ fn every_front_door_key_is_documented_and_every_documented_key_exists() {
         "[[listener]]\nbogus_key = 1\n",
         "[[listener]]\n[[listener.certificate]]\nbogus_key = 1\n",
         "[[listener]]\n[listener.tls]\nbogus_key = 1\n",
+        "[[listener]]\n[listener.limits]\nbogus_key = 1\n",
         "[[target_group]]\nbogus_key = 1\n",
         "[[target_group]]\n[target_group.health_check]\nbogus_key = 1\n",
     ];

@@ -1050,3 +1050,122 @@ async fn alpn_is_negotiated_and_a_client_without_a_common_protocol_is_refused() 
     let metrics = server.metrics().render();
     assert!(metrics.contains("reason=\"no_alpn_match\"} 1"), "{metrics}");
 }
+
+/// Opens a TLS connection from `source` and reads the backend's greeting.
+async fn greeted_from(
+    source: &str,
+    front: std::net::SocketAddr,
+    pki: &Pki,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(format!("{source}:0").parse().unwrap())?;
+    let tcp = socket.connect(front).await?;
+    let name = rustls::pki_types::ServerName::try_from("mq.localhost").unwrap();
+    let connect = tokio_rustls::TlsConnector::from(pki.client_config()).connect(name, tcp);
+    let mut tls = tokio::time::timeout(Duration::from_secs(5), connect)
+        .await
+        .map_err(|_| std::io::Error::other("handshake timed out"))??;
+    let mut greeting = [0u8; 3];
+    tls.read_exact(&mut greeting).await?;
+    assert_eq!(&greeting, b"b1\n");
+    Ok(tls)
+}
+
+/// A source at its connection limit is refused before any TLS while another
+/// source is served; closing one connection lets the next one in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_over_its_connection_limit_is_refused_while_another_is_served() {
+    let pki = pki();
+    let backend = Backend::tls("b1", "127.0.0.1", 0, &pki, "broker").await;
+    let limits = "[listener.limits]\nmax_connections_per_source = 2";
+    let server = start_portico(
+        pki.dir.path(),
+        &config(&pki, &[backend.addr.to_string()], "", "", limits),
+    )
+    .await;
+    all_healthy(&server).await;
+    let front = server.listener_addr("front").unwrap();
+    let first = greeted_from("127.0.0.2", front, &pki).await.unwrap();
+    let _second = greeted_from("127.0.0.2", front, &pki).await.unwrap();
+    assert!(greeted_from("127.0.0.2", front, &pki).await.is_err());
+    let _other = greeted_from("127.0.0.3", front, &pki).await.unwrap();
+    let metrics = server.metrics().render();
+    assert!(
+        metrics.contains(
+            "portico_connections_refused_total{listener=\"front\",reason=\"source_limit\"} 1"
+        ),
+        "{metrics}"
+    );
+    drop(first);
+    wait_for("a freed slot for 127.0.0.2", || async {
+        greeted_from("127.0.0.2", front, &pki).await.is_ok()
+    })
+    .await;
+}
+
+/// New connections per second from one source: a burst of the rate is let
+/// in, the next is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_over_its_connection_rate_is_refused() {
+    let pki = pki();
+    let backend = Backend::tls("b1", "127.0.0.1", 0, &pki, "broker").await;
+    let limits = "[listener.limits]\nnew_connections_per_source = 3";
+    let server = start_portico(
+        pki.dir.path(),
+        &config(&pki, &[backend.addr.to_string()], "", "", limits),
+    )
+    .await;
+    all_healthy(&server).await;
+    let front = server.listener_addr("front").unwrap();
+    let mut served = 0;
+    let mut refused = 0;
+    // Well within one second: at most the burst of 3 gets in.
+    for _ in 0..6 {
+        match greeted_from("127.0.0.2", front, &pki).await {
+            Ok(_) => served += 1,
+            Err(_) => refused += 1,
+        }
+    }
+    assert!(
+        served >= 3 && refused >= 1,
+        "served {served}, refused {refused}"
+    );
+    assert!(greeted_from("127.0.0.3", front, &pki).await.is_ok());
+    let metrics = server.metrics().render();
+    assert!(metrics.contains("reason=\"source_rate\"}"), "{metrics}");
+}
+
+/// Connections that never finish their handshake hold handshake slots only:
+/// over `max_handshakes` a new one is refused; once they go, clients are
+/// served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshakes_in_progress_are_capped() {
+    let pki = pki();
+    let backend = Backend::tls("b1", "127.0.0.1", 0, &pki, "broker").await;
+    let limits = "[listener.limits]\nmax_handshakes = 2";
+    let server = start_portico(
+        pki.dir.path(),
+        &config(&pki, &[backend.addr.to_string()], "", "", limits),
+    )
+    .await;
+    all_healthy(&server).await;
+    let front = server.listener_addr("front").unwrap();
+    // Finished handshakes do not count.
+    let _done = greeted_from("127.0.0.1", front, &pki).await.unwrap();
+    let _done_too = greeted_from("127.0.0.1", front, &pki).await.unwrap();
+    let silent: Vec<TcpStream> = vec![
+        TcpStream::connect(front).await.unwrap(),
+        TcpStream::connect(front).await.unwrap(),
+    ];
+    wait_for("the silent connections to be counted", || async {
+        greeted_from("127.0.0.1", front, &pki).await.is_err()
+    })
+    .await;
+    drop(silent);
+    wait_for("a client served once the slots are free", || async {
+        greeted_from("127.0.0.1", front, &pki).await.is_ok()
+    })
+    .await;
+    let metrics = server.metrics().render();
+    assert!(metrics.contains("reason=\"handshakes\"}"), "{metrics}");
+}

@@ -35,6 +35,16 @@ pub(crate) struct FileListener {
     #[serde(default)]
     pub(crate) certificate: Vec<Spanned<FileCertificate>>,
     pub(crate) tls: Option<Spanned<FileListenerTls>>,
+    pub(crate) limits: Option<Spanned<FileListenerLimits>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileListenerLimits {
+    pub(crate) max_connections: Option<Spanned<u32>>,
+    pub(crate) max_connections_per_source: Option<Spanned<u32>>,
+    pub(crate) new_connections_per_source: Option<Spanned<u32>>,
+    pub(crate) max_handshakes: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -65,6 +65,33 @@ pub struct ListenerConfig {
     pub proxy_protocol: bool,
     /// `None` for a `tcp` listener, which passes bytes through.
     pub tls: Option<ListenerTls>,
+    pub limits: ListenerLimits,
+}
+
+/// What one listener admits; a connection over a limit is closed at accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerLimits {
+    /// Open connections on the listener.
+    pub max_connections: u32,
+    /// Open connections from one source address; 0: no limit.
+    pub max_connections_per_source: u32,
+    /// New connections per second from one source address (bursts of as
+    /// many); 0: no limit.
+    pub new_connections_per_source: u32,
+    /// TLS handshakes in progress at once (connections not yet past their
+    /// handshake).
+    pub max_handshakes: u32,
+}
+
+impl Default for ListenerLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            max_connections_per_source: 0,
+            new_connections_per_source: 0,
+            max_handshakes: 4_096,
+        }
+    }
 }
 
 /// TLS termination settings of a listener.
@@ -574,6 +601,7 @@ impl Checker<'_> {
             None => Some(AllowList::any()),
             Some(list) => self.allow_list(list),
         };
+        let limits = self.listener_limits(l.limits.as_ref().map(|s| s.get_ref()));
         let tls = match l.protocol {
             FileProtocol::Tls => self.listener_tls(span, &l),
             FileProtocol::Tcp => {
@@ -604,7 +632,41 @@ impl Checker<'_> {
             allow: allow?,
             proxy_protocol: l.proxy_protocol,
             tls: tls?,
+            limits,
         })
+    }
+
+    fn listener_limits(&mut self, file: Option<&FileListenerLimits>) -> ListenerLimits {
+        let defaults = ListenerLimits::default();
+        let Some(file) = file else {
+            return defaults;
+        };
+        let mut at_least_one = |value: &Option<Spanned<u32>>, default: u32, key: &str| match value {
+            Some(v) if *v.get_ref() == 0 => {
+                self.d
+                    .error(v.span(), format!("`{key}` must be at least 1"));
+                default
+            }
+            Some(v) => *v.get_ref(),
+            None => default,
+        };
+        let max_connections = at_least_one(
+            &file.max_connections,
+            defaults.max_connections,
+            "max_connections",
+        );
+        let max_handshakes = at_least_one(
+            &file.max_handshakes,
+            defaults.max_handshakes,
+            "max_handshakes",
+        );
+        let value = |v: &Option<Spanned<u32>>| v.as_ref().map_or(0, |v| *v.get_ref());
+        ListenerLimits {
+            max_connections,
+            max_connections_per_source: value(&file.max_connections_per_source),
+            new_connections_per_source: value(&file.new_connections_per_source),
+            max_handshakes,
+        }
     }
 
     fn allow_list(&mut self, list: &[Spanned<String>]) -> Option<AllowList> {
