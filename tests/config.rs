@@ -50,6 +50,13 @@ fn is_broker_config(path: &Path) -> bool {
         .contains("[[listener]]")
 }
 
+/// The diagnostics of `text` loaded as `portico.toml` in `dir`.
+fn diagnostics_of(dir: &Path, text: &str) -> Vec<(usize, usize, String)> {
+    let path = dir.join("portico.toml");
+    std::fs::write(&path, text).unwrap();
+    diagnostics(Config::load(&path))
+}
+
 fn diagnostics(result: Result<Config, ConfigError>) -> Vec<(usize, usize, String)> {
     match result {
         Err(ConfigError::Invalid { diagnostics }) => diagnostics
@@ -348,9 +355,7 @@ name = "g"
 protocol = "tcp"
 targets = ["127.0.0.1:61614"]
 "#;
-    let path = dir.path().join("portico.toml");
-    std::fs::write(&path, text).unwrap();
-    let found = diagnostics(Config::load(&path));
+    let found = diagnostics_of(dir.path(), text);
     assert!(
         found
             .iter()
@@ -378,9 +383,7 @@ name = "g"
 protocol = "tcp"
 targets = ["127.0.0.1:61614"]
 "#;
-    let path = dir.path().join("portico.toml");
-    std::fs::write(&path, text).unwrap();
-    let found = diagnostics(Config::load(&path));
+    let found = diagnostics_of(dir.path(), text);
     assert!(
         found
             .iter()

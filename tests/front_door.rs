@@ -1016,16 +1016,8 @@ async fn https_health_checks_reach_a_tls_console() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alpn_is_negotiated_and_a_client_without_a_common_protocol_is_refused() {
-    let pki = pki();
-    let backend = Backend::tls("b1", "127.0.0.1", 0, &pki, "broker").await;
     let tls = "  [listener.tls]\n  alpn = [\"stomp\"]\n";
-    let server = start_portico(
-        pki.dir.path(),
-        &config(&pki, &[backend.addr.to_string()], "", "", tls),
-    )
-    .await;
-    all_healthy(&server).await;
-    let front = server.listener_addr("front").unwrap();
+    let (pki, backend, server, front) = front_door_with(tls).await;
 
     let with_alpn = |protocols: &[&[u8]]| {
         let mut config = (*pki.client_config()).clone();
@@ -1049,6 +1041,21 @@ async fn alpn_is_negotiated_and_a_client_without_a_common_protocol_is_refused() 
     );
     let metrics = server.metrics().render();
     assert!(metrics.contains("reason=\"no_alpn_match\"} 1"), "{metrics}");
+}
+
+/// One healthy TLS backend behind a front door whose listener has `extra`
+/// (a `[listener.tls]` or `[listener.limits]` table, say).
+async fn front_door_with(extra: &str) -> (Pki, Backend, portico::Server, std::net::SocketAddr) {
+    let pki = pki();
+    let backend = Backend::tls("b1", "127.0.0.1", 0, &pki, "broker").await;
+    let server = start_portico(
+        pki.dir.path(),
+        &config(&pki, &[backend.addr.to_string()], "", "", extra),
+    )
+    .await;
+    all_healthy(&server).await;
+    let front = server.listener_addr("front").unwrap();
+    (pki, backend, server, front)
 }
 
 /// Opens a TLS connection from `source` and reads the backend's greeting.
@@ -1075,16 +1082,8 @@ async fn greeted_from(
 /// source is served; closing one connection lets the next one in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_source_over_its_connection_limit_is_refused_while_another_is_served() {
-    let pki = pki();
-    let backend = Backend::tls("b1", "127.0.0.1", 0, &pki, "broker").await;
     let limits = "[listener.limits]\nmax_connections_per_source = 2";
-    let server = start_portico(
-        pki.dir.path(),
-        &config(&pki, &[backend.addr.to_string()], "", "", limits),
-    )
-    .await;
-    all_healthy(&server).await;
-    let front = server.listener_addr("front").unwrap();
+    let (pki, _backend, server, front) = front_door_with(limits).await;
     let first = greeted_from("127.0.0.2", front, &pki).await.unwrap();
     let _second = greeted_from("127.0.0.2", front, &pki).await.unwrap();
     assert!(greeted_from("127.0.0.2", front, &pki).await.is_err());
@@ -1107,16 +1106,8 @@ async fn a_source_over_its_connection_limit_is_refused_while_another_is_served()
 /// in, the next is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_source_over_its_connection_rate_is_refused() {
-    let pki = pki();
-    let backend = Backend::tls("b1", "127.0.0.1", 0, &pki, "broker").await;
     let limits = "[listener.limits]\nnew_connections_per_source = 3";
-    let server = start_portico(
-        pki.dir.path(),
-        &config(&pki, &[backend.addr.to_string()], "", "", limits),
-    )
-    .await;
-    all_healthy(&server).await;
-    let front = server.listener_addr("front").unwrap();
+    let (pki, _backend, server, front) = front_door_with(limits).await;
     let mut served = 0;
     let mut refused = 0;
     // Well within one second: at most the burst of 3 gets in.
@@ -1140,16 +1131,8 @@ async fn a_source_over_its_connection_rate_is_refused() {
 /// served again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handshakes_in_progress_are_capped() {
-    let pki = pki();
-    let backend = Backend::tls("b1", "127.0.0.1", 0, &pki, "broker").await;
     let limits = "[listener.limits]\nmax_handshakes = 2";
-    let server = start_portico(
-        pki.dir.path(),
-        &config(&pki, &[backend.addr.to_string()], "", "", limits),
-    )
-    .await;
-    all_healthy(&server).await;
-    let front = server.listener_addr("front").unwrap();
+    let (pki, _backend, server, front) = front_door_with(limits).await;
     // Finished handshakes do not count.
     let _done = greeted_from("127.0.0.1", front, &pki).await.unwrap();
     let _done_too = greeted_from("127.0.0.1", front, &pki).await.unwrap();
