@@ -1152,3 +1152,39 @@ async fn handshakes_in_progress_are_capped() {
     let metrics = server.metrics().render();
     assert!(metrics.contains("reason=\"handshakes\"}"), "{metrics}");
 }
+
+/// 2,000 connections that never send a ClientHello (slow loris) cost the
+/// front door a waiting task each; a normal client is still served within
+/// a second, and the loris connections are closed at the handshake timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_slow_loris_connections_do_not_keep_a_client_out() {
+    // The test holds both ends: 4,000 descriptors and more.
+    rlimit::increase_nofile_limit(16_384).unwrap();
+    let (pki, _backend, server, front) = front_door_with("").await;
+    let mut loris = Vec::with_capacity(2_000);
+    for _ in 0..2_000 {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        loris.push(socket.connect(front).await.unwrap());
+    }
+    wait_for("the loris connections to be accepted", || async {
+        let metrics = server.metrics().render();
+        metrics.contains("portico_connections_total{listener=\"front\"} 2000")
+    })
+    .await;
+    let started = Instant::now();
+    let served = greeted_from("127.0.0.1", front, &pki).await;
+    let took = started.elapsed();
+    assert!(served.is_ok(), "{served:?}");
+    assert!(took < Duration::from_secs(1), "served after {took:?}");
+    // handshake_timeout is 2 s in this config: every loris is closed.
+    let mut closed = 0;
+    for mut tcp in loris {
+        let mut byte = [0u8; 1];
+        if let Ok(Ok(0)) = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut byte)).await
+        {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 2_000);
+}
