@@ -29,6 +29,14 @@ pub(crate) enum Refusal {
 }
 
 impl Refusal {
+    /// Every reason, in the order of their metric slots.
+    pub(crate) const ALL: [Self; 4] = [
+        Self::ListenerLimit,
+        Self::SourceLimit,
+        Self::SourceRate,
+        Self::Handshakes,
+    ];
+
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::ListenerLimit => "listener_limit",
@@ -40,7 +48,7 @@ impl Refusal {
 
     /// Its slot in [`crate::metrics::ListenerMetrics::over_limit`].
     pub(crate) fn index(self) -> usize {
-        self as usize
+        Self::ALL.iter().position(|r| *r == self).unwrap_or(0)
     }
 }
 

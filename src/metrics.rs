@@ -188,13 +188,7 @@ impl Metrics {
             active: self.active_connections.get_or_create_owned(&labels),
             not_allowed: self.refused.get_or_create_owned(&reason("not_allowed")),
             no_target: self.refused.get_or_create_owned(&reason("no_target")),
-            over_limit: [
-                Refusal::ListenerLimit,
-                Refusal::SourceLimit,
-                Refusal::SourceRate,
-                Refusal::Handshakes,
-            ]
-            .map(|r| self.refused.get_or_create_owned(&reason(r.as_str()))),
+            over_limit: Refusal::ALL.map(|r| self.refused.get_or_create_owned(&reason(r.as_str()))),
             bytes_upstream: self.bytes.get_or_create_owned(&direction("upstream")),
             bytes_downstream: self.bytes.get_or_create_owned(&direction("downstream")),
         }

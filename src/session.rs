@@ -135,7 +135,7 @@ async fn serve(
             proxy_header: header.as_ref().map(AsRef::as_ref),
         };
         match &listener.tls {
-            Some(tls) => cx.tls(tcp, tls.clone(), &mut admitted, &mut report).await,
+            Some(tls) => cx.tls(tcp, tls, &mut admitted, &mut report).await,
             None => cx.plain(tcp, &mut report).await,
         }
     } else {
@@ -210,7 +210,7 @@ impl Cx<'_> {
     async fn tls(
         &self,
         tcp: TcpStream,
-        configs: ServerTls,
+        configs: &ServerTls,
         admitted: &mut Admitted,
         report: &mut Report,
     ) {

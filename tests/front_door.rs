@@ -76,15 +76,7 @@ async fn all_healthy(server: &portico::Server) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reencrypts_to_the_backend_with_its_server_name() {
-    let pki = pki();
-    let backend = Backend::tls("b1", "127.0.0.1", 0, &pki, "broker").await;
-    let server = start_portico(
-        pki.dir.path(),
-        &config(&pki, &[backend.addr.to_string()], "", "", ""),
-    )
-    .await;
-    all_healthy(&server).await;
-    let front = server.listener_addr("front").unwrap();
+    let (pki, backend, _server, front) = front_door_with("").await;
 
     let (mut stream, greeting) = tls_connect(front, pki.client_config(), "mq.localhost")
         .await
@@ -471,15 +463,7 @@ async fn http_health_checks_use_the_path_and_matcher() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_endpoints_report_health_metrics_and_targets() {
-    let pki = pki();
-    let backend = Backend::tls("b1", "127.0.0.1", 0, &pki, "broker").await;
-    let server = start_portico(
-        pki.dir.path(),
-        &config(&pki, &[backend.addr.to_string()], "", "", ""),
-    )
-    .await;
-    all_healthy(&server).await;
-    let front = server.listener_addr("front").unwrap();
+    let (pki, backend, server, front) = front_door_with("").await;
     let (mut stream, _) = tls_connect(front, pki.client_config(), "mq.localhost")
         .await
         .unwrap();
@@ -685,15 +669,7 @@ async fn sources_outside_the_allow_list_are_refused_at_accept() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_sessions_resume() {
-    let pki = pki();
-    let backend = Backend::tls("b1", "127.0.0.1", 0, &pki, "broker").await;
-    let server = start_portico(
-        pki.dir.path(),
-        &config(&pki, &[backend.addr.to_string()], "", "", ""),
-    )
-    .await;
-    all_healthy(&server).await;
-    let front = server.listener_addr("front").unwrap();
+    let (pki, _backend, _server, front) = front_door_with("").await;
     let client = pki.client_config();
     let (first, _) = tls_connect(front, client.clone(), "mq.localhost")
         .await
@@ -716,15 +692,7 @@ async fn tls_sessions_resume() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_picks_aes_128_gcm_unless_the_client_asks_for_chacha20_first() {
     use rustls::CipherSuite as S;
-    let pki = pki();
-    let backend = Backend::tls("b1", "127.0.0.1", 0, &pki, "broker").await;
-    let server = start_portico(
-        pki.dir.path(),
-        &config(&pki, &[backend.addr.to_string()], "", "", ""),
-    )
-    .await;
-    all_healthy(&server).await;
-    let front = server.listener_addr("front").unwrap();
+    let (pki, _backend, _server, front) = front_door_with("").await;
     let client_with = |first: S| {
         let mut provider = rustls::crypto::ring::default_provider();
         provider

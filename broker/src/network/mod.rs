@@ -33,7 +33,7 @@ use crate::config::NetworkConnectorConfig;
 use crate::router::{
     ConnectionInfo, Delivery, Destination, Filter, Kind, Message, NetworkLink, Outbox, PATH_HEADER,
 };
-use crate::stomp::{decode, Command, Decoded, Frame, Limits};
+use crate::stomp::{Command, Decoded, Frame, FrameBuffer, Limits};
 use crate::store::{Durable, Record, StoredMessage};
 use crate::BrokerCore;
 
@@ -244,7 +244,7 @@ async fn connect(
     core: &BrokerCore,
     connector: &NetworkConnectorConfig,
     peer: &Endpoint,
-) -> Result<(Reader, Writer, Vec<u8>, String), String> {
+) -> Result<(Reader, Writer, FrameBuffer, String), String> {
     let tcp = tokio::time::timeout(
         Duration::from_secs(10),
         tokio::net::TcpStream::connect((peer.host.as_str(), peer.port)),
@@ -290,7 +290,7 @@ async fn connect(
         .await
         .map_err(|e| e.to_string())?;
     writer.flush().await.map_err(|e| e.to_string())?;
-    let mut buf = Vec::new();
+    let mut buf = FrameBuffer::new();
     let reply = tokio::time::timeout(Duration::from_secs(10), read_frame(&mut reader, &mut buf))
         .await
         .map_err(|_| "no CONNECTED in time".to_owned())??;
@@ -312,7 +312,7 @@ pub(crate) async fn inbound(
     core: Arc<BrokerCore>,
     reader: Reader,
     writer: Writer,
-    buf: Vec<u8>,
+    buf: FrameBuffer,
     connect: &Frame,
     remote_address: String,
     stop: CancellationToken,
@@ -352,16 +352,18 @@ pub(crate) async fn inbound(
     core.bridges.remove(&state);
 }
 
-async fn read_frame(reader: &mut Reader, buf: &mut Vec<u8>) -> Result<Frame, String> {
+async fn read_frame(reader: &mut Reader, buf: &mut FrameBuffer) -> Result<Frame, String> {
     loop {
-        match decode(buf, &Limits::default()) {
+        match buf.next(&Limits::default()) {
             Ok(Some(Decoded::Frame(f))) => return Ok(f),
             Ok(Some(Decoded::HeartBeat)) => continue,
             Ok(None) => {}
             Err(e) => return Err(format!("bad frame from the peer: {e}")),
         }
-        buf.reserve(64 * 1024);
-        let n = reader.read_buf(buf).await.map_err(|e| e.to_string())?;
+        let n = reader
+            .read_buf(buf.spare(64 * 1024))
+            .await
+            .map_err(|e| e.to_string())?;
         if n == 0 {
             return Err("the peer closed the bridge".into());
         }
@@ -373,7 +375,7 @@ async fn run(
     core: Arc<BrokerCore>,
     mut reader: Reader,
     writer: Writer,
-    mut buf: Vec<u8>,
+    mut buf: FrameBuffer,
     link: Link,
     state: Arc<BridgeState>,
     stop: CancellationToken,

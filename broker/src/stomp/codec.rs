@@ -93,17 +93,6 @@ impl FrameBuffer {
         self.bytes.reserve(at_least);
         &mut self.bytes
     }
-
-    /// Bytes received and not yet taken as frames.
-    pub fn pending(&self) -> usize {
-        self.bytes.len() - self.start
-    }
-
-    /// The bytes received and not yet taken, for whoever reads on.
-    pub fn into_unread(mut self) -> Vec<u8> {
-        self.bytes.drain(..self.start);
-        self.bytes
-    }
 }
 
 /// Decodes the next frame or heart-beat at the front of `buf`; returns it

@@ -115,7 +115,7 @@ pub(crate) async fn serve<S>(
         if writer.flush().await.is_err() {
             return;
         }
-        let buf = std::mem::take(&mut session.buf).into_unread();
+        let buf = std::mem::take(&mut session.buf);
         drop(session);
         crate::network::inbound(
             core,
