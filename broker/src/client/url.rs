@@ -129,7 +129,10 @@ impl BrokerUrl {
             .max(1.0)
             .powi(attempt.min(64) as i32);
         let delay = self.initial_reconnect_delay.as_secs_f64() * factor;
-        Duration::from_secs_f64(delay.min(self.max_reconnect_delay.as_secs_f64()))
+        // Compared as durations: a float round trip can land above a large maximum.
+        Duration::try_from_secs_f64(delay)
+            .unwrap_or(Duration::MAX)
+            .min(self.max_reconnect_delay)
     }
 }
 
@@ -227,5 +230,18 @@ mod tests {
             let err = BrokerUrl::parse(bad).unwrap_err();
             assert!(err.contains(needle), "{bad}: {err}");
         }
+    }
+
+    /// Found by the `failover_url` fuzz target: with a maximum this large a
+    /// float round trip put the delay a few hundred nanoseconds above it.
+    #[test]
+    fn the_delay_never_exceeds_a_very_large_maximum() {
+        let url =
+            BrokerUrl::parse("failover:(ssl://t.0.2:61613)?&maxReconnectDelay=3000001656683661")
+                .unwrap();
+        for attempt in [0, 10, 63, 64, u32::MAX] {
+            assert!(url.delay(attempt) <= url.max_reconnect_delay, "{attempt}");
+        }
+        assert_eq!(url.delay(u32::MAX), url.max_reconnect_delay);
     }
 }

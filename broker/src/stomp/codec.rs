@@ -117,47 +117,12 @@ fn decode_front(buf: &[u8], limits: &Limits) -> Result<Option<(Decoded, usize)>,
         return Ok(None);
     };
     let (head_len, body_start) = head_end;
-    let head = &buf[..head_len];
-    let mut lines = head.split(|&b| b == b'\n').map(strip_cr);
-    let command_line = lines.next().unwrap_or_default();
-    let command = Command::parse(command_line).ok_or_else(|| {
-        StompError::UnknownCommand(
-            String::from_utf8_lossy(&command_line[..command_line.len().min(64)]).into_owned(),
-        )
-    })?;
-    let escape = !matches!(
-        command,
-        Command::Connect | Command::Stomp | Command::Connected
-    );
-    let mut headers = Vec::new();
-    for line in lines {
-        if line.len() > limits.max_header_length {
-            return Err(StompError::HeaderTooLong {
-                limit: limits.max_header_length,
-            });
-        }
-        if headers.len() == limits.max_headers {
-            return Err(StompError::TooManyHeaders {
-                limit: limits.max_headers,
-            });
-        }
-        let colon = line
-            .iter()
-            .position(|&b| b == b':')
-            .ok_or_else(|| StompError::MalformedHeader(lossy(line)))?;
-        let (name, value) = (&line[..colon], &line[colon + 1..]);
-        let decode_part = |part: &[u8]| {
-            if escape {
-                unescape(part)
-            } else {
-                String::from_utf8(part.to_vec()).ok()
-            }
-        };
-        let (Some(name), Some(value)) = (decode_part(name), decode_part(value)) else {
-            return Err(StompError::MalformedHeader(lossy(line)));
-        };
-        headers.push((name, value));
-    }
+    let mut lines = buf[..head_len].split(|&b| b == b'\n').map(strip_cr);
+    let command = command(lines.next().unwrap_or_default())?;
+    let headers = lines
+        .enumerate()
+        .map(|(index, line)| header(line, index, command, limits))
+        .collect::<Result<Vec<_>, _>>()?;
     let content_length = headers
         .iter()
         .find(|(n, _)| n == "content-length")
@@ -203,24 +168,73 @@ fn decode_front(buf: &[u8], limits: &Limits) -> Result<Option<(Decoded, usize)>,
     Ok(Some((Decoded::Frame(frame), body_start + body_len + 1)))
 }
 
-/// (length of the head without its final EOLs, offset of the body).
+/// (end of the head's last line, before its LF; offset of the body).
 fn find_head_end(buf: &[u8]) -> Option<(usize, usize)> {
     let mut i = 0;
     while let Some(pos) = buf[i..].iter().position(|&b| b == b'\n') {
         let at = i + pos;
         let rest = &buf[at + 1..];
+        // The head keeps its last line's CR: lines are stripped one by one.
         if rest.first() == Some(&b'\n') {
-            return Some((strip_cr(&buf[..at]).len(), at + 2));
+            return Some((at, at + 2));
         }
         if rest.starts_with(b"\r\n") {
-            return Some((strip_cr(&buf[..at]).len(), at + 3));
+            return Some((at, at + 3));
         }
         i = at + 1;
     }
     None
 }
 
-/// Bounds what an unfinished head may hold.
+/// How much of an unknown command an error shows: more than the longest
+/// command, so a first line this long that is not a command is rejected
+/// before its end arrives.
+const COMMAND_SHOWN: usize = 16;
+
+fn command(line: &[u8]) -> Result<Command, StompError> {
+    Command::parse(line)
+        .ok_or_else(|| StompError::UnknownCommand(lossy(&line[..line.len().min(COMMAND_SHOWN)])))
+}
+
+/// The `index`th (0-based) header line of a `command` frame, checked
+/// against the limits in the order a head is read.
+fn header(
+    line: &[u8],
+    index: usize,
+    command: Command,
+    limits: &Limits,
+) -> Result<(String, String), StompError> {
+    if line.len() > limits.max_header_length {
+        return Err(StompError::HeaderTooLong {
+            limit: limits.max_header_length,
+        });
+    }
+    if index == limits.max_headers {
+        return Err(StompError::TooManyHeaders {
+            limit: limits.max_headers,
+        });
+    }
+    let colon = line
+        .iter()
+        .position(|&b| b == b':')
+        .ok_or_else(|| StompError::MalformedHeader(lossy(line)))?;
+    let (name, value) = (&line[..colon], &line[colon + 1..]);
+    let part = |part: &[u8]| {
+        if command.escapes_headers() {
+            unescape(part)
+        } else {
+            String::from_utf8(part.to_vec()).ok()
+        }
+    };
+    match (part(name), part(value)) {
+        (Some(name), Some(value)) => Ok((name, value)),
+        _ => Err(StompError::MalformedHeader(lossy(line))),
+    }
+}
+
+/// Checks an unfinished head as far as it goes, with the same checks in
+/// the same order as a whole one, so an error does not depend on how the
+/// bytes arrived; what it may hold stays within the limits.
 fn check_partial_head(buf: &[u8], limits: &Limits) -> Result<(), StompError> {
     if buf.len() > limits.max_frame_size {
         return Err(StompError::FrameTooLarge {
@@ -228,22 +242,23 @@ fn check_partial_head(buf: &[u8], limits: &Limits) -> Result<(), StompError> {
         });
     }
     let mut lines = buf.split(|&b| b == b'\n');
-    let first = lines.next().unwrap_or_default();
-    if first.len() > 16 && Command::parse(strip_cr(first)).is_none() {
-        return Err(StompError::UnknownCommand(lossy(&first[..16])));
-    }
-    let mut count = 0;
-    for line in buf.split(|&b| b == b'\n').skip(1) {
-        count += 1;
-        if line.len() > limits.max_header_length {
-            return Err(StompError::HeaderTooLong {
-                limit: limits.max_header_length,
-            });
+    // The last piece is the line still arriving.
+    let unfinished = strip_cr(lines.next_back().unwrap_or_default());
+    let Some(first) = lines.next() else {
+        // Not yet a whole command line: long enough not to be one?
+        if unfinished.len() > COMMAND_SHOWN {
+            command(unfinished)?;
         }
+        return Ok(());
+    };
+    let command = command(strip_cr(first))?;
+    for (index, line) in lines.enumerate() {
+        header(strip_cr(line), index, command, limits)?;
     }
-    if count > limits.max_headers + 1 {
-        return Err(StompError::TooManyHeaders {
-            limit: limits.max_headers,
+    // Too long already, however it ends (its count is checked once whole).
+    if unfinished.len() > limits.max_header_length {
+        return Err(StompError::HeaderTooLong {
+            limit: limits.max_header_length,
         });
     }
     Ok(())
@@ -269,6 +284,86 @@ mod tests {
             out.push(d);
         }
         Ok(out)
+    }
+
+    /// The error that ends `input` read in pieces of `step` bytes.
+    fn error_in_pieces(input: &[u8], step: usize) -> Option<StompError> {
+        let mut buf = FrameBuffer::new();
+        for piece in input.chunks(step) {
+            buf.spare(piece.len()).extend_from_slice(piece);
+            loop {
+                match buf.next(&Limits::default()) {
+                    Ok(Some(_)) => continue,
+                    Ok(None) => break,
+                    Err(e) => return Some(e),
+                }
+            }
+        }
+        None
+    }
+
+    /// Found by the `stomp_decode` fuzz target: an unknown command was
+    /// reported with more or less of its line depending on how much had
+    /// arrived, and an unfinished head counted its lines before checking
+    /// them (too many headers, where the whole head had a malformed one).
+    #[test]
+    fn an_error_reads_the_same_however_the_bytes_arrive() {
+        let long_command =
+            b"C\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0ONNECT\nhost:/\n\n\0".to_vec();
+        let mut malformed_then_many = b"SEND\nno colon here\n".to_vec();
+        for i in 0..100 {
+            malformed_then_many.extend_from_slice(format!("h{i}:v\n").as_bytes());
+        }
+        malformed_then_many.extend_from_slice(b"\n\0");
+        for (input, expected) in [
+            (
+                long_command,
+                StompError::UnknownCommand("C\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0".into()),
+            ),
+            (
+                malformed_then_many,
+                StompError::MalformedHeader("no colon here".into()),
+            ),
+        ] {
+            assert_eq!(decode_all(&input).unwrap_err(), expected);
+            for step in [1, 3, 8, 64] {
+                assert_eq!(
+                    error_in_pieces(&input, step),
+                    Some(expected.clone()),
+                    "{step}"
+                );
+            }
+        }
+    }
+
+    /// Found by the `stomp_decode` fuzz target: the last header line lost
+    /// a CR of its value besides the one of its EOL.
+    #[test]
+    fn only_the_eol_cr_is_taken_from_the_last_header() {
+        let out = decode_all(b"SEND\ndestination:/queue/a\nk:v\r\r\n\nbody\0").unwrap();
+        let Decoded::Frame(send) = &out[0] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(send.get("k"), Some("v\r"));
+    }
+
+    /// Found by the `stomp_decode` fuzz target: CONNECT headers (written
+    /// unescaped) lost every colon and CR, so a passcode with a colon in it
+    /// reached the broker without it.
+    #[test]
+    fn connect_headers_keep_what_their_lines_can_carry() {
+        let connect = Frame::new(Command::Connect)
+            .header("login", "app")
+            .header("passcode", "pa:ss\rword")
+            .header("na\rme", "v\r")
+            .header("bad:name\n", "multi\nline");
+        let out = decode_all(&connect.to_bytes()).unwrap();
+        let Decoded::Frame(read) = &out[0] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(read.get("passcode"), Some("pa:ss\rword"));
+        assert_eq!(read.get("na\rme"), Some("v\r"));
+        assert_eq!(read.get("badname"), Some("multiline"));
     }
 
     #[test]

@@ -65,7 +65,7 @@ impl Command {
     }
 
     /// CONNECT and CONNECTED frames carry their headers unescaped.
-    fn escapes_headers(self) -> bool {
+    pub(crate) fn escapes_headers(self) -> bool {
         !matches!(self, Self::Connect | Self::Stomp | Self::Connected)
     }
 }
@@ -144,9 +144,19 @@ pub fn encode_parts<'a>(
             let _ = writeln!(out, "content-length:{}", body.len());
             continue;
         }
-        push_header_part(out, name, escape);
-        out.push(b':');
-        push_header_part(out, value, escape);
+        if escape {
+            push_escaped(out, name);
+            out.push(b':');
+            push_escaped(out, value);
+        } else {
+            push_unescaped(out, name, b"\n:");
+            out.push(b':');
+            push_unescaped(out, value, b"\n");
+            if value.ends_with('\r') {
+                // End the line with CRLF, so the value keeps its own CR.
+                out.push(b'\r');
+            }
+        }
         out.push(b'\n');
     }
     if !has_length && !body.is_empty() {
@@ -157,7 +167,7 @@ pub fn encode_parts<'a>(
     out.push(0);
 }
 
-fn push_header_part(out: &mut Vec<u8>, text: &str, escape: bool) {
+fn push_escaped(out: &mut Vec<u8>, text: &str) {
     // Most names and values have nothing to escape: copy them whole.
     let special = |b: u8| matches!(b, b'\\' | b'\n' | b'\r' | b':');
     let Some(first) = text.bytes().position(special) else {
@@ -165,13 +175,7 @@ fn push_header_part(out: &mut Vec<u8>, text: &str, escape: bool) {
         return;
     };
     out.extend_from_slice(&text.as_bytes()[..first]);
-    let rest = &text[first..];
-    if !escape {
-        // Without escaping, these bytes cannot be represented: drop them.
-        out.extend(rest.bytes().filter(|b| !matches!(b, b'\n' | b'\r' | b':')));
-        return;
-    }
-    for b in rest.bytes() {
+    for b in text[first..].bytes() {
         match b {
             b'\\' => out.extend_from_slice(b"\\\\"),
             b'\n' => out.extend_from_slice(b"\\n"),
@@ -180,6 +184,13 @@ fn push_header_part(out: &mut Vec<u8>, text: &str, escape: bool) {
             _ => out.push(b),
         }
     }
+}
+
+/// CONNECT and CONNECTED headers are not escaped: bytes that cannot be
+/// written as they are (`unwritable`) are dropped. A colon is kept in a
+/// value, where only the first colon of the line separates.
+fn push_unescaped(out: &mut Vec<u8>, text: &str, unwritable: &[u8]) {
+    out.extend(text.bytes().filter(|b| !unwritable.contains(b)));
 }
 
 /// Undoes STOMP 1.2 header escaping; `None` for an undefined escape.
