@@ -473,6 +473,9 @@ impl Runtime {
         if let Some((bind, socket)) = admin_socket {
             let addr = socket.local_addr().unwrap_or(bind);
             info!(addr = %addr, "admin listening on {addr}");
+            if !addr.ip().is_loopback() {
+                warn!(addr = %addr, "the admin endpoint (/metrics, /targets) needs no login and is reachable beyond this host");
+            }
             let stop = self.stop_accepting.child_token();
             self.background
                 .spawn(admin::run(self.shared.clone(), socket, stop.clone()));

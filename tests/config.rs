@@ -398,3 +398,21 @@ targets = ["127.0.0.1:61614"]
     );
     assert_eq!(found.len(), 2, "{found:#?}");
 }
+
+#[test]
+fn the_admin_endpoint_and_the_broker_console_default_to_loopback() {
+    let path = Path::new("portico.toml");
+    let config = Config::parse("[admin]\n", path).unwrap();
+    let admin = config.admin.unwrap().bind;
+    assert_eq!(admin, "127.0.0.1:9090".parse().unwrap());
+    assert!(admin.ip().is_loopback());
+    assert!(Config::parse("", path).unwrap().admin.is_none());
+
+    let broker = portico_broker::config::BrokerConfig::parse(
+        "[broker]\nname = \"b\"\ndata_dir = \"data\"\n[console]\n",
+        Path::new("broker.toml"),
+    )
+    .unwrap();
+    let console = broker.console.unwrap();
+    assert_eq!(console, "127.0.0.1:8162".parse().unwrap());
+}

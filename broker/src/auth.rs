@@ -101,6 +101,11 @@ impl Auth {
         Self { users, entries }
     }
 
+    /// Whether any user is configured (otherwise anyone may connect).
+    pub fn has_users(&self) -> bool {
+        !self.users.is_empty()
+    }
+
     /// With no users configured, anyone may connect (as "anonymous").
     pub fn authenticate(&self, login: Option<&str>, passcode: Option<&str>) -> Option<Principal> {
         if self.users.is_empty() {

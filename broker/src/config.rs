@@ -16,6 +16,9 @@ use toml::Spanned;
 use crate::auth::Secret;
 use crate::router::Filter;
 
+/// Where `[console]` listens when it names no `bind`: this host only.
+pub const DEFAULT_CONSOLE_BIND: &str = "127.0.0.1:8162";
+
 /// A checked broker configuration.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
@@ -122,7 +125,8 @@ struct FileTransport {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConsole {
-    bind: Spanned<String>,
+    /// Default: [`DEFAULT_CONSOLE_BIND`], loopback only.
+    bind: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -337,7 +341,10 @@ fn check(d: &mut Diagnoser<'_>, text: &str, path: &Path, base: &Path) -> Option<
             });
         }
     }
-    let console = console.and_then(|c| socket_addr(d, &c.bind));
+    let console = console.and_then(|c| match &c.bind {
+        Some(bind) => socket_addr(d, bind),
+        None => DEFAULT_CONSOLE_BIND.parse().ok(),
+    });
     let mut checked_users = Vec::new();
     for (span, u) in users {
         let sources = [&u.password_hash, &u.password_env, &u.password_file]

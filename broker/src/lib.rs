@@ -22,7 +22,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::info;
+use tracing::{info, warn};
 
 use auth::Auth;
 use config::{BrokerConfig, Limits};
@@ -273,6 +273,9 @@ impl Broker {
                 let addr = listener.local_addr().ok();
                 if let Some(addr) = addr {
                     info!(addr = %addr, "console listening on {addr}");
+                    if !addr.ip().is_loopback() {
+                        warn!(addr = %addr, "the console's pages need no login and are reachable beyond this host");
+                    }
                 }
                 tasks.spawn(console::run(core.clone(), listener, stop.clone()));
                 addr

@@ -10,7 +10,6 @@ use common::*;
 use portico_broker::config::BrokerConfig;
 use portico_broker::stomp::{Command, Frame};
 use portico_broker::Broker;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A broker named `name` with a plain STOMP transport, a console, and
 /// `extra` config (connectors).
@@ -36,15 +35,7 @@ fn connector(name: &str, to: &Broker, options: &str) -> String {
 }
 
 async fn get(addr: SocketAddr, path: &str) -> serde_json::Value {
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(
-        format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut out = String::new();
-    tcp.read_to_string(&mut out).await.unwrap();
-    serde_json::from_str(out.split_once("\r\n\r\n").unwrap().1).unwrap()
+    serde_json::from_str(&http_get(addr, path).await).unwrap()
 }
 
 /// Waits until every bridge of `b` is connected.

@@ -8,24 +8,9 @@ use std::time::Duration;
 
 use common::*;
 use portico_broker::stomp::{Command, Frame};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(
-        format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut out = String::new();
-    tcp.read_to_string(&mut out).await.unwrap();
-    let status = out[9..12].parse().unwrap();
-    (
-        status,
-        out.split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default(),
-    )
+async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    http(addr, "GET", path, &[]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,7 +41,7 @@ async fn the_console_shows_live_figures_as_html_and_json() {
         .await;
     assert_eq!(client.next().await.unwrap().command, Command::Receipt);
 
-    let (status, body) = http_get(console, "/api/queues").await;
+    let (status, body) = get(console, "/api/queues").await;
     assert_eq!(status, 200);
     let queues: serde_json::Value = serde_json::from_str(&body).unwrap();
     let orders = queues
@@ -85,7 +70,7 @@ async fn the_console_shows_live_figures_as_html_and_json() {
     for _ in 0..3 {
         assert_eq!(client.next().await.unwrap().command, Command::Message);
     }
-    let (_, body) = http_get(console, "/api/queues").await;
+    let (_, body) = get(console, "/api/queues").await;
     let queues: serde_json::Value = serde_json::from_str(&body).unwrap();
     let orders = queues
         .as_array()
@@ -102,25 +87,25 @@ async fn the_console_shows_live_figures_as_html_and_json() {
         (Some(0), Some(3), Some(1))
     );
 
-    let (_, topics) = http_get(console, "/api/topics").await;
+    let (_, topics) = get(console, "/api/topics").await;
     assert!(
         topics.contains("\"Prices\"") && topics.contains("\"subscribers\": 1"),
         "{topics}"
     );
-    let (_, connections) = http_get(console, "/api/connections").await;
+    let (_, connections) = get(console, "/api/connections").await;
     let connections: serde_json::Value = serde_json::from_str(&connections).unwrap();
     assert_eq!(connections.as_array().unwrap().len(), 1);
     assert_eq!(connections[0]["subscriptions"], 2);
-    assert_eq!(http_get(console, "/api/network").await.1.trim(), "[]");
-    let (status, health) = http_get(console, "/health").await;
+    assert_eq!(get(console, "/api/network").await.1.trim(), "[]");
+    let (status, health) = get(console, "/health").await;
     assert_eq!(status, 200);
     assert!(health.contains("active"));
     for page in ["/", "/queues", "/topics", "/connections", "/network"] {
-        let (status, html) = http_get(console, page).await;
+        let (status, html) = get(console, page).await;
         assert_eq!(status, 200, "{page}");
         assert!(html.starts_with("<!doctype html>"), "{page}");
     }
-    let (_, html) = http_get(console, "/queues").await;
+    let (_, html) = get(console, "/queues").await;
     assert!(
         html.contains("<td>Orders</td><td>0</td><td>1</td><td>3</td><td>3</td>"),
         "{html}"

@@ -11,8 +11,7 @@ use std::process::{Child, Command as Process};
 use std::time::Duration;
 
 use common::*;
-use portico_broker::stomp::{Command, Frame};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use portico_broker::stomp::Command;
 
 const APP_PASSWORD: &str = "app-s3cret-from-a-file";
 const BRIDGE_PASSWORD: &str = "bridge-s3cret-from-env";
@@ -75,27 +74,9 @@ impl Node {
     }
 }
 
-async fn http_get(addr: SocketAddr, path: &str) -> String {
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
-    tcp.write_all(request.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    tcp.read_to_string(&mut out).await.unwrap();
-    out
-}
-
 async fn login(addr: SocketAddr, user: &str, password: &str) -> Command {
-    let mut client = RawClient::open(addr).await;
-    client
-        .send(
-            &Frame::new(Command::Connect)
-                .header("accept-version", "1.2")
-                .header("host", "localhost")
-                .header("login", user)
-                .header("passcode", password),
-        )
-        .await;
-    client.next().await.map_or(Command::Error, |f| f.command)
+    let (_, answer) = RawClient::login(addr, user, password).await;
+    answer.map_or(Command::Error, |f| f.command)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

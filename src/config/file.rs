@@ -9,7 +9,8 @@ use toml::Spanned;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FileAdmin {
-    pub(crate) bind: Spanned<String>,
+    /// Default: [`crate::config::DEFAULT_ADMIN_BIND`], loopback only.
+    pub(crate) bind: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -43,6 +43,9 @@ pub struct Config {
     pub files: Vec<PathBuf>,
 }
 
+/// Where `[admin]` listens when it names no `bind`: this host only.
+pub const DEFAULT_ADMIN_BIND: &str = "127.0.0.1:9090";
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminConfig {
     pub bind: SocketAddr,
@@ -530,9 +533,11 @@ impl Checker<'_> {
     }
 
     fn admin(&mut self, admin: FileAdmin) -> Option<AdminConfig> {
-        Some(AdminConfig {
-            bind: self.socket_addr(&admin.bind, "admin bind address")?,
-        })
+        let bind = match &admin.bind {
+            Some(bind) => self.socket_addr(bind, "admin bind address")?,
+            None => DEFAULT_ADMIN_BIND.parse().ok()?,
+        };
+        Some(AdminConfig { bind })
     }
 
     fn resolver(&mut self, resolver: FileResolver) -> Option<ResolverConfig> {

@@ -1,25 +1,35 @@
 //! The console: HTML pages a person can read, the same figures as JSON
 //! under `/api`, and `GET /health` (200 while this node is active).
+//!
+//! Reading needs no login (the console binds to loopback unless told
+//! otherwise). Anything that changes state — `POST /api/queues/NAME/purge`,
+//! `DELETE /api/queues/NAME` — needs HTTP Basic credentials of a configured
+//! user with the `admin` right on that queue.
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
+use base64::Engine as _;
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST, ORIGIN, WWW_AUTHENTICATE};
 use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
 
-use crate::router::Stats;
+use crate::auth::Operation;
+use crate::router::{Destination, Kind, QueueActionError, Stats};
+use crate::store::Record;
 use crate::BrokerCore;
 
 pub(crate) async fn run(core: Arc<BrokerCore>, listener: TcpListener, stop: CancellationToken) {
     loop {
-        let (tcp, _) = tokio::select! {
+        let (tcp, remote) = tokio::select! {
             _ = stop.cancelled() => return,
             r = listener.accept() => match r {
                 Ok(c) => c,
@@ -31,7 +41,7 @@ pub(crate) async fn run(core: Arc<BrokerCore>, listener: TcpListener, stop: Canc
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let core = core.clone();
-                async move { Ok::<_, Infallible>(handle(&core, req).await) }
+                async move { Ok::<_, Infallible>(handle(&core, req, remote).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(tcp), service);
@@ -44,8 +54,15 @@ pub(crate) async fn run(core: Arc<BrokerCore>, listener: TcpListener, stop: Canc
     }
 }
 
-async fn handle(core: &BrokerCore, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(
+    core: &Arc<BrokerCore>,
+    req: Request<Incoming>,
+    remote: SocketAddr,
+) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_owned();
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return change(core, &req, &path, remote).await;
+    }
     if path == "/health" {
         return respond(
             StatusCode::OK,
@@ -69,6 +86,166 @@ async fn handle(core: &BrokerCore, req: Request<Incoming>) -> Response<Full<Byte
         ),
         _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
     }
+}
+
+/// What a state-changing request asks for.
+enum Action {
+    Purge,
+    Delete,
+}
+
+/// `POST /api/queues/NAME/purge` and `DELETE /api/queues/NAME`, for an
+/// admin of that queue.
+async fn change(
+    core: &Arc<BrokerCore>,
+    req: &Request<Incoming>,
+    path: &str,
+    remote: SocketAddr,
+) -> Response<Full<Bytes>> {
+    let target = path.strip_prefix("/api/queues/").and_then(|rest| {
+        match (req.method(), rest.strip_suffix("/purge")) {
+            (&Method::POST, Some(name)) => Some((Action::Purge, name)),
+            (&Method::DELETE, None) => Some((Action::Delete, rest)),
+            _ => None,
+        }
+    });
+    let Some((action, raw_name)) = target else {
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "only POST /api/queues/NAME/purge and DELETE /api/queues/NAME change state\n",
+        );
+    };
+    let name = match percent_encoding::percent_decode_str(raw_name).decode_utf8() {
+        Ok(name) if !name.is_empty() => name.into_owned(),
+        _ => return text(StatusCode::BAD_REQUEST, "invalid queue name\n"),
+    };
+    if let Err(refused) = admin_of(core, req, &name, remote).await {
+        return refused;
+    }
+    let what = match action {
+        Action::Purge => "purged",
+        Action::Delete => "deleted",
+    };
+    let purged = match core
+        .router
+        .purge(name.clone(), matches!(action, Action::Delete))
+        .await
+    {
+        Ok(purged) => purged,
+        Err(e @ QueueActionError::NotFound(_)) => {
+            return text(StatusCode::NOT_FOUND, &format!("{e}\n"))
+        }
+        Err(e @ QueueActionError::HasConsumers { .. }) => {
+            return text(StatusCode::CONFLICT, &format!("{e}\n"))
+        }
+    };
+    if !purged.stored.is_empty() {
+        let records = purged.stored.iter().map(|&id| Record::Ack { id }).collect();
+        let stored = match core.journal.submit(records).await {
+            Ok(durable) => durable.wait().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = stored {
+            warn!(queue = %name, error = %e, "the purge could not be stored: the messages come back after a restart");
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the purge could not be stored\n",
+            );
+        }
+    }
+    json(&serde_json::json!({
+        "queue": name,
+        what: purged.messages,
+    }))
+}
+
+/// `Ok` when the request carries the credentials of a user with the admin
+/// right on queue `name`; otherwise the response that refuses it.
+async fn admin_of(
+    core: &Arc<BrokerCore>,
+    req: &Request<Incoming>,
+    name: &str,
+    remote: SocketAddr,
+) -> Result<(), Response<Full<Bytes>>> {
+    // A page elsewhere must not get a browser to act with its cached login.
+    if let Some(origin) = req.headers().get(ORIGIN) {
+        let host = req.headers().get(HOST).and_then(|h| h.to_str().ok());
+        let same = origin
+            .to_str()
+            .ok()
+            .and_then(|o| o.split_once("://"))
+            .is_some_and(|(_, rest)| Some(rest) == host);
+        if !same {
+            return Err(text(
+                StatusCode::FORBIDDEN,
+                "cross-origin requests may not change state\n",
+            ));
+        }
+    }
+    if !core.auth.has_users() {
+        return Err(text(
+            StatusCode::FORBIDDEN,
+            "changing state needs a login: configure a [[user]] with the admin right\n",
+        ));
+    }
+    let unauthorized = || {
+        let mut r = text(
+            StatusCode::UNAUTHORIZED,
+            "a login with the admin right is needed\n",
+        );
+        r.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"portico-broker console\", charset=\"UTF-8\""),
+        );
+        r
+    };
+    let Some((user, password)) = basic_credentials(req) else {
+        return Err(unauthorized());
+    };
+    // Password hashes are slow on purpose: verified off the runtime's threads.
+    let check = {
+        let core = core.clone();
+        let user = user.clone();
+        tokio::task::spawn_blocking(move || core.auth.authenticate(Some(&user), Some(&password)))
+    };
+    let Ok(Some(principal)) = check.await else {
+        info!(client.addr = %remote, user = %user, "console: authentication failed");
+        return Err(unauthorized());
+    };
+    let queue = Destination {
+        kind: Kind::Queue,
+        name: name.to_owned(),
+    };
+    if !core.auth.allows(&principal, Operation::Admin, &queue) {
+        info!(client.addr = %remote, user = %user, queue = %name, "console: refused, no admin right");
+        return Err(text(
+            StatusCode::FORBIDDEN,
+            &format!("user {user:?} has no admin right on queue {name:?}\n"),
+        ));
+    }
+    info!(client.addr = %remote, user = %user, queue = %name, method = %req.method(), "console: change allowed");
+    Ok(())
+}
+
+/// (user, password) from an `Authorization: Basic` header.
+fn basic_credentials(req: &Request<Incoming>) -> Option<(String, String)> {
+    let value = req.headers().get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, encoded) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let (user, password) = String::from_utf8(decoded)
+        .ok()?
+        .split_once(':')
+        .map(|(u, p)| (u.to_owned(), p.to_owned()))?;
+    Some((user, password))
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    respond(status, "text/plain; charset=utf-8", body.to_owned())
 }
 
 fn json<T: serde::Serialize>(value: &T) -> Response<Full<Bytes>> {

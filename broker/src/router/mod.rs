@@ -185,6 +185,28 @@ enum Op {
     Stats {
         reply: oneshot::Sender<Stats>,
     },
+    Purge {
+        name: String,
+        delete: bool,
+        reply: oneshot::Sender<Result<Purged, QueueActionError>>,
+    },
+}
+
+/// What purging (or deleting) a queue took out.
+#[derive(Debug, Default)]
+pub struct Purged {
+    pub messages: usize,
+    /// Journal ids of the stored ones, to be acknowledged there.
+    pub stored: Vec<u64>,
+}
+
+/// Why a console action on a queue was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueueActionError {
+    #[error("no queue named {0:?}")]
+    NotFound(String),
+    #[error("queue {name:?} has {consumers} consumer(s); it can be deleted once they are gone")]
+    HasConsumers { name: String, consumers: usize },
 }
 
 /// A handle on the router.
@@ -345,6 +367,21 @@ impl Router {
         self.ask(|reply| Op::Stats { reply })
             .await
             .unwrap_or_default()
+    }
+
+    /// Takes every message waiting in queue `name` (not those delivered and
+    /// awaiting an ack); with `delete`, the queue goes too, if it has no
+    /// consumers. Held-back senders' messages are taken as well, and their
+    /// senders released.
+    pub async fn purge(&self, name: String, delete: bool) -> Result<Purged, QueueActionError> {
+        let missing = QueueActionError::NotFound(name.clone());
+        self.ask(|reply| Op::Purge {
+            name,
+            delete,
+            reply,
+        })
+        .await
+        .unwrap_or(Err(missing))
     }
 }
 
@@ -566,6 +603,13 @@ impl State {
             }
             Op::Stats { reply } => {
                 let _ = reply.send(self.stats());
+            }
+            Op::Purge {
+                name,
+                delete,
+                reply,
+            } => {
+                let _ = reply.send(self.purge(&name, delete));
             }
         }
     }
@@ -954,6 +998,40 @@ impl State {
             self.dispatch(&name);
         }
         Ok(())
+    }
+
+    fn purge(&mut self, name: &str, delete: bool) -> Result<Purged, QueueActionError> {
+        let queue = self
+            .queues
+            .get_mut(name)
+            .ok_or_else(|| QueueActionError::NotFound(name.to_owned()))?;
+        if delete && !queue.consumers.is_empty() {
+            return Err(QueueActionError::HasConsumers {
+                name: name.to_owned(),
+                consumers: queue.consumers.len(),
+            });
+        }
+        let mut purged = Purged::default();
+        let mut take = |message: &Message| {
+            purged.messages += 1;
+            if message.stored {
+                purged.stored.push(message.seq);
+            }
+        };
+        for pending in queue.messages.drain(..) {
+            queue.bytes -= pending.message.size();
+            take(&pending.message);
+        }
+        for (message, sender) in queue.parked.drain(..) {
+            queue.enqueued += 1;
+            take(&message);
+            let _ = sender.send(());
+        }
+        queue.dequeued += purged.messages as u64;
+        if delete {
+            self.queues.remove(name);
+        }
+        Ok(purged)
     }
 
     fn stats(&self) -> Stats {

@@ -99,6 +99,23 @@ impl RawClient {
         client
     }
 
+    /// Sends CONNECT with `login` and `passcode`; returns the connection and
+    /// the broker's answer (CONNECTED or ERROR; `None` if it just closed).
+    pub async fn login(addr: SocketAddr, user: &str, password: &str) -> (Self, Option<Frame>) {
+        let mut client = Self::open(addr).await;
+        client
+            .send(
+                &Frame::new(Command::Connect)
+                    .header("accept-version", "1.2")
+                    .header("host", "localhost")
+                    .header("login", user)
+                    .header("passcode", password),
+            )
+            .await;
+        let answer = client.next().await;
+        (client, answer)
+    }
+
     /// A TCP connection, nothing sent yet.
     pub async fn open(addr: SocketAddr) -> Self {
         Self {
@@ -179,4 +196,41 @@ pub fn wait_until(what: &str, deadline: Duration, mut check: impl FnMut() -> boo
         std::thread::sleep(SPIN);
     }
     started.elapsed()
+}
+
+/// One HTTP/1.1 request with `headers`; returns the status and the body.
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: 0\r\n"
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(DEADLINE, tcp.read_to_string(&mut out))
+        .await
+        .expect("no HTTP answer in time")
+        .unwrap();
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {out:?}"));
+    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+    (status, body)
+}
+
+/// `GET path`: the body, which must come with a 200.
+pub async fn http_get(addr: SocketAddr, path: &str) -> String {
+    let (status, body) = http(addr, "GET", path, &[]).await;
+    assert_eq!(status, 200, "GET {path}: {body}");
+    body
 }
