@@ -134,7 +134,8 @@ fn decode_front(buf: &[u8], limits: &Limits) -> Result<Option<(Decoded, usize)>,
         .transpose()?;
     let body_len = match content_length {
         Some(len) => {
-            if body_start + len + 1 > limits.max_frame_size {
+            // Checked: a content-length near usize::MAX must not wrap around.
+            if body_start.saturating_add(len).saturating_add(1) > limits.max_frame_size {
                 return Err(StompError::FrameTooLarge {
                     limit: limits.max_frame_size,
                 });
@@ -334,6 +335,22 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Found by the `stomp_decode` fuzz target (longer run): a
+    /// content-length near usize::MAX overflowed the frame-size check.
+    #[test]
+    fn a_huge_content_length_is_too_large_not_an_overflow() {
+        let input = format!(
+            "SEND\ndestination:/queue/a\ncontent-length:{}\n\nx\0",
+            usize::MAX
+        );
+        assert_eq!(
+            decode_all(input.as_bytes()).unwrap_err(),
+            StompError::FrameTooLarge {
+                limit: Limits::default().max_frame_size
+            }
+        );
     }
 
     /// Found by the `stomp_decode` fuzz target: the last header line lost
