@@ -232,3 +232,66 @@ async fn sighup_reloads_the_configuration() {
     portico.signal("TERM");
     assert_eq!(portico.wait(), Some(0));
 }
+
+#[path = "support/hostile.rs"]
+mod hostile;
+
+/// Garbage, truncated and oversized input, 32 connections of each at once,
+/// on the TLS listener and the admin port of the real binary: every one is
+/// closed, the process keeps serving, and its peak memory stays far below
+/// what it was sent (32 × 4 MiB per kind).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_input_on_every_port_is_closed_with_bounded_memory() {
+    let pki = pki();
+    let backend = Backend::tls("b1", "127.0.0.1", 0, &pki, "broker").await;
+    let config = write_config(&pki, backend.addr);
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("[admin]\nbind = \"127.0.0.1:0\"\n\n{text}").replace(
+            "target_group = \"brokers\"\n",
+            "target_group = \"brokers\"\nhandshake_timeout = \"2s\"\n",
+        ),
+    )
+    .unwrap();
+    let portico = Portico::start(&config, &[]);
+    let (mut front, mut admin) = (None, None);
+    while front.is_none() || admin.is_none() {
+        let line = portico.line("listening on ");
+        let addr: SocketAddr = line
+            .split("listening on ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+            .unwrap();
+        if line.contains("admin") {
+            admin = Some(addr);
+        } else {
+            front = Some(addr);
+        }
+    }
+    let (front, admin) = (front.unwrap(), admin.unwrap());
+    wait_for("served", || async {
+        matches!(who(front, pki.client_config()).await.as_deref(), Ok("b1"))
+    })
+    .await;
+    let pid = portico.child.0.id();
+    let (before, _) = hostile::memory_kib(pid);
+
+    hostile::barrage(front, hostile::Speaks::Tls).await;
+    hostile::barrage(admin, hostile::Speaks::Http).await;
+
+    let (after, peak) = hostile::memory_kib(pid);
+    println!("portico resident memory: {before} KiB before, {peak} KiB peak, {after} KiB after");
+    assert!(
+        peak - before < 48 * 1024,
+        "peak {peak} KiB from {before} KiB: input was buffered"
+    );
+    assert_eq!(who(front, pki.client_config()).await.unwrap(), "b1");
+    assert_eq!(admin_get(admin, "/healthz").await.0, 200);
+    let (_, metrics) = admin_get(admin, "/metrics").await;
+    assert!(
+        metrics.contains("portico_handshake_failures_total{listener=\"front\",reason=\"not_tls\"}"),
+        "{metrics}"
+    );
+}

@@ -6,9 +6,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command as Process};
-use std::time::Duration;
 
 use common::*;
 use portico_broker::stomp::Command;
@@ -16,63 +13,6 @@ use portico_broker::stomp::Command;
 const APP_PASSWORD: &str = "app-s3cret-from-a-file";
 const BRIDGE_PASSWORD: &str = "bridge-s3cret-from-env";
 const WRONG_PASSWORD: &str = "wrong-s3cret-typed-by-someone";
-
-/// A broker process, stopped (by its id) when dropped.
-struct Node {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Node {
-    fn start(dir: &Path, name: &str, toml: &str, env: &[(&str, &str)]) -> Self {
-        let config = dir.join(format!("{name}.toml"));
-        std::fs::write(&config, toml).unwrap();
-        let log = dir.join(format!("{name}.log"));
-        let out = std::fs::File::create(&log).unwrap();
-        let child = Process::new(env!("CARGO_BIN_EXE_portico-broker"))
-            .args(["run", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "debug")
-            .envs(env.iter().copied())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap();
-        Self { child, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The address logged right after `marker`.
-    fn address(&self, marker: &str) -> SocketAddr {
-        let mut found = None;
-        wait_until(
-            &format!("{marker:?} in the log"),
-            Duration::from_secs(10),
-            || {
-                found = self.log().lines().find_map(|line| {
-                    let at = line.find(marker)?;
-                    line[at + marker.len()..]
-                        .split_whitespace()
-                        .next()?
-                        .parse()
-                        .ok()
-                });
-                found.is_some()
-            },
-        );
-        found.unwrap()
-    }
-}
 
 async fn login(addr: SocketAddr, user: &str, password: &str) -> Command {
     let (_, answer) = RawClient::login(addr, user, password).await;

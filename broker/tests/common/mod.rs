@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command as Process};
 
 use portico::certs::DevCa;
 use portico_broker::config::BrokerConfig;
@@ -233,4 +234,61 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> String {
     let (status, body) = http(addr, "GET", path, &[]).await;
     assert_eq!(status, 200, "GET {path}: {body}");
     body
+}
+
+/// A broker process, stopped (by its id) when dropped.
+pub struct Node {
+    pub child: Child,
+    log: PathBuf,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Node {
+    pub fn start(dir: &Path, name: &str, toml: &str, env: &[(&str, &str)]) -> Self {
+        let config = dir.join(format!("{name}.toml"));
+        std::fs::write(&config, toml).unwrap();
+        let log = dir.join(format!("{name}.log"));
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Process::new(env!("CARGO_BIN_EXE_portico-broker"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "debug")
+            .envs(env.iter().copied())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        Self { child, log }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The address logged right after `marker`.
+    pub fn address(&self, marker: &str) -> SocketAddr {
+        let mut found = None;
+        wait_until(
+            &format!("{marker:?} in the log"),
+            Duration::from_secs(10),
+            || {
+                found = self.log().lines().find_map(|line| {
+                    let at = line.find(marker)?;
+                    line[at + marker.len()..]
+                        .split_whitespace()
+                        .next()?
+                        .parse()
+                        .ok()
+                });
+                found.is_some()
+            },
+        );
+        found.unwrap()
+    }
 }

@@ -1,0 +1,81 @@
+//! Garbage, truncated and oversized input, 32 connections of each at once,
+//! on every port of a real broker process (STOMP, STOMP over TLS, the
+//! console): every connection is closed, the broker keeps serving, and its
+//! peak memory stays far below what it was sent (32 × 4 MiB per kind).
+
+mod common;
+
+#[path = "../../tests/support/hostile.rs"]
+mod hostile;
+
+use common::*;
+use hostile::Speaks;
+use portico::certs::DevCa;
+use portico_broker::stomp::{Command, Frame};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_input_on_every_port_is_closed_with_bounded_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = DevCa::generate().unwrap();
+    let issued = ca.issue(&["127.0.0.1".into()]).unwrap();
+    std::fs::write(dir.path().join("broker.crt"), issued.cert_pem).unwrap();
+    std::fs::write(dir.path().join("broker.key"), issued.key_pem).unwrap();
+    let node = Node::start(
+        dir.path(),
+        "hostile",
+        r#"
+[broker]
+name = "hostile"
+data_dir = "data"
+
+[[transport]]
+name = "stomp"
+bind = "127.0.0.1:0"
+
+[[transport]]
+name = "stomp+ssl"
+bind = "127.0.0.1:0"
+cert = "broker.crt"
+key = "broker.key"
+
+[console]
+bind = "127.0.0.1:0"
+
+[limits]
+max_frame_size = 262144
+connect_timeout = "2s"
+"#,
+        &[],
+    );
+    let stomp = node.address("transport=stomp addr=");
+    let stomp_tls = node.address("transport=stomp+ssl addr=");
+    let console = node.address("console listening on ");
+    let pid = node.child.id();
+    let (before, _) = hostile::memory_kib(pid);
+
+    hostile::barrage(stomp, Speaks::Stomp).await;
+    hostile::barrage(stomp_tls, Speaks::Tls).await;
+    hostile::barrage(console, Speaks::Http).await;
+
+    let (after, peak) = hostile::memory_kib(pid);
+    println!("broker resident memory: {before} KiB before, {peak} KiB peak, {after} KiB after");
+    assert!(
+        peak - before < 48 * 1024,
+        "peak {peak} KiB from {before} KiB: input was buffered"
+    );
+    // Still serving, and the refusals were counted.
+    let mut client = RawClient::connect(stomp).await;
+    client
+        .send(
+            &Frame::new(Command::Send)
+                .header("destination", "/queue/after")
+                .header("receipt", "r")
+                .body("ok"),
+        )
+        .await;
+    assert_eq!(client.next().await.unwrap().command, Command::Receipt);
+    let summary: serde_json::Value =
+        serde_json::from_str(&http_get(console, "/api/broker").await).unwrap();
+    let errors = summary["protocol_errors"].as_u64().unwrap();
+    assert!(errors >= 2 * hostile::CONNECTIONS as u64, "{summary}");
+}
