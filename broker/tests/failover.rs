@@ -11,7 +11,7 @@ use std::process::{Child, Command as Process, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{wait_until, DEADLINE};
+use common::{wait_until, Node, DEADLINE};
 use portico::certs::{write_dev_certs, CertRequest};
 
 /// A child process killed if the test ends early.
@@ -76,6 +76,11 @@ fn same_port() -> u16 {
 
 impl Setup {
     async fn new() -> Self {
+        Self::with_node_config("").await
+    }
+
+    /// The pair with `extra` appended to both nodes' configs.
+    async fn with_node_config(extra: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         write_dev_certs(
             &dir.path().join("certs"),
@@ -108,6 +113,8 @@ bind = "{host}:{console}"
 [ha]
 lease_renew = "50ms"
 takeover_after = "150ms"
+
+{extra}
 "#
                 ),
             )
@@ -385,4 +392,238 @@ async fn the_pair_survives_five_failovers_back_and_forth() {
     let received = summary(&out);
     let (unique, _, missing) = counts(&received);
     assert_eq!((unique, missing), (15000, 0), "{received}");
+}
+
+/// How long the soak's faults go on: `PORTICO_SOAK_SECS`, 90 s by default.
+fn soak_duration() -> Duration {
+    let secs = std::env::var("PORTICO_SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(90);
+    Duration::from_secs(secs)
+}
+
+/// Deterministic choices for the soak (xorshift), from a printed seed.
+struct Dice(u64);
+
+impl Dice {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+type Seen = std::sync::Arc<std::sync::Mutex<std::collections::HashSet<(u64, u64)>>>;
+
+fn client_options(setup: &Setup, tls: bool) -> portico_broker::client::ClientOptions {
+    let tls = tls.then(|| {
+        let roots = portico_core::tls::load_roots(&setup.path("certs/ca.crt")).unwrap();
+        std::sync::Arc::new(
+            rustls::ClientConfig::builder_with_provider(portico_core::tls::provider())
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        )
+    });
+    portico_broker::client::ClientOptions {
+        tls,
+        window: 1,
+        ..Default::default()
+    }
+}
+
+/// Sends persistent messages (at most `limit`, one per `pace`) until
+/// `until`; each counts once its receipt is in. Returns the receipted seqs.
+async fn soak_producer(
+    url: String,
+    options: portico_broker::client::ClientOptions,
+    producer: u64,
+    until: tokio::time::Instant,
+) -> Vec<u64> {
+    use portico_broker::client::{BrokerUrl, Client};
+    use portico_broker::stomp::{Command, Frame};
+    let limit = 20_000;
+    let mut client = Client::connect(BrokerUrl::parse(&url).unwrap(), options)
+        .await
+        .unwrap();
+    let mut pace = tokio::time::interval(Duration::from_millis(5));
+    let mut receipted = Vec::new();
+    for seq in 1..=limit {
+        if tokio::time::Instant::now() >= until {
+            break;
+        }
+        pace.tick().await;
+        // Odd ones are consumed through the front door, even ones on the
+        // networked broker: they cross the bridge.
+        let queue = if seq % 2 == 1 { NEAR } else { FAR };
+        let frame = Frame::new(Command::Send)
+            .header("destination", queue)
+            .header("persistent", "true")
+            .header("producer", producer.to_string())
+            .header("seq", seq.to_string())
+            .body(vec![b'x'; 256]);
+        // With a window of one, `send` returns once this SEND is receipted
+        // (re-sent across failovers as needed).
+        client.send(frame).await.unwrap();
+        receipted.push(seq);
+    }
+    client.flush().await.unwrap();
+    receipted
+}
+
+const NEAR: &str = "/queue/Soak";
+const FAR: &str = "/queue/SoakFar";
+
+/// Receives and acknowledges from `queue` forever, recording each
+/// (producer, seq) it sees.
+async fn soak_consumer(
+    url: String,
+    options: portico_broker::client::ClientOptions,
+    queue: &'static str,
+    seen: Seen,
+) {
+    use portico_broker::client::{BrokerUrl, Client};
+    let mut client = Client::connect(BrokerUrl::parse(&url).unwrap(), options)
+        .await
+        .unwrap();
+    client
+        .subscribe(queue, "client-individual", &[])
+        .await
+        .unwrap();
+    loop {
+        let message = client.recv().await.unwrap();
+        let field = |name: &str| message.get(name).and_then(|v| v.parse().ok()).unwrap();
+        seen.lock()
+            .unwrap()
+            .insert((field("producer"), field("seq")));
+        client.ack(&message).await.unwrap();
+    }
+}
+
+/// The chaos soak: producers through the front door to the pair; one queue
+/// consumed through the front door, another on a networked broker (a
+/// duplex bridge from the pair, demand forwarding). Meanwhile, at random, the active node of
+/// the pair or the networked broker is SIGKILLed and started again. Every
+/// persistent message whose receipt arrived is consumed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_soak_loses_no_receipted_message() {
+    let far_port = same_port();
+    let mut setup = Setup::with_node_config(&format!(
+        "[[network_connector]]\nname = \"to_broker2\"\nuri = \"static:(tcp://127.0.0.1:{far_port})\"\nduplex = true\n"
+    ))
+    .await;
+    let far_toml = format!(
+        r#"
+[broker]
+name = "broker2"
+data_dir = "broker2-data"
+
+[[transport]]
+name = "stomp"
+bind = "127.0.0.1:{far_port}"
+
+[ha]
+lease_renew = "50ms"
+takeover_after = "150ms"
+"#
+    );
+    let far_dir = setup.path("");
+    let mut far = Some(Node::start(&far_dir, "broker2", &far_toml, &[]));
+    far.as_ref().unwrap().address("listening on ");
+
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    let soak = soak_duration();
+    eprintln!("soak: {} s, seed {seed}", soak.as_secs());
+    let front_url = format!(
+        "failover:(ssl://{})?initialReconnectDelay=10&maxReconnectDelay=200",
+        setup.front
+    );
+    let far_url = format!(
+        "failover:(tcp://127.0.0.1:{far_port})?initialReconnectDelay=10&maxReconnectDelay=200"
+    );
+    let seen: Seen = Default::default();
+    let consumers = [
+        tokio::spawn(soak_consumer(
+            front_url.clone(),
+            client_options(&setup, true),
+            NEAR,
+            seen.clone(),
+        )),
+        tokio::spawn(soak_consumer(
+            far_url,
+            client_options(&setup, false),
+            FAR,
+            seen.clone(),
+        )),
+    ];
+    let until = tokio::time::Instant::now() + soak;
+    let producers: Vec<_> = (1..=2)
+        .map(|p| {
+            tokio::spawn(soak_producer(
+                front_url.clone(),
+                client_options(&setup, true),
+                p,
+                until,
+            ))
+        })
+        .collect();
+
+    // The faults.
+    let mut dice = Dice(seed);
+    let (mut pair_kills, mut far_kills) = (0, 0);
+    while tokio::time::Instant::now() + Duration::from_secs(2) < until {
+        let pause = Duration::from_millis(1500 + dice.below(2500));
+        tokio::time::sleep(pause.min(until - tokio::time::Instant::now())).await;
+        let pair = dice.below(3) < 2;
+        tokio::task::block_in_place(|| {
+            if pair {
+                // The pair's active node: the one whose console answers.
+                let active = (0..2).find(|&i| !nothing_answers(setup.addr(i, setup.console)));
+                if let Some(i) = active {
+                    setup.nodes[i].as_ref().unwrap().kill();
+                    setup.nodes[i] = None;
+                    setup.start_node(i);
+                    pair_kills += 1;
+                }
+            } else {
+                drop(far.take()); // SIGKILL, by its id
+                far = Some(Node::start(&far_dir, "broker2", &far_toml, &[]));
+                far_kills += 1;
+            }
+        });
+    }
+
+    let mut receipted = std::collections::HashSet::new();
+    for (p, producer) in producers.into_iter().enumerate() {
+        for seq in producer.await.unwrap() {
+            receipted.insert((p as u64 + 1, seq));
+        }
+    }
+    let count = receipted.len();
+    assert!(count > 1000, "only {count} messages went through");
+    let drained = std::time::Instant::now();
+    tokio::task::block_in_place(|| {
+        wait_until(
+            "every receipted message consumed",
+            Duration::from_secs(60),
+            || receipted.is_subset(&seen.lock().unwrap()),
+        )
+    });
+    for consumer in consumers {
+        consumer.abort();
+    }
+    println!(
+        "soak: {count} persistent messages receipted, all {count} consumed \
+         ({pair_kills} SIGKILLs of the pair's active node, {far_kills} of the networked broker, \
+         in {} s; last ones drained in {:.1} s)",
+        soak.as_secs(),
+        drained.elapsed().as_secs_f64()
+    );
 }
