@@ -27,23 +27,36 @@ impl Drop for Running {
 struct Portico {
     child: Running,
     lines: mpsc::Receiver<String>,
+    /// Every line so far.
+    log: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Portico {
     fn start(config: &std::path::Path, args: &[&str]) -> Self {
+        Self::start_logging(config, args, "info")
+    }
+
+    /// With `RUST_LOG=level`.
+    fn start_logging(config: &std::path::Path, args: &[&str], level: &str) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_portico"))
             .arg("serve")
             .args(args)
             .arg("--config")
             .arg(config)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", level)
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let stderr = child.stderr.take().unwrap();
         let (tx, lines) = mpsc::channel();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let all = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut all = all.lock().unwrap();
+                all.push_str(&line);
+                all.push('\n');
+                drop(all);
                 if tx.send(line).is_err() {
                     break;
                 }
@@ -52,6 +65,7 @@ impl Portico {
         Self {
             child: Running(child),
             lines,
+            log,
         }
     }
 
@@ -79,6 +93,27 @@ impl Portico {
             .unwrap()
             .parse()
             .unwrap()
+    }
+
+    /// The listener's and the admin server's addresses, from their
+    /// "listening on" lines (in either order).
+    fn listener_and_admin(&self) -> (SocketAddr, SocketAddr) {
+        let (mut front, mut admin) = (None, None);
+        while front.is_none() || admin.is_none() {
+            let line = self.line("listening on ");
+            let addr: SocketAddr = line
+                .split("listening on ")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|a| a.parse().ok())
+                .unwrap();
+            if line.contains("admin") {
+                admin = Some(addr);
+            } else {
+                front = Some(addr);
+            }
+        }
+        (front.unwrap(), admin.unwrap())
     }
 
     fn signal(&self, name: &str) {
@@ -236,6 +271,18 @@ async fn sighup_reloads_the_configuration() {
 #[path = "support/hostile.rs"]
 mod hostile;
 
+/// [`write_config`] with an admin server on a free port.
+fn write_config_with_admin(pki: &Pki, target: SocketAddr) -> std::path::PathBuf {
+    let config = write_config(pki, target);
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("[admin]\nbind = \"127.0.0.1:0\"\n\n{text}"),
+    )
+    .unwrap();
+    config
+}
+
 /// Garbage, truncated and oversized input, 32 connections of each at once,
 /// on the TLS listener and the admin port of the real binary: every one is
 /// closed, the process keeps serving, and its peak memory stays far below
@@ -244,33 +291,9 @@ mod hostile;
 async fn hostile_input_on_every_port_is_closed_with_bounded_memory() {
     let pki = pki();
     let backend = Backend::tls("b1", "127.0.0.1", 0, &pki, "broker").await;
-    let config = write_config(&pki, backend.addr);
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
-        &config,
-        format!("[admin]\nbind = \"127.0.0.1:0\"\n\n{text}").replace(
-            "target_group = \"brokers\"\n",
-            "target_group = \"brokers\"\nhandshake_timeout = \"2s\"\n",
-        ),
-    )
-    .unwrap();
+    let config = write_config_with_admin(&pki, backend.addr);
     let portico = Portico::start(&config, &[]);
-    let (mut front, mut admin) = (None, None);
-    while front.is_none() || admin.is_none() {
-        let line = portico.line("listening on ");
-        let addr: SocketAddr = line
-            .split("listening on ")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|a| a.parse().ok())
-            .unwrap();
-        if line.contains("admin") {
-            admin = Some(addr);
-        } else {
-            front = Some(addr);
-        }
-    }
-    let (front, admin) = (front.unwrap(), admin.unwrap());
+    let (front, admin) = portico.listener_and_admin();
     wait_for("served", || async {
         matches!(who(front, pki.client_config()).await.as_deref(), Ok("b1"))
     })
@@ -294,4 +317,41 @@ async fn hostile_input_on_every_port_is_closed_with_bounded_memory() {
         metrics.contains("portico_handshake_failures_total{listener=\"front\",reason=\"not_tls\"}"),
         "{metrics}"
     );
+}
+
+/// No key material reaches the log (at debug level), `/targets` or
+/// `/metrics`: neither the listener's private key nor the backend's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_key_material_in_logs_or_admin_endpoints() {
+    let pki = pki();
+    let backend = Backend::tls("b1", "127.0.0.1", 0, &pki, "broker").await;
+    let config = write_config_with_admin(&pki, backend.addr);
+    let portico = Portico::start_logging(&config, &[], "debug");
+    let (front, admin) = portico.listener_and_admin();
+    wait_for("served", || async {
+        matches!(who(front, pki.client_config()).await.as_deref(), Ok("b1"))
+    })
+    .await;
+    // A failed handshake too: errors are logged.
+    let mut bad = tokio::net::TcpStream::connect(front).await.unwrap();
+    bad.write_all(b"not tls at all\r\n").await.unwrap();
+    let mut sink = Vec::new();
+    let _ = tokio::time::timeout(DEADLINE, bad.read_to_end(&mut sink)).await;
+    let mut seen = String::new();
+    for path in ["/targets", "/metrics", "/healthz"] {
+        seen.push_str(&admin_get(admin, path).await.1);
+    }
+    portico.signal("TERM");
+    portico.line("stopped");
+    let log = portico.log.lock().unwrap().clone();
+    assert!(log.contains("DEBUG"), "not at debug level:\n{log}");
+    for key in ["front.key", "broker.key"] {
+        let pem = std::fs::read_to_string(pki.path(key)).unwrap();
+        // Every line of the key's base64 body, and the PEM label.
+        for line in pem.lines().filter(|l| !l.starts_with("-----")) {
+            assert!(!log.contains(line), "{key} in the log");
+            assert!(!seen.contains(line), "{key} in an admin endpoint");
+        }
+    }
+    assert!(!log.contains("PRIVATE KEY") && !seen.contains("PRIVATE KEY"));
 }

@@ -357,3 +357,75 @@ async fn a_topic_subscriber_that_reads_nothing_is_dropped_not_buffered() {
     );
     broker.shutdown(Duration::from_secs(1)).await;
 }
+
+/// A queue consumer (auto ack) that stops reading holds at most about a
+/// megabyte of messages in its connection's outbox: the rest stay in the
+/// queue, where the queue's memory limit covers them, and all of them
+/// arrive once it reads again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_consumer_pins_a_bounded_number_of_bytes_not_messages() {
+    let dir = BrokerDir::new("");
+    let broker = dir.start().await;
+    let addr = broker.transport_addr("stomp").unwrap();
+    let console = broker.console_addr().unwrap();
+    // A small receive buffer, so little sits in the kernel.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut consumer = RawClient::over(socket.connect(addr).await.unwrap());
+    consumer
+        .send(
+            &Frame::new(Command::Connect)
+                .header("accept-version", "1.2")
+                .header("host", "localhost"),
+        )
+        .await;
+    assert_eq!(consumer.next().await.unwrap().command, Command::Connected);
+    consumer
+        .send(
+            &Frame::new(Command::Subscribe)
+                .header("destination", "/queue/big")
+                .header("id", "1")
+                .header("receipt", "subscribed"),
+        )
+        .await;
+    assert_eq!(consumer.next().await.unwrap().command, Command::Receipt);
+
+    // 200 messages of 256 KiB (50 MiB) for a consumer that reads nothing.
+    let total = 200;
+    let mut producer = RawClient::connect(addr).await;
+    let body = vec![b'm'; 256 * 1024];
+    for i in 0..total {
+        producer
+            .send(
+                &Frame::new(Command::Send)
+                    .header("destination", "/queue/big")
+                    .header("receipt", i.to_string())
+                    .body(body.clone()),
+            )
+            .await;
+        assert_eq!(producer.next().await.unwrap().command, Command::Receipt);
+    }
+    let pending = || async {
+        let queues: serde_json::Value =
+            serde_json::from_str(&http_get(console, "/api/queues").await).unwrap();
+        queues[0]["pending"].as_u64().unwrap()
+    };
+    let held = pending().await;
+    assert!(
+        held >= 150,
+        "only {held} of {total} stayed in the queue: the rest went to a connection that reads nothing"
+    );
+    // Reading again, every message arrives.
+    for i in 0..total {
+        let message = consumer
+            .next()
+            .await
+            .unwrap_or_else(|| panic!("closed at {i}"));
+        assert_eq!(
+            (message.command, message.body.len()),
+            (Command::Message, body.len())
+        );
+    }
+    assert_eq!(pending().await, 0);
+    broker.shutdown(Duration::from_secs(1)).await;
+}

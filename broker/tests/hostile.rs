@@ -2,6 +2,7 @@
 //! on every port of a real broker process (STOMP, STOMP over TLS, the
 //! console): every connection is closed, the broker keeps serving, and its
 //! peak memory stays far below what it was sent (32 × 4 MiB per kind).
+//! Its TLS port keeps the server's cipher order, as the front door does.
 
 mod common;
 
@@ -78,4 +79,41 @@ connect_timeout = "2s"
         serde_json::from_str(&http_get(console, "/api/broker").await).unwrap();
     let errors = summary["protocol_errors"].as_u64().unwrap();
     assert!(errors >= 2 * hostile::CONNECTIONS as u64, "{summary}");
+}
+
+/// The broker's TLS port picks from its own order (AES-128-GCM first, as
+/// the front door does), whatever the client lists first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_broker_tls_port_keeps_its_cipher_order() {
+    use rustls::CipherSuite as S;
+    let dir = BrokerDir::new("");
+    let broker = dir.start().await;
+    let addr = broker.transport_addr("stomp+ssl").unwrap();
+    let roots = portico_core::tls::load_roots(&dir.ca()).unwrap();
+    for first in [
+        S::TLS13_AES_256_GCM_SHA384,
+        S::TLS13_CHACHA20_POLY1305_SHA256,
+    ] {
+        let mut provider = rustls::crypto::ring::default_provider();
+        provider
+            .cipher_suites
+            .sort_by_key(|suite| suite.suite() != first);
+        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(provider))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots.clone())
+            .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+            .connect("localhost".try_into().unwrap(), tcp)
+            .await
+            .unwrap();
+        let suite = tls.get_ref().1.negotiated_cipher_suite().unwrap().suite();
+        assert_eq!(
+            suite,
+            S::TLS13_AES_128_GCM_SHA256,
+            "client listing {first:?} first"
+        );
+    }
+    broker.shutdown(std::time::Duration::from_secs(1)).await;
 }

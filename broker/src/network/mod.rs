@@ -31,7 +31,8 @@ use tracing::{info, warn};
 use crate::client::Endpoint;
 use crate::config::NetworkConnectorConfig;
 use crate::router::{
-    ConnectionInfo, Delivery, Destination, Filter, Kind, Message, NetworkLink, Outbox, PATH_HEADER,
+    ConnectionInfo, Delivery, Destination, Filter, Kind, Message, NetworkLink, Outbox,
+    OutboxReceiver, PATH_HEADER,
 };
 use crate::stomp::{Command, Decoded, Frame, FrameBuffer, Limits};
 use crate::store::{Durable, Record, StoredMessage};
@@ -381,17 +382,13 @@ async fn run(
     stop: CancellationToken,
 ) -> String {
     let conn = core.next_connection();
-    let (outbox_tx, outbox_rx) = mpsc::channel(256);
+    let (outbox, outbox_rx) = Outbox::new(256);
     let (frames_tx, frames_rx) = mpsc::channel::<Vec<u8>>(256);
-    let stalled = Arc::new(AtomicBool::new(false));
+    let stalled = outbox.stalled.clone();
     core.router
         .register(
             conn,
-            Outbox {
-                tx: outbox_tx,
-                stalled: stalled.clone(),
-                evicted: Arc::new(AtomicBool::new(false)),
-            },
+            outbox,
             ConnectionInfo {
                 id: conn,
                 remote: state.remote_address.clone(),
@@ -729,7 +726,7 @@ async fn write_loop(
     conn: u64,
     mut writer: Writer,
     mut frames: mpsc::Receiver<Vec<u8>>,
-    mut outbox: mpsc::Receiver<Delivery>,
+    mut outbox: OutboxReceiver,
     stalled: Arc<AtomicBool>,
     _state: Arc<BridgeState>,
     ended: CancellationToken,
@@ -751,7 +748,7 @@ async fn write_loop(
         while buf.len() < 256 * 1024 {
             if let Ok(bytes) = frames.try_recv() {
                 buf.extend_from_slice(&bytes);
-            } else if let Ok(d) = outbox.try_recv() {
+            } else if let Some(d) = outbox.try_recv() {
                 encode(&core.name, &d, &mut buf);
             } else {
                 break;

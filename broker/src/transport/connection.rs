@@ -14,7 +14,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use crate::auth::{Operation, Principal};
-use crate::router::{AckMode, ConnectionInfo, Delivery, Destination, Kind, Message, Outbox};
+use crate::router::{
+    AckMode, ConnectionInfo, Delivery, Destination, Kind, Message, Outbox, OutboxReceiver,
+};
 use crate::stomp::{encode_parts, Command, Decoded, Frame, FrameBuffer, Limits as FrameLimits};
 use crate::store::{Durable, Record, StoredMessage};
 use crate::BrokerCore;
@@ -129,9 +131,8 @@ pub(crate) async fn serve<S>(
         .await;
         return;
     }
-    let (outbox_tx, outbox_rx) = mpsc::channel(OUTBOX);
-    let stalled = Arc::new(AtomicBool::new(false));
-    let evicted = Arc::new(AtomicBool::new(false));
+    let (outbox, outbox_rx) = Outbox::new(OUTBOX);
+    let (stalled, evicted) = (outbox.stalled.clone(), outbox.evicted.clone());
     let principal = session.principal.clone().unwrap_or(Principal {
         user: "anonymous".into(),
         groups: Vec::new(),
@@ -139,11 +140,7 @@ pub(crate) async fn serve<S>(
     core.router
         .register(
             id,
-            Outbox {
-                tx: outbox_tx,
-                stalled: stalled.clone(),
-                evicted: evicted.clone(),
-            },
+            outbox,
             ConnectionInfo {
                 id,
                 remote: remote.to_string(),
@@ -753,7 +750,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     conn: u64,
     mut writer: W,
     mut control: mpsc::Receiver<Vec<u8>>,
-    mut outbox: mpsc::Receiver<Delivery>,
+    mut outbox: OutboxReceiver,
     stalled: Arc<AtomicBool>,
     evicted: Arc<AtomicBool>,
     send_every: Option<Duration>,
@@ -799,7 +796,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         while buf.len() < 256 * 1024 {
             if let Ok(bytes) = control.try_recv() {
                 buf.extend_from_slice(&bytes);
-            } else if let Ok(d) = outbox.try_recv() {
+            } else if let Some(d) = outbox.try_recv() {
                 encode_delivery(&d, &mut buf, &mut acks);
             } else {
                 break;

@@ -119,8 +119,13 @@ impl RawClient {
 
     /// A TCP connection, nothing sent yet.
     pub async fn open(addr: SocketAddr) -> Self {
+        Self::over(TcpStream::connect(addr).await.unwrap())
+    }
+
+    /// Over a connection made by the caller, nothing sent yet.
+    pub fn over(stream: TcpStream) -> Self {
         Self {
-            stream: TcpStream::connect(addr).await.unwrap(),
+            stream,
             buf: Vec::new(),
         }
     }
