@@ -52,7 +52,7 @@ pub enum Decoded {
 /// Decodes the next frame or heart-beat from the front of `buf`, removing
 /// what it consumed. `Ok(None)`: more bytes are needed.
 pub fn decode(buf: &mut Vec<u8>, limits: &Limits) -> Result<Option<Decoded>, StompError> {
-    let decoded = decode_front(buf, limits)?;
+    let decoded = decode_front(buf, limits, &mut Progress::default())?;
     Ok(decoded.map(|(decoded, used)| {
         buf.drain(..used);
         decoded
@@ -62,12 +62,15 @@ pub fn decode(buf: &mut Vec<u8>, limits: &Limits) -> Result<Option<Decoded>, Sto
 /// Bytes read from a connection, frames taken from the front.
 ///
 /// Consumed bytes are dropped once per read, not once per frame, so a read
-/// that brought many frames is not shifted down the buffer for each.
+/// that brought many frames is not shifted down the buffer for each; and
+/// what was learnt of an unfinished frame is kept, so each read costs what
+/// it brought, not what the frame holds so far.
 #[derive(Debug, Default)]
 pub struct FrameBuffer {
     bytes: Vec<u8>,
     /// Where the next frame starts.
     start: usize,
+    progress: Progress,
 }
 
 impl FrameBuffer {
@@ -77,9 +80,10 @@ impl FrameBuffer {
 
     /// The next frame or heart-beat; `Ok(None)`: read more (into [`Self::spare`]).
     pub fn next(&mut self, limits: &Limits) -> Result<Option<Decoded>, StompError> {
-        let decoded = decode_front(&self.bytes[self.start..], limits)?;
+        let decoded = decode_front(&self.bytes[self.start..], limits, &mut self.progress)?;
         Ok(decoded.map(|(decoded, used)| {
             self.start += used;
+            self.progress = Progress::default();
             decoded
         }))
     }
@@ -95,9 +99,37 @@ impl FrameBuffer {
     }
 }
 
+/// What is known of an unfinished frame; offsets count from its start.
+#[derive(Debug, Default)]
+struct Progress {
+    /// Bytes already searched for the end of the head (or, once the head
+    /// is parsed, for the body's NUL) without finding it.
+    scanned: usize,
+    /// The command, once its line is whole.
+    command: Option<Command>,
+    /// Header lines checked so far, and where the next one starts.
+    lines: usize,
+    next_line: usize,
+    head: Option<Head>,
+}
+
+/// A parsed head waiting for its body.
+#[derive(Debug)]
+struct Head {
+    command: Command,
+    headers: Vec<(String, String)>,
+    body_start: usize,
+    content_length: Option<usize>,
+}
+
 /// Decodes the next frame or heart-beat at the front of `buf`; returns it
-/// with the number of bytes it took.
-fn decode_front(buf: &[u8], limits: &Limits) -> Result<Option<(Decoded, usize)>, StompError> {
+/// with the number of bytes it took. `progress` carries what earlier calls
+/// learnt of the same unfinished frame (default: nothing).
+fn decode_front(
+    buf: &[u8],
+    limits: &Limits,
+    progress: &mut Progress,
+) -> Result<Option<(Decoded, usize)>, StompError> {
     // Heart-beats: EOLs between frames.
     match buf.first() {
         None => return Ok(None),
@@ -111,28 +143,19 @@ fn decode_front(buf: &[u8], limits: &Limits) -> Result<Option<(Decoded, usize)>,
         }
         Some(_) => {}
     }
-    // The head ends at the first blank line.
-    let Some(head_end) = find_head_end(buf) else {
-        check_partial_head(buf, limits)?;
-        return Ok(None);
-    };
-    let (head_len, body_start) = head_end;
-    let mut lines = buf[..head_len].split(|&b| b == b'\n').map(strip_cr);
-    let command = command(lines.next().unwrap_or_default())?;
-    let headers = lines
-        .enumerate()
-        .map(|(index, line)| header(line, index, command, limits))
-        .collect::<Result<Vec<_>, _>>()?;
-    let content_length = headers
-        .iter()
-        .find(|(n, _)| n == "content-length")
-        .map(|(_, v)| {
-            v.trim()
-                .parse::<usize>()
-                .map_err(|_| StompError::BadContentLength(v.clone()))
-        })
-        .transpose()?;
-    let body_len = match content_length {
+    if progress.head.is_none() {
+        // The head ends at the first blank line.
+        let Some((head_len, body_start)) = find_head_end(buf, progress.scanned) else {
+            check_partial_head(buf, limits, progress)?;
+            progress.scanned = buf.len();
+            return Ok(None);
+        };
+        progress.head = Some(parse_head(&buf[..head_len], body_start, limits)?);
+        progress.scanned = body_start;
+    }
+    let head = progress.head.as_ref().expect("parsed above");
+    let body_start = head.body_start;
+    let body_len = match head.content_length {
         Some(len) => {
             // Checked: a content-length near usize::MAX must not wrap around.
             if body_start.saturating_add(len).saturating_add(1) > limits.max_frame_size {
@@ -148,30 +171,61 @@ fn decode_front(buf: &[u8], limits: &Limits) -> Result<Option<(Decoded, usize)>,
             }
             len
         }
-        None => match buf[body_start..].iter().position(|&b| b == 0) {
-            Some(len) => len,
-            None => {
-                if buf.len() >= limits.max_frame_size {
-                    return Err(StompError::FrameTooLarge {
-                        limit: limits.max_frame_size,
-                    });
+        None => {
+            let from = progress.scanned.max(body_start);
+            match buf[from..].iter().position(|&b| b == 0) {
+                Some(at) => from + at - body_start,
+                None => {
+                    if buf.len() >= limits.max_frame_size {
+                        return Err(StompError::FrameTooLarge {
+                            limit: limits.max_frame_size,
+                        });
+                    }
+                    progress.scanned = buf.len();
+                    return Ok(None);
                 }
-                return Ok(None);
             }
-        },
+        }
     };
-    let body = buf[body_start..body_start + body_len].to_vec();
+    let head = progress.head.take().expect("parsed above");
     let frame = Frame {
-        command,
-        headers,
-        body,
+        command: head.command,
+        headers: head.headers,
+        body: buf[body_start..body_start + body_len].to_vec(),
     };
     Ok(Some((Decoded::Frame(frame), body_start + body_len + 1)))
 }
 
-/// (end of the head's last line, before its LF; offset of the body).
-fn find_head_end(buf: &[u8]) -> Option<(usize, usize)> {
-    let mut i = 0;
+/// The command and headers of a whole head (`head` without its blank line).
+fn parse_head(head: &[u8], body_start: usize, limits: &Limits) -> Result<Head, StompError> {
+    let mut lines = head.split(|&b| b == b'\n').map(strip_cr);
+    let command = command(lines.next().unwrap_or_default())?;
+    let headers = lines
+        .enumerate()
+        .map(|(index, line)| header(line, index, command, limits))
+        .collect::<Result<Vec<_>, _>>()?;
+    let content_length = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .map(|(_, v)| {
+            v.trim()
+                .parse::<usize>()
+                .map_err(|_| StompError::BadContentLength(v.clone()))
+        })
+        .transpose()?;
+    Ok(Head {
+        command,
+        headers,
+        body_start,
+        content_length,
+    })
+}
+
+/// (end of the head's last line, before its LF; offset of the body),
+/// searching from `from` (bytes before it were searched already).
+fn find_head_end(buf: &[u8], from: usize) -> Option<(usize, usize)> {
+    // Back up over what could be the start of the blank line: LF, CR.
+    let mut i = from.saturating_sub(2);
     while let Some(pos) = buf[i..].iter().position(|&b| b == b'\n') {
         let at = i + pos;
         let rest = &buf[at + 1..];
@@ -235,29 +289,38 @@ fn header(
 
 /// Checks an unfinished head as far as it goes, with the same checks in
 /// the same order as a whole one, so an error does not depend on how the
-/// bytes arrived; what it may hold stays within the limits.
-fn check_partial_head(buf: &[u8], limits: &Limits) -> Result<(), StompError> {
+/// bytes arrived; what it may hold stays within the limits. Lines checked
+/// by earlier calls (`progress`) are not checked again.
+fn check_partial_head(
+    buf: &[u8],
+    limits: &Limits,
+    progress: &mut Progress,
+) -> Result<(), StompError> {
     if buf.len() > limits.max_frame_size {
         return Err(StompError::FrameTooLarge {
             limit: limits.max_frame_size,
         });
     }
-    let mut lines = buf.split(|&b| b == b'\n');
-    // The last piece is the line still arriving.
-    let unfinished = strip_cr(lines.next_back().unwrap_or_default());
-    let Some(first) = lines.next() else {
+    while let Some(end) = buf[progress.next_line..].iter().position(|&b| b == b'\n') {
+        let line = strip_cr(&buf[progress.next_line..progress.next_line + end]);
+        match progress.command {
+            None => progress.command = Some(command(line)?),
+            Some(command) => {
+                header(line, progress.lines, command, limits)?;
+                progress.lines += 1;
+            }
+        }
+        progress.next_line += end + 1;
+    }
+    // The line still arriving.
+    let unfinished = strip_cr(&buf[progress.next_line..]);
+    if progress.command.is_none() {
         // Not yet a whole command line: long enough not to be one?
         if unfinished.len() > COMMAND_SHOWN {
             command(unfinished)?;
         }
-        return Ok(());
-    };
-    let command = command(strip_cr(first))?;
-    for (index, line) in lines.enumerate() {
-        header(strip_cr(line), index, command, limits)?;
-    }
-    // Too long already, however it ends (its count is checked once whole).
-    if unfinished.len() > limits.max_header_length {
+    } else if unfinished.len() > limits.max_header_length {
+        // Too long already, however it ends (its count is checked once whole).
         return Err(StompError::HeaderTooLong {
             limit: limits.max_header_length,
         });
@@ -351,6 +414,37 @@ mod tests {
                 limit: Limits::default().max_frame_size
             }
         );
+    }
+
+    /// A frame trickled in one byte per read is decoded as it would be at
+    /// once; each read costs what it brought (earlier reads' scanning is
+    /// kept), not the whole frame so far again.
+    #[test]
+    fn a_frame_trickled_byte_by_byte_decodes_whole() {
+        let limits = Limits {
+            max_frame_size: 1024 * 1024,
+            ..Limits::default()
+        };
+        let mut bytes = b"SEND\ndestination:/queue/slow\n".to_vec();
+        for i in 0..40 {
+            bytes.extend_from_slice(format!("h{i}:{}\n", "v".repeat(1000)).as_bytes());
+        }
+        bytes.push(b'\n');
+        bytes.extend(std::iter::repeat_n(b'b', 512 * 1024));
+        bytes.push(0);
+        let mut buf = FrameBuffer::new();
+        let mut frames = Vec::new();
+        for &byte in &bytes {
+            buf.spare(1).push(byte);
+            if let Some(decoded) = buf.next(&limits).unwrap() {
+                frames.push(decoded);
+            }
+        }
+        let Some(Decoded::Frame(frame)) = frames.pop() else {
+            panic!("no frame")
+        };
+        assert!(frames.is_empty());
+        assert_eq!((frame.headers.len(), frame.body.len()), (41, 512 * 1024));
     }
 
     /// Found by the `stomp_decode` fuzz target: the last header line lost
