@@ -435,8 +435,9 @@ fn client_options(setup: &Setup, tls: bool) -> portico_broker::client::ClientOpt
     }
 }
 
-/// Sends persistent messages (at most `limit`, one per `pace`) until
-/// `until`; each counts once its receipt is in. Returns the receipted seqs.
+/// Sends persistent messages (one per 5 ms at most, so no more than the
+/// soak's length allows) until `until`; each counts once its receipt is
+/// in. Returns the receipted seqs.
 async fn soak_producer(
     url: String,
     options: portico_broker::client::ClientOptions,
@@ -445,11 +446,13 @@ async fn soak_producer(
 ) -> Vec<u64> {
     use portico_broker::client::{BrokerUrl, Client};
     use portico_broker::stomp::{Command, Frame};
-    let limit = 20_000;
+    let pace_every = Duration::from_millis(5);
+    let limit =
+        ((until - tokio::time::Instant::now()).as_millis() / pace_every.as_millis()) as u64 + 1;
     let mut client = Client::connect(BrokerUrl::parse(&url).unwrap(), options)
         .await
         .unwrap();
-    let mut pace = tokio::time::interval(Duration::from_millis(5));
+    let mut pace = tokio::time::interval(pace_every);
     let mut receipted = Vec::new();
     for seq in 1..=limit {
         if tokio::time::Instant::now() >= until {
