@@ -371,15 +371,7 @@ async fn a_stalled_consumer_pins_a_bounded_number_of_bytes_not_messages() {
     // A small receive buffer, so little sits in the kernel.
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
-    let mut consumer = RawClient::over(socket.connect(addr).await.unwrap());
-    consumer
-        .send(
-            &Frame::new(Command::Connect)
-                .header("accept-version", "1.2")
-                .header("host", "localhost"),
-        )
-        .await;
-    assert_eq!(consumer.next().await.unwrap().command, Command::Connected);
+    let mut consumer = RawClient::connect_over(socket.connect(addr).await.unwrap()).await;
     consumer
         .send(
             &Frame::new(Command::Subscribe)

@@ -419,13 +419,8 @@ type Seen = std::sync::Arc<std::sync::Mutex<std::collections::HashSet<(u64, u64)
 
 fn client_options(setup: &Setup, tls: bool) -> portico_broker::client::ClientOptions {
     let tls = tls.then(|| {
-        let roots = portico_core::tls::load_roots(&setup.path("certs/ca.crt")).unwrap();
-        std::sync::Arc::new(
-            rustls::ClientConfig::builder_with_provider(portico_core::tls::provider())
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_root_certificates(roots)
-                .with_no_client_auth(),
+        portico_core::tls::client_config(
+            portico_core::tls::load_roots(&setup.path("certs/ca.crt")).unwrap(),
         )
     });
     portico_broker::client::ClientOptions {

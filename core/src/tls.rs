@@ -87,6 +87,18 @@ pub fn provider() -> Arc<CryptoProvider> {
         .clone()
 }
 
+/// A client configuration that verifies servers against `roots`: TLS 1.2
+/// and 1.3 with [`provider`]'s suites, no client certificate.
+pub fn client_config(roots: impl Into<Arc<RootCertStore>>) -> Arc<rustls::ClientConfig> {
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .expect("the ring provider supports TLS 1.2 and 1.3")
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
 /// Order within a protocol version: AES-128-GCM, AES-256-GCM,
 /// ChaCha20-Poly1305. TLS 1.3 suites stay ahead of TLS 1.2 ones, and the
 /// sort is stable, so ECDSA stays ahead of RSA.

@@ -12,12 +12,7 @@ use crate::config::UpstreamTls;
 /// Re-encryption to a target group: TLS 1.2/1.3, certificates verified
 /// against the group's CA bundle.
 pub(crate) fn upstream_config(tls: &UpstreamTls) -> Arc<ClientConfig> {
-    let config = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .expect("the ring provider supports the default protocol versions")
-        .with_root_certificates(tls.roots.clone())
-        .with_no_client_auth();
-    Arc::new(config)
+    portico_core::tls::client_config(tls.roots.clone())
 }
 
 /// HTTPS health checks ask only "does the console answer?", as cloud load

@@ -413,13 +413,7 @@ impl Client {
         let _ = tcp.set_nodelay(true);
         let stream: Box<dyn Io> = if endpoint.tls {
             let config = self.options.tls.clone().unwrap_or_else(|| {
-                Arc::new(
-                    ClientConfig::builder_with_provider(portico_core::tls::provider())
-                        .with_safe_default_protocol_versions()
-                        .expect("ring supports TLS 1.2 and 1.3")
-                        .with_root_certificates(rustls::RootCertStore::empty())
-                        .with_no_client_auth(),
-                )
+                portico_core::tls::client_config(rustls::RootCertStore::empty())
             });
             let name = ServerName::try_from(endpoint.host.clone())
                 .map_err(|e| Broken::Io(e.to_string()))?;

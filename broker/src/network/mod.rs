@@ -256,14 +256,10 @@ async fn connect(
     let _ = tcp.set_nodelay(true);
     let (mut reader, mut writer): (Reader, Writer) = if peer.tls {
         let roots = connector.ca.clone().ok_or("no CA for an ssl:// peer")?;
-        let config = rustls::ClientConfig::builder_with_provider(portico_core::tls::provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let config = portico_core::tls::client_config(roots);
         let name = rustls::pki_types::ServerName::try_from(peer.host.clone())
             .map_err(|e| e.to_string())?;
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        let tls = tokio_rustls::TlsConnector::from(config)
             .connect(name, tcp)
             .await
             .map_err(|e| format!("TLS: {e}"))?;

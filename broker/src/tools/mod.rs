@@ -5,7 +5,6 @@
 use std::collections::HashSet;
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -41,13 +40,7 @@ impl Connection {
             Some(ca) => {
                 let roots = portico_core::tls::load_roots(ca)
                     .map_err(|e| ToolError::Usage(e.to_string()))?;
-                Some(Arc::new(
-                    rustls::ClientConfig::builder_with_provider(portico_core::tls::provider())
-                        .with_safe_default_protocol_versions()
-                        .expect("ring supports TLS 1.2 and 1.3")
-                        .with_root_certificates(roots)
-                        .with_no_client_auth(),
-                ))
+                Some(portico_core::tls::client_config(roots))
             }
             None if url.endpoints.iter().any(|e| e.tls) => {
                 return Err(ToolError::Usage(

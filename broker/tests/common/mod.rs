@@ -87,7 +87,12 @@ pub struct RawClient {
 impl RawClient {
     /// Connects and completes CONNECT/CONNECTED.
     pub async fn connect(addr: SocketAddr) -> Self {
-        let mut client = Self::open(addr).await;
+        Self::connect_over(TcpStream::connect(addr).await.unwrap()).await
+    }
+
+    /// The same over a connection made by the caller.
+    pub async fn connect_over(stream: TcpStream) -> Self {
+        let mut client = Self::over(stream);
         client
             .send(
                 &Frame::new(Command::Connect)
