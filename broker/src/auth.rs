@@ -87,6 +87,20 @@ pub struct Auth {
 pub struct Principal {
     pub user: String,
     pub groups: Vec<String>,
+    /// May open a network bridge (`bridge = true` on the user, or a broker
+    /// with no users at all).
+    pub bridge: bool,
+}
+
+impl Principal {
+    /// Nobody in particular: what a broker with no users calls a client.
+    pub fn anonymous(login: Option<&str>) -> Self {
+        Self {
+            user: login.unwrap_or("anonymous").to_owned(),
+            groups: Vec::new(),
+            bridge: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,10 +123,7 @@ impl Auth {
     /// With no users configured, anyone may connect (as "anonymous").
     pub fn authenticate(&self, login: Option<&str>, passcode: Option<&str>) -> Option<Principal> {
         if self.users.is_empty() {
-            return Some(Principal {
-                user: login.unwrap_or("anonymous").to_owned(),
-                groups: Vec::new(),
-            });
+            return Some(Principal::anonymous(login));
         }
         let user = self.users.iter().find(|u| Some(u.name.as_str()) == login)?;
         user.secret
@@ -120,6 +131,7 @@ impl Auth {
             .then(|| Principal {
                 user: user.name.clone(),
                 groups: user.groups.clone(),
+                bridge: user.bridge,
             })
     }
 
@@ -169,6 +181,7 @@ mod tests {
             name: "app".into(),
             secret: Secret::plain("pw".into()),
             groups: vec!["apps".into()],
+            bridge: false,
         }];
         let entries = vec![
             AuthorizationEntry {

@@ -66,6 +66,9 @@ pub struct UserConfig {
     pub name: String,
     pub secret: Secret,
     pub groups: Vec<String>,
+    /// May open network bridges to this broker (another broker's
+    /// `[[network_connector]]` logs in as this user).
+    pub bridge: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -138,6 +141,8 @@ struct FileUser {
     password_file: Option<Spanned<String>>,
     #[serde(default)]
     groups: Vec<String>,
+    #[serde(default)]
+    bridge: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -373,6 +378,7 @@ fn check(d: &mut Diagnoser<'_>, text: &str, path: &Path, base: &Path) -> Option<
                 name: u.name.into_inner(),
                 secret,
                 groups: u.groups,
+                bridge: u.bridge,
             });
         }
     }

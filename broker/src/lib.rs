@@ -10,6 +10,7 @@ pub mod stomp;
 pub mod store;
 
 mod console;
+mod intake;
 mod transport;
 
 use std::net::SocketAddr;
@@ -70,9 +71,18 @@ pub(crate) struct BrokerCore {
     next_conn: AtomicU64,
     next_seq: AtomicU64,
     errors: AtomicU64,
+    failed_logins: AtomicU64,
     /// Recent `portico-dedup-id`s: a re-sent message already stored is dropped.
     recent: std::sync::Mutex<Dedup>,
     pub(crate) bridges: network::Bridges,
+}
+
+/// A client's dedup id as the broker keeps it: scoped by the user who sent
+/// it, so nobody can suppress another user's messages by reusing their ids
+/// (a failover client reconnects as the same user, so its re-sends still
+/// collapse).
+pub(crate) fn dedup_key(sender: &str, id: &str) -> String {
+    format!("{sender}\u{0}{id}")
 }
 
 /// A bounded window of recently seen ids.
@@ -110,12 +120,18 @@ impl BrokerCore {
         self.next_seq.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// False if a message with this dedup id was already accepted.
-    pub(crate) fn first_time(&self, id: &str) -> bool {
+    /// False if a message with this key (a [`dedup_key`], or a bridge's
+    /// `fwd:` key) was already accepted.
+    pub(crate) fn first_time(&self, key: &str) -> bool {
         self.recent
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(id)
+            .insert(key)
+    }
+
+    pub(crate) fn login_failed(&self) {
+        self.failed_logins.fetch_add(1, Ordering::Relaxed);
+        self.errors.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn metrics_error(&self) {
@@ -128,6 +144,7 @@ impl BrokerCore {
             role: "active",
             connections_total: self.next_conn.load(Ordering::Relaxed) - 1,
             protocol_errors: self.errors.load(Ordering::Relaxed),
+            failed_logins: self.failed_logins.load(Ordering::Relaxed),
         }
     }
 }
@@ -141,6 +158,9 @@ pub(crate) struct Summary {
     connections_total: u64,
     /// Connections closed with an ERROR: bad frames, limits, refused logins.
     protocol_errors: u64,
+    /// CONNECTs refused: a wrong user or password, or a bridge opened by a
+    /// user without the right to.
+    failed_logins: u64,
 }
 
 /// A running broker node.
@@ -180,6 +200,7 @@ impl Broker {
             })?;
         let router = Router::start(RouterLimits {
             queue_memory: config.limits.queue_memory,
+            max_frame_size: config.limits.max_frame_size,
         });
         let restored: Vec<Arc<Message>> = recovered
             .messages
@@ -193,6 +214,7 @@ impl Broker {
                     headers: m.headers,
                     body: m.body,
                     stored: true,
+                    sender: m.sender.map(Arc::from),
                 }))
             })
             .collect();
@@ -207,8 +229,8 @@ impl Broker {
                     .find(|(k, _)| k == name)
                     .map(|(_, v)| v.as_str())
             };
-            if let Some(id) = header(client::DEDUP_HEADER) {
-                recent.insert(id);
+            if let (Some(sender), Some(id)) = (&m.sender, header(client::DEDUP_HEADER)) {
+                recent.insert(&dedup_key(sender, id));
             }
             // A forwarded message stored before a restart is not taken twice.
             if let Some(origin) = header(network::ORIGIN_HEADER) {
@@ -226,6 +248,7 @@ impl Broker {
             next_conn: AtomicU64::new(1),
             next_seq: AtomicU64::new(recovered.next_id.max(1)),
             errors: AtomicU64::new(0),
+            failed_logins: AtomicU64::new(0),
             recent: std::sync::Mutex::new(recent),
             bridges: network::Bridges::default(),
         });

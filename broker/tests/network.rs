@@ -544,3 +544,111 @@ async fn local_consumers_come_before_remote_ones() {
     }
     nothing_more(&mut remote).await;
 }
+
+/// A TCP relay whose open connections can go silent: they move no bytes
+/// either way and stay open, as across a network partition that drops
+/// packets; connections made afterwards pass.
+struct Relay {
+    addr: SocketAddr,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// One switch per connection made so far.
+    switches: std::sync::Arc<std::sync::Mutex<Vec<tokio::sync::watch::Sender<bool>>>>,
+}
+
+impl Relay {
+    async fn start(upstream: SocketAddr) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let switches = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (count, all) = (accepted.clone(), switches.clone());
+        tokio::spawn(async move {
+            while let Ok((down, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let up = tokio::net::TcpStream::connect(upstream).await.unwrap();
+                let (dr, dw) = down.into_split();
+                let (ur, uw) = up.into_split();
+                let (switch, frozen) = tokio::sync::watch::channel(false);
+                all.lock().unwrap().push(switch);
+                tokio::spawn(pipe(dr, uw, frozen.clone()));
+                tokio::spawn(pipe(ur, dw, frozen));
+            }
+        });
+        Self {
+            addr,
+            accepted,
+            switches,
+        }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Every connection open now goes silent.
+    fn freeze_open(&self) {
+        for switch in self.switches.lock().unwrap().iter() {
+            switch.send_replace(true);
+        }
+    }
+}
+
+/// Copies until the relay freezes; then holds both sockets, silent.
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut frozen: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        tokio::select! {
+            _ = async { frozen.wait_for(|f| *f).await.is_ok() } => break,
+            n = from.read(&mut buf) => match n {
+                Ok(0) | Err(_) => return,
+                Ok(n) => if to.write_all(&buf[..n]).await.is_err() { return },
+            },
+        }
+    }
+    // Silent, not closed (both halves stay held): only heart-beats can tell.
+    let _held = (from, to);
+    std::future::pending::<()>().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridge_whose_peer_goes_silent_reconnects() {
+    let dir = tempfile::tempdir().unwrap();
+    let beats = "[limits]\nheart_beat = \"200ms\"\n";
+    let b = broker(dir.path(), "b", beats).await;
+    let relay = Relay::start(b.transport_addr("stomp").unwrap()).await;
+    let a = broker(
+        dir.path(),
+        "a",
+        &format!(
+            "{beats}\n[[network_connector]]\nname = \"a-b\"\nuri = \"static:(tcp://{})\"\nduplex = true\n",
+            relay.addr
+        ),
+    )
+    .await;
+    bridges_up(&a, 1).await;
+    assert_eq!(relay.accepted(), 1);
+    // The partition: the open bridge connection goes silent.
+    relay.freeze_open();
+    wait_for("a to notice the silence and connect again", || async {
+        relay.accepted() >= 2
+    })
+    .await;
+    bridges_up(&a, 1).await;
+    // b dropped its silent end too: one bridge, connected.
+    wait_for("b to drop the silent bridge", || async {
+        let bridges = get(b.console_addr().unwrap(), "/api/network").await;
+        bridges.as_array().unwrap().len() == 1 && bridges[0]["state"] == "connected"
+    })
+    .await;
+    // And the new bridge carries messages.
+    let mut sub = subscribe(&b, "/queue/after").await;
+    demand_reaches(&a, "after").await;
+    send(&a, "/queue/after", &["m"]).await;
+    assert_eq!(sub.next().await.unwrap().body, b"m");
+}

@@ -44,6 +44,7 @@ password_file = "app.password"
 [[user]]
 name = "bridge"
 password_env = "B_BRIDGE_PASSWORD"
+bridge = true
 "#,
         &[("B_BRIDGE_PASSWORD", BRIDGE_PASSWORD)],
     );

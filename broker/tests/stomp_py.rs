@@ -68,3 +68,13 @@ async fn receipts_and_errors() {
 async fn heart_beats() {
     scenario("heart_beats").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_nack_is_cumulative() {
+    scenario("client_nack_is_cumulative").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stomp10_headers_are_not_escaped() {
+    scenario("stomp10_headers_are_not_escaped").await;
+}

@@ -36,7 +36,12 @@ pub enum ClientError {
     Broker { message: String },
     #[error("no connection within the failover timeout")]
     Timeout,
+    #[error("the session did not end cleanly: {0}")]
+    Closed(String),
 }
+
+/// How long closing waits for the broker's receipt of DISCONNECT.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Credentials and TLS settings.
 #[derive(Clone, Default)]
@@ -243,13 +248,46 @@ impl Client {
         Ok(())
     }
 
-    /// Sends DISCONNECT and waits for its receipt.
+    /// Ends the session cleanly: writes what is queued (ACKs included),
+    /// waits for every SEND's receipt, then sends DISCONNECT and waits for
+    /// its receipt, which the broker sends only once everything before it
+    /// is done, so no acknowledgement is lost to a reset connection.
+    /// Messages that arrive meanwhile were never handed out: they are not
+    /// acknowledged, and the broker gives them to other consumers.
     pub async fn close(mut self) -> Result<(), ClientError> {
         self.flush().await?;
-        let frame = Frame::new(Command::Disconnect).header("receipt", "disconnect");
+        let receipt = format!("{}-disconnect", self.id);
+        let frame = Frame::new(Command::Disconnect).header("receipt", receipt.clone());
         self.out.extend_from_slice(&frame.to_bytes());
-        if self.drain().await.is_ok() {
-            let _ = tokio::time::timeout(Duration::from_secs(5), self.read_frame()).await;
+        self.drain()
+            .await
+            .map_err(|_| ClientError::Closed("the connection broke before DISCONNECT".into()))?;
+        let answered = tokio::time::timeout(CLOSE_TIMEOUT, async {
+            loop {
+                match self.read_frame().await {
+                    Ok(f) if f.command == Command::Receipt => {
+                        if f.get("receipt-id") == Some(receipt.as_str()) {
+                            return Ok(());
+                        }
+                    }
+                    Ok(f) if f.command == Command::Error => {
+                        let message = f.get("message").unwrap_or("ERROR").to_owned();
+                        return Err(ClientError::Broker { message });
+                    }
+                    // Prefetched and never handed out: left unacknowledged.
+                    Ok(_) => {}
+                    Err(Broken::Io(e) | Broken::Refused(e)) => {
+                        return Err(ClientError::Closed(e));
+                    }
+                }
+            }
+        })
+        .await
+        .map_err(|_| ClientError::Closed("no receipt for DISCONNECT in time".into()))?;
+        answered?;
+        if let Some(conn) = &mut self.conn {
+            // Our half closes cleanly (TLS close_notify, then FIN).
+            let _ = conn.stream.shutdown().await;
         }
         Ok(())
     }

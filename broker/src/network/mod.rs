@@ -28,8 +28,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::auth::{Operation, Principal};
 use crate::client::Endpoint;
 use crate::config::NetworkConnectorConfig;
+use crate::intake::{self, Source};
 use crate::router::{
     ConnectionInfo, Delivery, Destination, Filter, Kind, Message, NetworkLink, Outbox,
     OutboxReceiver, PATH_HEADER,
@@ -133,13 +135,38 @@ struct Link {
     include: Vec<Filter>,
     exclude: Vec<Filter>,
     statics: Vec<Destination>,
+    /// The user the peer logged in as, on the accepting end: what it may
+    /// read (demand it advertises) and write (what it forwards) is checked
+    /// as for any client. `None` on the connecting end, which trusts the
+    /// peer its own configuration names.
+    principal: Option<Principal>,
+    beats: HeartBeats,
 }
 
 impl Link {
     fn admits(&self, d: &Destination) -> bool {
         self.include.iter().any(|f| f.matches(d)) && !self.exclude.iter().any(|f| f.matches(d))
     }
+
+    /// Whether the peer's user may do `op` on `d` here.
+    fn allows(&self, core: &BrokerCore, op: Operation, d: &Destination) -> bool {
+        self.principal
+            .as_ref()
+            .is_none_or(|p| core.auth.allows(p, op, d))
+    }
 }
+
+/// A bridge's heart-beats, both ways, as negotiated by CONNECT.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct HeartBeats {
+    /// Send a beat when nothing else went out for this long.
+    pub(crate) send: Option<Duration>,
+    /// The peer is gone when nothing came from it for this long.
+    pub(crate) expect: Option<Duration>,
+}
+
+/// A bridge is dropped (and reconnected) after this many missed beats.
+const MISSED_BEATS: u32 = 3;
 
 /// Starts one outbound bridge per peer of every connector.
 pub(crate) fn start(
@@ -186,7 +213,7 @@ async fn outbound(
     let mut attempt = 0u32;
     loop {
         match connect(&core, &connector, &peer).await {
-            Ok((reader, writer, buf, remote)) => {
+            Ok((reader, writer, buf, remote, beats)) => {
                 attempt = 0;
                 info!(bridge = %connector.name, remote = %remote, address = %peer, duplex = connector.duplex, "bridge connected");
                 *state
@@ -203,6 +230,8 @@ async fn outbound(
                     include: connector.dynamically_included.clone(),
                     exclude: connector.excluded.clone(),
                     statics: connector.statically_included.clone(),
+                    principal: None,
+                    beats,
                 };
                 let end = run(
                     core.clone(),
@@ -245,7 +274,7 @@ async fn connect(
     core: &BrokerCore,
     connector: &NetworkConnectorConfig,
     peer: &Endpoint,
-) -> Result<(Reader, Writer, FrameBuffer, String), String> {
+) -> Result<(Reader, Writer, FrameBuffer, String, HeartBeats), String> {
     let tcp = tokio::time::timeout(
         Duration::from_secs(10),
         tokio::net::TcpStream::connect((peer.host.as_str(), peer.port)),
@@ -269,13 +298,18 @@ async fn connect(
         let (r, w) = tcp.into_split();
         (Box::new(r), Box::new(w))
     };
-    let mut connect = Frame::new(Command::Connect)
+    let connect = Frame::new(Command::Connect)
         .header("accept-version", "1.2")
         .header("host", peer.host.clone())
         .header(BRIDGE_HEADER, core.name.clone())
         .header(DUPLEX_HEADER, connector.duplex.to_string())
         .header(MESSAGE_TTL_HEADER, connector.message_ttl.to_string())
         .header(CONSUMER_TTL_HEADER, connector.consumer_ttl.to_string());
+    // Both ways at the broker's own interval: a silent peer is noticed in a
+    // few beats, not when TCP gives up.
+    let ours = core.limits.heart_beat.as_millis();
+    let connect = connect.header("heart-beat", format!("{ours},{ours}"));
+    let mut connect = connect;
     if let Some(user) = &connector.user {
         connect = connect.header("login", user.clone());
     }
@@ -288,12 +322,23 @@ async fn connect(
         .map_err(|e| e.to_string())?;
     writer.flush().await.map_err(|e| e.to_string())?;
     let mut buf = FrameBuffer::new();
-    let reply = tokio::time::timeout(Duration::from_secs(10), read_frame(&mut reader, &mut buf))
-        .await
-        .map_err(|_| "no CONNECTED in time".to_owned())??;
+    let reply = tokio::time::timeout(
+        Duration::from_secs(10),
+        read_frame(&mut reader, &mut buf, None),
+    )
+    .await
+    .map_err(|_| "no CONNECTED in time".to_owned())??;
     match reply.command {
         Command::Connected => match reply.get(BRIDGE_HEADER) {
-            Some(remote) => Ok((reader, writer, buf, remote.to_owned())),
+            Some(remote) => {
+                // The peer sends every `sx` and wants ours every `sy`.
+                let (sx, sy) = crate::stomp::parse_heart_beat(reply.get("heart-beat"));
+                let beats = HeartBeats {
+                    send: (sy > 0).then(|| Duration::from_millis(sy)),
+                    expect: (sx > 0).then(|| Duration::from_millis(sx) * MISSED_BEATS),
+                };
+                Ok((reader, writer, buf, remote.to_owned(), beats))
+            }
             None => Err("the peer is not a portico broker (no bridge header in CONNECTED)".into()),
         },
         Command::Error => Err(format!(
@@ -305,15 +350,32 @@ async fn connect(
 }
 
 /// The accepting end of a bridge another broker opened to this one.
+/// A bridge another broker opened: its CONNECT, who it logged in as, and
+/// the heart-beats agreed.
+pub(crate) struct Accepted {
+    pub(crate) connect: Frame,
+    pub(crate) principal: Principal,
+    /// Intervals as negotiated; the tolerance for missed beats is the bridge's.
+    pub(crate) send_every: Option<Duration>,
+    pub(crate) expect_every: Option<Duration>,
+    pub(crate) remote_address: String,
+}
+
 pub(crate) async fn inbound(
     core: Arc<BrokerCore>,
     reader: Reader,
     writer: Writer,
     buf: FrameBuffer,
-    connect: &Frame,
-    remote_address: String,
+    accepted: Accepted,
     stop: CancellationToken,
 ) {
+    let Accepted {
+        connect,
+        principal,
+        send_every,
+        expect_every,
+        remote_address,
+    } = accepted;
     let peer = connect.get(BRIDGE_HEADER).unwrap_or_default().to_owned();
     let duplex = connect.get(DUPLEX_HEADER) == Some("true");
     let ttl = |name: &str| {
@@ -333,7 +395,7 @@ pub(crate) async fn inbound(
         received: AtomicU64::new(0),
     });
     core.bridges.add(state.clone());
-    info!(remote = %peer, duplex, "bridge accepted");
+    info!(remote = ?peer, user = ?principal.user, duplex, "bridge accepted");
     let link = Link {
         peer: peer.clone(),
         forward: duplex,
@@ -343,13 +405,24 @@ pub(crate) async fn inbound(
         include: vec![Filter::parse(">").expect("'>' is a filter")],
         exclude: Vec::new(),
         statics: Vec::new(),
+        principal: Some(principal),
+        beats: HeartBeats {
+            send: send_every,
+            expect: expect_every.map(|t| t * MISSED_BEATS),
+        },
     };
     let end = run(core.clone(), reader, writer, buf, link, state.clone(), stop).await;
-    info!(remote = %peer, reason = %end, "bridge closed");
+    info!(remote = ?peer, reason = %end, "bridge closed");
     core.bridges.remove(&state);
 }
 
-async fn read_frame(reader: &mut Reader, buf: &mut FrameBuffer) -> Result<Frame, String> {
+/// The next frame from the peer; an error if it breaks the bridge, or if
+/// nothing (not even a heart-beat) came within `silence`.
+async fn read_frame(
+    reader: &mut Reader,
+    buf: &mut FrameBuffer,
+    silence: Option<Duration>,
+) -> Result<Frame, String> {
     loop {
         match buf.next(&Limits::default()) {
             Ok(Some(Decoded::Frame(f))) => return Ok(f),
@@ -357,10 +430,14 @@ async fn read_frame(reader: &mut Reader, buf: &mut FrameBuffer) -> Result<Frame,
             Ok(None) => {}
             Err(e) => return Err(format!("bad frame from the peer: {e}")),
         }
-        let n = reader
-            .read_buf(buf.spare(64 * 1024))
-            .await
-            .map_err(|e| e.to_string())?;
+        let read = reader.read_buf(buf.spare(64 * 1024));
+        let n = match silence {
+            Some(limit) => tokio::time::timeout(limit, read)
+                .await
+                .map_err(|_| format!("the peer went silent (no heart-beat for {limit:?})"))?,
+            None => read.await,
+        }
+        .map_err(|e| e.to_string())?;
         if n == 0 {
             return Err("the peer closed the bridge".into());
         }
@@ -398,14 +475,16 @@ async fn run(
         .await;
     let ended = CancellationToken::new();
     let writer_task = tokio::spawn(write_loop(
-        core.clone(),
-        conn,
+        BridgeWriter {
+            core: core.clone(),
+            conn,
+            frames: frames_rx,
+            outbox: outbox_rx,
+            stalled,
+            beat: link.beats.send,
+            ended: ended.clone(),
+        },
         writer,
-        frames_rx,
-        outbox_rx,
-        stalled,
-        state.clone(),
-        ended.clone(),
     ));
     if link.forward {
         for (i, dest) in link.statics.iter().enumerate() {
@@ -443,7 +522,7 @@ async fn run(
         let frame = tokio::select! {
             _ = stop.cancelled() => break "the broker is stopping".to_owned(),
             _ = ended.cancelled() => break "the bridge's writer stopped".to_owned(),
-            f = read_frame(&mut reader, &mut buf) => match f {
+            f = read_frame(&mut reader, &mut buf, link.beats.expect) => match f {
                 Ok(f) => f,
                 Err(e) => break e,
             },
@@ -483,6 +562,10 @@ async fn handle(
             if !link.admits(&destination) {
                 return Ok(());
             }
+            if !link.allows(core, Operation::Read, &destination) {
+                warn!(remote = ?link.peer, destination = %destination, "the bridge's user may not read this destination: its demand is ignored");
+                return Ok(());
+            }
             let hops = frame
                 .get(HOPS_HEADER)
                 .and_then(|h| h.parse().ok())
@@ -503,7 +586,7 @@ async fn handle(
             }
             Ok(())
         }
-        Command::Message => receive(core, arrivals, frame).await,
+        Command::Message => receive(core, link, arrivals, frame).await,
         Command::Ack => {
             let Some(id) = frame.get("id") else {
                 return Ok(());
@@ -534,11 +617,21 @@ async fn handle(
 /// A message forwarded by the peer: store, route, then acknowledge.
 async fn receive(
     core: &BrokerCore,
+    link: &Link,
     arrivals: &mpsc::Sender<Arrival>,
     frame: Frame,
 ) -> Result<(), String> {
     let ack = frame.get("ack").map(str::to_owned);
     let destination = Destination::parse(frame.get("destination").unwrap_or_default())?;
+    if destination.is_wildcard() {
+        return Err(format!("the peer forwarded to a wildcard {destination}"));
+    }
+    if !link.allows(core, Operation::Write, &destination) {
+        // Neither stored nor acknowledged: it stays with the peer (nothing
+        // is lost) until the bridge's user is granted the right.
+        warn!(remote = ?link.peer, destination = %destination, "the bridge's user may not write this destination: a forwarded message is refused");
+        return Ok(());
+    }
     let origin = frame
         .get(ORIGIN_HEADER)
         .or_else(|| frame.get("message-id"))
@@ -566,23 +659,7 @@ async fn receive(
             .await
             .map_err(|_| "the bridge is closing".into());
     }
-    let keep = |k: &str| {
-        !matches!(
-            k,
-            "destination"
-                | "ack"
-                | "subscription"
-                | "message-id"
-                | "content-length"
-                | "redelivered"
-        )
-    };
-    let headers: Vec<(String, String)> = frame
-        .headers
-        .iter()
-        .filter(|(k, _)| keep(k))
-        .cloned()
-        .collect();
+    let headers = intake::headers(Source::Bridge, &frame.headers);
     let persistent = frame.get("persistent") == Some("true");
     let seq = core.next_seq();
     let message = Message {
@@ -592,6 +669,7 @@ async fn receive(
         destination,
         headers,
         body: frame.body,
+        sender: None,
     };
     let durable = if message.stored {
         let record = Record::Add(StoredMessage {
@@ -599,6 +677,7 @@ async fn receive(
             destination: message.destination.stomp(),
             headers: message.headers.clone(),
             body: message.body.clone(),
+            sender: None,
         });
         Some(
             core.journal
@@ -682,6 +761,9 @@ async fn advertise(
             .into_iter()
             .map(|(d, hops)| (d, hops + 1))
             .filter(|(d, hops)| *hops <= link.consumer_ttl && !d.is_wildcard() && link.admits(d))
+            // What the peer would forward for this demand, its user must
+            // be allowed to write here.
+            .filter(|(d, _)| link.allows(&core, Operation::Write, d))
             .collect();
         for (dest, hops) in &wanted {
             if advertised.get(dest) != Some(hops) {
@@ -715,37 +797,43 @@ async fn advertise(
     }
 }
 
-/// Writes control frames and forwarded messages to the peer.
-#[allow(clippy::too_many_arguments)]
-async fn write_loop(
+/// What a bridge's writer owns.
+struct BridgeWriter {
     core: Arc<BrokerCore>,
     conn: u64,
-    mut writer: Writer,
-    mut frames: mpsc::Receiver<Vec<u8>>,
-    mut outbox: OutboxReceiver,
+    frames: mpsc::Receiver<Vec<u8>>,
+    outbox: OutboxReceiver,
     stalled: Arc<AtomicBool>,
-    _state: Arc<BridgeState>,
+    /// A heart-beat goes out when nothing else did for this long.
+    beat: Option<Duration>,
     ended: CancellationToken,
-) {
+}
+
+/// Writes control frames and forwarded messages to the peer, and
+/// heart-beats when there is nothing else to write.
+async fn write_loop(mut w: BridgeWriter, mut writer: Writer) {
     let mut buf = Vec::with_capacity(64 * 1024);
+    let beat = w.beat.unwrap_or(Duration::from_secs(3600));
+    let mut next_beat = tokio::time::Instant::now() + beat;
     loop {
         buf.clear();
         tokio::select! {
-            f = frames.recv() => match f {
+            f = w.frames.recv() => match f {
                 Some(bytes) => buf.extend_from_slice(&bytes),
                 None => break,
             },
-            d = outbox.recv() => match d {
-                Some(d) => encode(&core.name, &d, &mut buf),
+            d = w.outbox.recv() => match d {
+                Some(d) => encode(&w.core.name, &d, &mut buf),
                 None => break,
             },
-            _ = ended.cancelled() => break,
+            _ = tokio::time::sleep_until(next_beat), if w.beat.is_some() => buf.push(b'\n'),
+            _ = w.ended.cancelled() => break,
         }
         while buf.len() < 256 * 1024 {
-            if let Ok(bytes) = frames.try_recv() {
+            if let Ok(bytes) = w.frames.try_recv() {
                 buf.extend_from_slice(&bytes);
-            } else if let Some(d) = outbox.try_recv() {
-                encode(&core.name, &d, &mut buf);
+            } else if let Some(d) = w.outbox.try_recv() {
+                encode(&w.core.name, &d, &mut buf);
             } else {
                 break;
             }
@@ -753,12 +841,13 @@ async fn write_loop(
         if writer.write_all(&buf).await.is_err() || writer.flush().await.is_err() {
             break;
         }
-        if outbox.is_empty() && stalled.swap(false, Ordering::AcqRel) {
-            core.router.resume(conn).await;
+        next_beat = tokio::time::Instant::now() + beat;
+        if w.outbox.is_empty() && w.stalled.swap(false, Ordering::AcqRel) {
+            w.core.router.resume(w.conn).await;
         }
     }
     let _ = writer.shutdown().await;
-    ended.cancel();
+    w.ended.cancel();
 }
 
 /// A MESSAGE to the peer: this broker joins the path.

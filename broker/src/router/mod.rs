@@ -7,9 +7,12 @@
 //! Slow consumers: a queue consumer whose connection cannot take more is
 //! skipped until it drains (its messages wait in the queue); a topic
 //! subscriber's messages wait in its own backlog while its connection is
-//! busy, and a subscriber more than 10,000 messages or 16 MiB behind is
-//! disconnected with an ERROR, so one slow reader never grows the broker's
-//! memory without bound.
+//! busy. A subscriber is judged by its lag, not by the size of a message:
+//! one more than 10,000 messages or 16 MiB (or two frames, if frames may be
+//! larger) behind that has taken nothing for [`SLOW_CONSUMER_GRACE`] has
+//! stopped reading and is disconnected with an ERROR; one four times
+//! further behind is disconnected whatever it does, so one slow reader
+//! never grows the broker's memory without bound.
 //! Producers: a queue over its memory limit holds back its senders' SENDs
 //! (each connection waits for its SEND to be accepted) until consumers
 //! make room.
@@ -19,7 +22,9 @@ pub mod destination;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
 
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -40,6 +45,8 @@ pub struct Message {
     pub body: Vec<u8>,
     /// Sent with `persistent:true` to a queue: kept in the journal.
     pub stored: bool,
+    /// The user who sent it, when a client of this broker did.
+    pub sender: Option<Arc<str>>,
 }
 
 /// The header listing the brokers a forwarded message has crossed.
@@ -285,13 +292,27 @@ pub struct Router {
 pub struct RouterLimits {
     /// Bytes of pending messages a queue holds before it holds back senders.
     pub queue_memory: usize,
+    /// The largest frame a client may send: a topic subscriber's backlog
+    /// always has room for a couple of such messages.
+    pub max_frame_size: usize,
 }
 
 impl Default for RouterLimits {
     fn default() -> Self {
         Self {
             queue_memory: 64 * 1024 * 1024,
+            max_frame_size: 4 * 1024 * 1024,
         }
+    }
+}
+
+impl RouterLimits {
+    /// (messages, bytes) a topic subscriber may lag behind while it reads.
+    fn topic_backlog(&self) -> (usize, usize) {
+        (
+            TOPIC_BACKLOG_MESSAGES,
+            TOPIC_BACKLOG_BYTES.max(2 * self.max_frame_size),
+        )
     }
 }
 
@@ -466,6 +487,21 @@ struct Queue {
     parked: VecDeque<(Arc<Message>, oneshot::Sender<()>)>,
 }
 
+impl Queue {
+    /// Puts messages that were delivered but not acknowledged back at the
+    /// front, in their order, marked redelivered.
+    fn give_back(&mut self, messages: impl IntoIterator<Item = Arc<Message>>) {
+        let messages: Vec<Arc<Message>> = messages.into_iter().collect();
+        for message in messages.into_iter().rev() {
+            self.bytes += message.size();
+            self.messages.push_front(Pending {
+                message,
+                redelivered: true,
+            });
+        }
+    }
+}
+
 #[derive(Default)]
 struct Topic {
     subscribers: Vec<u64>,
@@ -490,8 +526,25 @@ struct Subscription {
     /// Topic messages waiting for room in the connection's outbox.
     backlog: VecDeque<Arc<Message>>,
     backlog_bytes: usize,
+    /// When the subscriber last took a message from its backlog, or had
+    /// none waiting: how long it has been stuck.
+    progress: Instant,
     /// Set for a bridge's subscription: demand of another broker.
     network: Option<NetworkLink>,
+}
+
+impl Subscription {
+    /// A topic subscriber further behind than `max_messages` or `max_bytes`
+    /// that took nothing for [`SLOW_CONSUMER_GRACE`] (or four times further
+    /// behind, whatever it does).
+    fn lagging(&self, max_messages: usize, max_bytes: usize) -> bool {
+        let (count, bytes) = (self.backlog.len(), self.backlog_bytes);
+        if count > 4 * max_messages || bytes > 4 * max_bytes {
+            return true;
+        }
+        (count > max_messages || bytes > max_bytes)
+            && self.progress.elapsed() >= SLOW_CONSUMER_GRACE
+    }
 }
 
 /// What a bridge's subscription stands for.
@@ -527,9 +580,13 @@ impl NetworkLink {
     }
 }
 
-/// A topic subscriber further behind than this is disconnected.
+/// A topic subscriber further behind than this, that took nothing for
+/// [`SLOW_CONSUMER_GRACE`], is disconnected; four times further, at once.
 const TOPIC_BACKLOG_MESSAGES: usize = 10_000;
 const TOPIC_BACKLOG_BYTES: usize = 16 * 1024 * 1024;
+/// How long a lagging topic subscriber may take nothing before it is
+/// judged to have stopped reading.
+pub const SLOW_CONSUMER_GRACE: Duration = Duration::from_secs(3);
 
 struct State {
     demand: watch::Sender<u64>,
@@ -719,6 +776,7 @@ impl State {
                 inflight: VecDeque::new(),
                 backlog: VecDeque::new(),
                 backlog_bytes: 0,
+                progress: Instant::now(),
                 network,
             },
         );
@@ -760,13 +818,7 @@ impl State {
             Kind::Queue => {
                 if let Some(q) = self.queues.get_mut(&name) {
                     q.consumers.retain(|k| *k != key);
-                    for message in sub.inflight.into_iter().rev() {
-                        q.bytes += message.size();
-                        q.messages.push_front(Pending {
-                            message,
-                            redelivered: true,
-                        });
-                    }
+                    q.give_back(sub.inflight);
                 }
                 self.dispatch(&name);
             }
@@ -811,6 +863,7 @@ impl State {
             return;
         };
         topic.enqueued += 1;
+        let (max_messages, max_bytes) = self.limits.topic_backlog();
         let mut slow = Vec::new();
         for key in topic.subscribers.clone() {
             let Some(sub) = self.subs.get_mut(&key) else {
@@ -823,14 +876,17 @@ impl State {
             {
                 continue;
             }
+            if sub.backlog.is_empty() {
+                sub.progress = Instant::now();
+            }
             sub.backlog_bytes += message.size();
             sub.backlog.push_back(message.clone());
-            if sub.backlog.len() > TOPIC_BACKLOG_MESSAGES || sub.backlog_bytes > TOPIC_BACKLOG_BYTES
-            {
-                slow.push(sub.conn);
-                continue;
-            }
             self.drain_topic_subscription(key);
+            if let Some(sub) = self.subs.get(&key) {
+                if sub.lagging(max_messages, max_bytes) {
+                    slow.push(sub.conn);
+                }
+            }
         }
         for conn in slow {
             warn!(conn, topic = %name, "slow topic subscriber: disconnecting it");
@@ -853,6 +909,9 @@ impl State {
         };
         let acks = sub.ack != AckMode::Auto;
         let mut delivered = 0;
+        if sub.backlog.is_empty() {
+            sub.progress = Instant::now();
+        }
         while let Some(message) = sub.backlog.front() {
             if acks && sub.inflight.len() >= sub.prefetch {
                 break;
@@ -872,6 +931,7 @@ impl State {
                         sub.inflight.push_back(message);
                     }
                     delivered += 1;
+                    sub.progress = Instant::now();
                 }
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     conn.outbox.stalled.store(true, Ordering::Release);
@@ -1041,25 +1101,34 @@ impl State {
         Ok(acked.iter().filter(|m| m.stored).map(|m| m.seq).collect())
     }
 
+    /// Gives messages back: in `client` mode the one named and every one
+    /// delivered before it (cumulative, as ACK), in `client-individual`
+    /// mode that one only. Queue messages go back to the front of their
+    /// queue in their order, marked redelivered; topic messages are dropped.
     fn nack(&mut self, conn: ConnId, ack: &str) -> Result<(), String> {
         let (key, seq) = self.find(conn, ack)?;
         let Some(sub) = self.subs.get_mut(&key) else {
             return Err("subscription gone".into());
         };
         let at = sub.inflight.iter().position(|m| m.seq == seq).unwrap_or(0);
-        let Some(message) = sub.inflight.remove(at) else {
-            return Ok(());
+        let returned: Vec<Arc<Message>> = match sub.ack {
+            AckMode::ClientIndividual => sub.inflight.remove(at).into_iter().collect(),
+            _ => sub.inflight.drain(..=at).collect(),
         };
-        if sub.destination.kind == Kind::Queue {
-            let name = sub.destination.name.clone();
-            if let Some(q) = self.queues.get_mut(&name) {
-                q.bytes += message.size();
-                q.messages.push_front(Pending {
-                    message,
-                    redelivered: true,
-                });
+        let name = sub.destination.name.clone();
+        match sub.destination.kind {
+            Kind::Queue => {
+                if let Some(q) = self.queues.get_mut(&name) {
+                    q.give_back(returned);
+                }
+                self.dispatch(&name);
             }
-            self.dispatch(&name);
+            Kind::Topic => {
+                if let Some(t) = self.topics.get_mut(&name) {
+                    t.dequeued += returned.len() as u64;
+                }
+                self.drain_topic_subscription(key);
+            }
         }
         Ok(())
     }

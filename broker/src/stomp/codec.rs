@@ -1,6 +1,6 @@
 //! Decoding STOMP frames from a byte buffer, sans IO, within limits.
 
-use super::frame::{unescape, Command, Frame};
+use super::frame::{unescape, Command, Frame, Version};
 
 /// What a connection may send; anything over a limit is an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +52,7 @@ pub enum Decoded {
 /// Decodes the next frame or heart-beat from the front of `buf`, removing
 /// what it consumed. `Ok(None)`: more bytes are needed.
 pub fn decode(buf: &mut Vec<u8>, limits: &Limits) -> Result<Option<Decoded>, StompError> {
-    let decoded = decode_front(buf, limits, &mut Progress::default())?;
+    let decoded = decode_front(buf, limits, Version::V1_2, &mut Progress::default())?;
     Ok(decoded.map(|(decoded, used)| {
         buf.drain(..used);
         decoded
@@ -71,6 +71,8 @@ pub struct FrameBuffer {
     /// Where the next frame starts.
     start: usize,
     progress: Progress,
+    /// How the peer escapes headers (1.2 until CONNECT says otherwise).
+    version: Version,
 }
 
 impl FrameBuffer {
@@ -78,9 +80,20 @@ impl FrameBuffer {
         Self::default()
     }
 
+    /// Frames from now on are read as the peer's `version` writes them
+    /// (STOMP 1.0: no header escaping).
+    pub fn set_version(&mut self, version: Version) {
+        self.version = version;
+    }
+
     /// The next frame or heart-beat; `Ok(None)`: read more (into [`Self::spare`]).
     pub fn next(&mut self, limits: &Limits) -> Result<Option<Decoded>, StompError> {
-        let decoded = decode_front(&self.bytes[self.start..], limits, &mut self.progress)?;
+        let decoded = decode_front(
+            &self.bytes[self.start..],
+            limits,
+            self.version,
+            &mut self.progress,
+        )?;
         Ok(decoded.map(|(decoded, used)| {
             self.start += used;
             self.progress = Progress::default();
@@ -128,6 +141,7 @@ struct Head {
 fn decode_front(
     buf: &[u8],
     limits: &Limits,
+    version: Version,
     progress: &mut Progress,
 ) -> Result<Option<(Decoded, usize)>, StompError> {
     // Heart-beats: EOLs between frames.
@@ -146,11 +160,11 @@ fn decode_front(
     if progress.head.is_none() {
         // The head ends at the first blank line.
         let Some((head_len, body_start)) = find_head_end(buf, progress.scanned) else {
-            check_partial_head(buf, limits, progress)?;
+            check_partial_head(buf, limits, version, progress)?;
             progress.scanned = buf.len();
             return Ok(None);
         };
-        progress.head = Some(parse_head(&buf[..head_len], body_start, limits)?);
+        progress.head = Some(parse_head(&buf[..head_len], body_start, limits, version)?);
         progress.scanned = body_start;
     }
     let head = progress.head.as_ref().expect("parsed above");
@@ -197,12 +211,17 @@ fn decode_front(
 }
 
 /// The command and headers of a whole head (`head` without its blank line).
-fn parse_head(head: &[u8], body_start: usize, limits: &Limits) -> Result<Head, StompError> {
+fn parse_head(
+    head: &[u8],
+    body_start: usize,
+    limits: &Limits,
+    version: Version,
+) -> Result<Head, StompError> {
     let mut lines = head.split(|&b| b == b'\n').map(strip_cr);
     let command = command(lines.next().unwrap_or_default())?;
     let headers = lines
         .enumerate()
-        .map(|(index, line)| header(line, index, command, limits))
+        .map(|(index, line)| header(line, index, command, limits, version))
         .collect::<Result<Vec<_>, _>>()?;
     let content_length = headers
         .iter()
@@ -258,6 +277,7 @@ fn header(
     index: usize,
     command: Command,
     limits: &Limits,
+    version: Version,
 ) -> Result<(String, String), StompError> {
     if line.len() > limits.max_header_length {
         return Err(StompError::HeaderTooLong {
@@ -275,7 +295,7 @@ fn header(
         .ok_or_else(|| StompError::MalformedHeader(lossy(line)))?;
     let (name, value) = (&line[..colon], &line[colon + 1..]);
     let part = |part: &[u8]| {
-        if command.escapes_headers() {
+        if version.escapes(command) {
             unescape(part)
         } else {
             String::from_utf8(part.to_vec()).ok()
@@ -294,6 +314,7 @@ fn header(
 fn check_partial_head(
     buf: &[u8],
     limits: &Limits,
+    version: Version,
     progress: &mut Progress,
 ) -> Result<(), StompError> {
     if buf.len() > limits.max_frame_size {
@@ -306,7 +327,7 @@ fn check_partial_head(
         match progress.command {
             None => progress.command = Some(command(line)?),
             Some(command) => {
-                header(line, progress.lines, command, limits)?;
+                header(line, progress.lines, command, limits, version)?;
                 progress.lines += 1;
             }
         }
@@ -497,6 +518,46 @@ mod tests {
             Some("u:x"),
             "CONNECT headers are not unescaped"
         );
+    }
+
+    /// STOMP 1.0 has no header escaping: a 1.0 session reads and writes
+    /// backslashes and colons in values as they are.
+    #[test]
+    fn a_stomp_1_0_session_neither_escapes_nor_unescapes() {
+        let message = Frame::new(Command::Message)
+            .header("message-id", "ID:d1-5")
+            .header("path", "C:\\dir")
+            .header("multi", "a\nb");
+        let bytes = message.to_bytes_as(Version::V1_0);
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(text.contains("message-id:ID:d1-5\n"), "{text:?}");
+        assert!(text.contains("path:C:\\dir\n"), "{text:?}");
+        assert!(
+            text.contains("multi:ab\n"),
+            "a newline cannot be written: {text:?}"
+        );
+        let mut buf = FrameBuffer::new();
+        buf.set_version(Version::V1_0);
+        buf.spare(0)
+            .extend_from_slice(b"SEND\ndestination:/queue/a\nid:x\\cy\n\n\0");
+        let Ok(Some(Decoded::Frame(send))) = buf.next(&Limits::default()) else {
+            panic!("a 1.0 SEND decodes")
+        };
+        assert_eq!(send.get("id"), Some("x\\cy"), "taken as it is");
+        // The same bytes from a 1.2 session are unescaped.
+        let mut buf = FrameBuffer::new();
+        buf.spare(0).extend_from_slice(b"SEND\nid:x\\cy\n\n\0");
+        let Ok(Some(Decoded::Frame(send))) = buf.next(&Limits::default()) else {
+            panic!("a 1.2 SEND decodes")
+        };
+        assert_eq!(send.get("id"), Some("x:y"));
+    }
+
+    #[test]
+    fn stomp_1_1_escapes_all_but_cr() {
+        let frame = Frame::new(Command::Message).header("k", "a:b\rc\\");
+        let text = String::from_utf8(frame.to_bytes_as(Version::V1_1)).unwrap();
+        assert!(text.contains("k:a\\cb\rc\\\\\n"), "{text:?}");
     }
 
     #[test]

@@ -367,6 +367,7 @@ mod tests {
             destination: "/queue/q".into(),
             headers: vec![("persistent".into(), "true".into())],
             body: body.as_bytes().to_vec(),
+            sender: None,
         }
     }
 

@@ -8,6 +8,9 @@ pub struct StoredMessage {
     pub destination: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// The user who sent it, when a client did (it scopes the message's
+    /// dedup id). Written after the body; records without it read as `None`.
+    pub sender: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +39,9 @@ impl Record {
                     put_bytes(out, value.as_bytes());
                 }
                 put_bytes(out, &m.body);
+                if let Some(sender) = &m.sender {
+                    put_bytes(out, sender.as_bytes());
+                }
             }
             Self::Ack { id } => {
                 out.push(ACK);
@@ -73,11 +79,17 @@ impl Record {
                     headers.push((r.string()?, r.string()?));
                 }
                 let body = r.bytes()?.to_vec();
+                let sender = if r.0.is_empty() {
+                    None
+                } else {
+                    Some(r.string()?)
+                };
                 Self::Add(StoredMessage {
                     id,
                     destination,
                     headers,
                     body,
+                    sender,
                 })
             }
             ACK => Self::Ack { id: r.u64()? },
@@ -127,5 +139,30 @@ impl<'a> Reader<'a> {
 
     fn string(&mut self) -> Result<String, String> {
         String::from_utf8(self.bytes()?.to_vec()).map_err(|_| "invalid UTF-8 in a record".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn add(sender: Option<&str>) -> Record {
+        Record::Add(StoredMessage {
+            id: 7,
+            destination: "/queue/a".into(),
+            headers: vec![("k".into(), "v".into())],
+            body: b"body".to_vec(),
+            sender: sender.map(str::to_owned),
+        })
+    }
+
+    #[test]
+    fn adds_round_trip_with_and_without_a_sender() {
+        for record in [add(Some("app")), add(None)] {
+            let mut out = Vec::new();
+            record.encode(&mut out);
+            let (read, used) = Record::decode(&out).unwrap().unwrap();
+            assert_eq!((read, used), (record, out.len()));
+        }
     }
 }

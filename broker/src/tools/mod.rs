@@ -249,7 +249,6 @@ pub async fn consume(args: &ConsumerArgs) -> Result<ConsumerSummary, ToolError> 
         progress.set(seen.len() as u64);
     }
     progress.finish();
-    report_gaps(&seen);
     let unique = seen.len() as u64;
     let summary = ConsumerSummary {
         received,
@@ -258,11 +257,18 @@ pub async fn consume(args: &ConsumerArgs) -> Result<ConsumerSummary, ToolError> 
         missing: args.message_count.saturating_sub(unique),
         elapsed: started.map_or(Duration::ZERO, |s| s.elapsed()),
     };
-    let _ = client.close().await;
+    if summary.missing > 0 {
+        // What fell short, per producer: the gaps below what did arrive.
+        report_gaps(&seen);
+    }
+    // Acknowledgements are only done once the broker has the DISCONNECT:
+    // a session that did not end cleanly is an error, not a success.
+    client.close().await?;
     Ok(summary)
 }
 
-/// Prints, per producer, the first sequence numbers that never arrived.
+/// Prints, per producer, the first sequence numbers below the highest one
+/// received that did not arrive (a shortfall's likely whereabouts).
 fn report_gaps(seen: &HashSet<String>) {
     let mut by_producer: std::collections::BTreeMap<&str, Vec<u64>> = Default::default();
     for key in seen {

@@ -14,10 +14,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use crate::auth::{Operation, Principal};
+use crate::intake::{self, Source};
 use crate::router::{
     AckMode, ConnectionInfo, Delivery, Destination, Kind, Message, Outbox, OutboxReceiver,
 };
-use crate::stomp::{encode_parts, Command, Decoded, Frame, FrameBuffer, Limits as FrameLimits};
+use crate::stomp::{
+    encode_parts_as, parse_heart_beat, Command, Decoded, Frame, FrameBuffer, Limits as FrameLimits,
+    Version,
+};
 use crate::store::{Durable, Record, StoredMessage};
 use crate::BrokerCore;
 
@@ -86,8 +90,9 @@ pub(crate) async fn serve<S>(
         },
         control: control_tx,
         principal: None,
+        sender: None,
         transactions: HashMap::new(),
-        version: "1.2",
+        version: Version::V1_2,
         pipeline: None,
         bridge: None,
     };
@@ -100,7 +105,8 @@ pub(crate) async fn serve<S>(
         Err(fatal) => {
             core.metrics_error();
             let mut writer = writer;
-            let _ = writer.write_all(&fatal.frame().to_bytes()).await;
+            let bytes = fatal.frame().to_bytes_as(session.version);
+            let _ = writer.write_all(&bytes).await;
             let _ = writer.shutdown().await;
             debug!(conn = id, client.addr = %remote, error = %fatal.message, "connection refused");
             return;
@@ -118,14 +124,23 @@ pub(crate) async fn serve<S>(
             return;
         }
         let buf = std::mem::take(&mut session.buf);
+        let Some(principal) = session.principal.take() else {
+            return;
+        };
         drop(session);
+        let accepted = crate::network::Accepted {
+            connect,
+            principal,
+            send_every,
+            expect_every,
+            remote_address: remote.to_string(),
+        };
         crate::network::inbound(
             core,
             Box::new(reader),
             Box::new(writer),
             buf,
-            &connect,
-            remote.to_string(),
+            accepted,
             stop,
         )
         .await;
@@ -133,10 +148,10 @@ pub(crate) async fn serve<S>(
     }
     let (outbox, outbox_rx) = Outbox::new(OUTBOX);
     let (stalled, evicted) = (outbox.stalled.clone(), outbox.evicted.clone());
-    let principal = session.principal.clone().unwrap_or(Principal {
-        user: "anonymous".into(),
-        groups: Vec::new(),
-    });
+    let principal = session
+        .principal
+        .clone()
+        .unwrap_or_else(|| Principal::anonymous(None));
     core.router
         .register(
             id,
@@ -146,14 +161,19 @@ pub(crate) async fn serve<S>(
                 remote: remote.to_string(),
                 user: principal.user.clone(),
                 transport: transport.clone(),
-                version: session.version.to_owned(),
+                version: session.version.as_str().to_owned(),
                 connected_at: crate::router::rfc3339(SystemTime::now()),
                 subscriptions: 0,
             },
         )
         .await;
     let (pipe_tx, pipe_rx) = mpsc::channel(256);
-    let pipeline_task = tokio::spawn(run_pipeline(core.clone(), pipe_rx, session.control.clone()));
+    let pipeline_task = tokio::spawn(run_pipeline(
+        core.clone(),
+        pipe_rx,
+        session.control.clone(),
+        session.version,
+    ));
     session.pipeline = Some(Pipeline {
         tx: pipe_tx,
         budget: Arc::new(Semaphore::new(PIPELINE_BYTES as usize)),
@@ -161,25 +181,32 @@ pub(crate) async fn serve<S>(
     info!(conn = id, client.addr = %remote, user = %principal.user, transport = %transport, "client connected");
     let writer_done = CancellationToken::new();
     let writer_task = tokio::spawn(write_loop(
-        core.clone(),
-        id,
+        WriteLoop {
+            core: core.clone(),
+            conn: id,
+            control: control_rx,
+            outbox: outbox_rx,
+            stalled,
+            evicted,
+            send_every,
+            version: session.version,
+            done: writer_done.clone(),
+        },
         writer,
-        control_rx,
-        outbox_rx,
-        stalled,
-        evicted,
-        send_every,
-        writer_done.clone(),
     ));
     let outcome = tokio::select! {
         _ = stop.cancelled() => Ok(()),
         _ = writer_done.cancelled() => Ok(()),
-        r = session.run(&mut reader, expect_every) => r,
+        // A missed beat is tolerated: drop after twice the interval.
+        r = session.run(&mut reader, expect_every.map(|t| t * 2)) => r,
     };
     if let Err(fatal) = outcome {
         core.metrics_error();
         debug!(conn = id, error = %fatal.message, "closing with ERROR");
-        let _ = session.control.send(fatal.frame().to_bytes()).await;
+        let _ = session
+            .control
+            .send(fatal.frame().to_bytes_as(session.version))
+            .await;
     }
     // What was received is routed before the connection goes.
     let _ = session.flush().await;
@@ -198,8 +225,10 @@ struct Session {
     limits: FrameLimits,
     control: mpsc::Sender<Vec<u8>>,
     principal: Option<Principal>,
+    /// The principal's user, shared by every message it sends.
+    sender: Option<Arc<str>>,
     transactions: HashMap<String, Vec<Frame>>,
-    version: &'static str,
+    version: Version,
     /// SENDs on their way: journal, then router, then receipt, in order.
     pipeline: Option<Pipeline>,
     /// The CONNECT of another broker opening a bridge.
@@ -239,19 +268,22 @@ async fn run_pipeline(
     core: Arc<BrokerCore>,
     mut rx: mpsc::Receiver<Piped>,
     control: mpsc::Sender<Vec<u8>>,
+    version: Version,
 ) {
+    let receipt = |id: String| receipt_bytes(version, id);
     let mut failed: Option<String> = None;
     while let Some(item) = rx.recv().await {
         match item {
+            Piped::Flush(reply) => {
+                let _ = reply.send(failed.clone().map_or(Ok(()), Err));
+            }
+            _ if failed.is_some() => {}
             Piped::Send {
                 durable,
                 message,
-                receipt,
+                receipt: id,
                 _permit,
             } => {
-                if failed.is_some() {
-                    continue;
-                }
                 if let Some(durable) = durable {
                     if let Err(e) = durable.wait().await {
                         failed = Some(format!("a message could not be stored: {e}"));
@@ -259,50 +291,35 @@ async fn run_pipeline(
                     }
                 }
                 core.router.send(message).await;
-                if let Some(r) = receipt {
-                    let _ = control
-                        .send(
-                            Frame::new(Command::Receipt)
-                                .header("receipt-id", r)
-                                .to_bytes(),
-                        )
-                        .await;
+                if let Some(id) = id {
+                    let _ = control.send(receipt(id)).await;
                 }
             }
-            Piped::Durable { durable, receipt } => {
-                if failed.is_some() {
-                    continue;
-                }
+            Piped::Durable {
+                durable,
+                receipt: id,
+            } => {
                 if let Err(e) = durable.wait().await {
                     failed = Some(format!("an acknowledgement could not be stored: {e}"));
                     continue;
                 }
-                if let Some(r) = receipt {
-                    let _ = control
-                        .send(
-                            Frame::new(Command::Receipt)
-                                .header("receipt-id", r)
-                                .to_bytes(),
-                        )
-                        .await;
+                if let Some(id) = id {
+                    let _ = control.send(receipt(id)).await;
                 }
             }
-            Piped::Receipt(receipt) => {
-                if let (None, Some(r)) = (&failed, receipt) {
-                    let _ = control
-                        .send(
-                            Frame::new(Command::Receipt)
-                                .header("receipt-id", r)
-                                .to_bytes(),
-                        )
-                        .await;
+            Piped::Receipt(id) => {
+                if let Some(id) = id {
+                    let _ = control.send(receipt(id)).await;
                 }
-            }
-            Piped::Flush(reply) => {
-                let _ = reply.send(failed.clone().map_or(Ok(()), Err));
             }
         }
     }
+}
+
+fn receipt_bytes(version: Version, id: impl Into<String>) -> Vec<u8> {
+    Frame::new(Command::Receipt)
+        .header("receipt-id", id)
+        .to_bytes_as(version)
 }
 
 impl Session {
@@ -382,21 +399,34 @@ impl Session {
             ));
         }
         let accepted = frame.get("accept-version").unwrap_or("1.0");
-        self.version = ["1.2", "1.1", "1.0"]
+        self.version = Version::ALL
             .into_iter()
-            .find(|v| accepted.split(',').any(|a| a.trim() == *v))
+            .find(|v| accepted.split(',').any(|a| Version::parse(a) == Some(*v)))
             .ok_or_else(|| {
                 Fatal::new("unsupported protocol version", Some(&frame))
                     .detail("Supported protocol versions are 1.0,1.1,1.2")
             })?;
-        let principal = self
-            .core
-            .auth
-            .authenticate(frame.get("login"), frame.get("passcode"))
-            .ok_or_else(|| {
-                info!(client.addr = %remote, transport, user = frame.get("login").unwrap_or(""), "authentication failed");
-                Fatal::new("authentication failed", Some(&frame))
-            })?;
+        // From here on the client's frames are read as its version writes them.
+        self.buf.set_version(self.version);
+        let login = frame.get("login");
+        let refused = |why: &str| {
+            self.core.login_failed();
+            // Untrusted text is logged escaped (Debug), never raw.
+            info!(client.addr = %remote, transport, user = ?login.unwrap_or(""), "authentication failed: {why}");
+        };
+        let Some(principal) = self.core.auth.authenticate(login, frame.get("passcode")) else {
+            refused("wrong user or password");
+            return Err(Fatal::new("authentication failed", Some(&frame)));
+        };
+        let bridge = frame.get(crate::network::BRIDGE_HEADER).is_some();
+        if bridge && !principal.bridge {
+            refused("the user may not open a network bridge");
+            return Err(Fatal::new(
+                format!("user {:?} may not open a network bridge", principal.user),
+                Some(&frame),
+            ));
+        }
+        self.sender = Some(Arc::from(principal.user.as_str()));
         self.principal = Some(principal);
         let (cx, cy) = parse_heart_beat(frame.get("heart-beat"));
         let ours = self.core.limits.heart_beat.as_millis() as u64;
@@ -405,12 +435,12 @@ impl Session {
         let send = (cy > 0 && ours > 0).then(|| cy.max(ours));
         let expect = (cx > 0 && ours > 0).then(|| cx.max(ours));
         let mut connected = Frame::new(Command::Connected);
-        if frame.get(crate::network::BRIDGE_HEADER).is_some() {
+        if bridge {
             connected = connected.header(crate::network::BRIDGE_HEADER, self.core.name.clone());
             self.bridge = Some(frame.clone());
         }
         let connected = connected
-            .header("version", self.version)
+            .header("version", self.version.as_str())
             .header(
                 "server",
                 format!("portico-broker/{}", env!("CARGO_PKG_VERSION")),
@@ -420,11 +450,10 @@ impl Session {
                 "heart-beat",
                 format!("{},{}", send.unwrap_or(0), expect.unwrap_or(0)),
             );
-        let _ = self.control.send(connected.to_bytes()).await;
+        let _ = self.control.send(connected.to_bytes_as(self.version)).await;
         Ok((
             send.map(Duration::from_millis),
-            // A missed beat is tolerated: drop after twice the interval.
-            expect.map(|ms| Duration::from_millis(ms * 2)),
+            expect.map(Duration::from_millis),
         ))
     }
 
@@ -457,14 +486,7 @@ impl Session {
 
     async fn receipt(&self, frame: &Frame) {
         if let Some(r) = frame.get("receipt") {
-            let _ = self
-                .control
-                .send(
-                    Frame::new(Command::Receipt)
-                        .header("receipt-id", r)
-                        .to_bytes(),
-                )
-                .await;
+            let _ = self.control.send(receipt_bytes(self.version, r)).await;
         }
     }
 
@@ -489,14 +511,7 @@ impl Session {
                 let receipt = frame.get("receipt").map(str::to_owned);
                 frames.push(frame);
                 if let Some(r) = receipt {
-                    let _ = self
-                        .control
-                        .send(
-                            Frame::new(Command::Receipt)
-                                .header("receipt-id", r)
-                                .to_bytes(),
-                        )
-                        .await;
+                    let _ = self.control.send(receipt_bytes(self.version, r)).await;
                 }
                 Ok(())
             }
@@ -508,7 +523,7 @@ impl Session {
                 let destination = self.destination(&frame, Operation::Read)?;
                 let id = match frame.get("id") {
                     Some(id) => id.to_owned(),
-                    None if self.version == "1.0" => destination.stomp(),
+                    None if self.version == Version::V1_0 => destination.stomp(),
                     None => return Err(Fatal::new("SUBSCRIBE needs an id header", Some(&frame))),
                 };
                 let ack = match frame.get("ack").unwrap_or("auto") {
@@ -629,31 +644,16 @@ impl Session {
     /// receipt goes out once it is routed.
     async fn send(&self, frame: &Frame, receipt: Option<String>) -> Result<(), Fatal> {
         let destination = self.destination(frame, Operation::Write)?;
-        if let Some(id) = frame.get(crate::client::DEDUP_HEADER) {
-            if !self.core.first_time(id) {
+        let sender = self.sender.clone();
+        if let (Some(sender), Some(id)) = (&sender, frame.get(crate::client::DEDUP_HEADER)) {
+            if !self.core.first_time(&crate::dedup_key(sender, id)) {
                 // A failover client re-sent what was already accepted.
-                debug!(conn = self.id, dedup = id, "dropping a duplicate SEND");
+                debug!(conn = self.id, dedup = ?id, "dropping a duplicate SEND");
                 return self.pipe(Piped::Receipt(receipt)).await;
             }
         }
         let persistent = frame.get("persistent") == Some("true");
-        let headers: Vec<(String, String)> = frame
-            .headers
-            .iter()
-            .filter(|(n, _)| {
-                !matches!(
-                    n.as_str(),
-                    "destination"
-                        | "transaction"
-                        | "receipt"
-                        | "content-length"
-                        | "message-id"
-                        | "subscription"
-                        | "ack"
-                )
-            })
-            .cloned()
-            .collect();
+        let headers = intake::headers(Source::Client, &frame.headers);
         let seq = self.core.next_seq();
         let message = Message {
             seq,
@@ -662,6 +662,7 @@ impl Session {
             destination,
             headers,
             body: frame.body.clone(),
+            sender,
         };
         let Some(pipeline) = &self.pipeline else {
             return Err(Fatal::new("not connected", Some(frame)));
@@ -681,6 +682,7 @@ impl Session {
                 destination: message.destination.stomp(),
                 headers: message.headers.clone(),
                 body: message.body.clone(),
+                sender: message.sender.as_deref().map(str::to_owned),
             });
             Some(self.core.journal.submit(vec![record]).await.map_err(|e| {
                 Fatal::new("the message could not be stored", Some(frame)).detail(e.to_string())
@@ -736,41 +738,36 @@ impl Session {
     }
 }
 
-fn parse_heart_beat(value: Option<&str>) -> (u64, u64) {
-    let Some((x, y)) = value.and_then(|v| v.split_once(',')) else {
-        return (0, 0);
-    };
-    (x.trim().parse().unwrap_or(0), y.trim().parse().unwrap_or(0))
-}
-
-/// Writes control frames and deliveries; sends heart-beats when idle.
-#[allow(clippy::too_many_arguments)]
-async fn write_loop<W: AsyncWrite + Unpin>(
+/// What a connection's writer owns: its channels, its flags and how it writes.
+struct WriteLoop {
     core: Arc<BrokerCore>,
     conn: u64,
-    mut writer: W,
-    mut control: mpsc::Receiver<Vec<u8>>,
-    mut outbox: OutboxReceiver,
+    control: mpsc::Receiver<Vec<u8>>,
+    outbox: OutboxReceiver,
     stalled: Arc<AtomicBool>,
     evicted: Arc<AtomicBool>,
     send_every: Option<Duration>,
+    version: Version,
     done: CancellationToken,
-) {
+}
+
+/// Writes control frames and deliveries; sends heart-beats when idle.
+async fn write_loop<W: AsyncWrite + Unpin>(mut w: WriteLoop, mut writer: W) {
     let mut buf = Vec::with_capacity(64 * 1024);
     let mut outbox_open = true;
-    let beat = send_every.unwrap_or(Duration::from_secs(3600));
+    let beat = w.send_every.unwrap_or(Duration::from_secs(3600));
     let mut next_beat = Instant::now() + beat;
     loop {
         buf.clear();
         let mut acks = Vec::new();
         tokio::select! {
-            c = control.recv() => match c {
+            c = w.control.recv() => match c {
                 Some(bytes) => buf.extend_from_slice(&bytes),
                 None => break,
             },
-            d = outbox.recv(), if outbox_open => match d {
-                Some(d) => encode_delivery(&d, &mut buf, &mut acks),
-                None if !evicted.load(Ordering::Acquire) => {
+            d = w.outbox.recv(), if outbox_open => match d {
+                Some(d) => encode_delivery(w.version, &d, &mut buf, &mut acks),
+                None if !w.evicted.load(Ordering::Acquire) => {
                     // Unregistered: the session is ending; finish its frames.
                     outbox_open = false;
                     continue;
@@ -779,12 +776,12 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                     // The router dropped us: a slow topic subscriber.
                     let error = Frame::new(Command::Error)
                         .header("message", "slow consumer: messages were not read in time");
-                    buf.extend_from_slice(&error.to_bytes());
+                    buf.extend_from_slice(&error.to_bytes_as(w.version));
                     let _ = writer.write_all(&buf).await;
                     break;
                 }
             },
-            _ = tokio::time::sleep_until(next_beat), if send_every.is_some() => buf.push(b'\n'),
+            _ = tokio::time::sleep_until(next_beat), if w.send_every.is_some() => buf.push(b'\n'),
         }
         // Let the tasks that are ready (the router, this connection's
         // pipeline) run first: what they queue meanwhile goes in the same
@@ -794,10 +791,10 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         tokio::task::yield_now().await;
         // Whatever else is ready goes in the same write.
         while buf.len() < 256 * 1024 {
-            if let Ok(bytes) = control.try_recv() {
+            if let Ok(bytes) = w.control.try_recv() {
                 buf.extend_from_slice(&bytes);
-            } else if let Some(d) = outbox.try_recv() {
-                encode_delivery(&d, &mut buf, &mut acks);
+            } else if let Some(d) = w.outbox.try_recv() {
+                encode_delivery(w.version, &d, &mut buf, &mut acks);
             } else {
                 break;
             }
@@ -809,19 +806,19 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         if !acks.is_empty() {
             // Auto-acknowledged stored messages are done once written.
             let records = acks.into_iter().map(|id| Record::Ack { id }).collect();
-            if core.journal.append(records).await.is_err() {
+            if w.core.journal.append(records).await.is_err() {
                 break;
             }
         }
-        if outbox.is_empty() && stalled.swap(false, Ordering::AcqRel) {
-            core.router.resume(conn).await;
+        if w.outbox.is_empty() && w.stalled.swap(false, Ordering::AcqRel) {
+            w.core.router.resume(w.conn).await;
         }
     }
     let _ = writer.shutdown().await;
-    done.cancel();
+    w.done.cancel();
 }
 
-fn encode_delivery(d: &Delivery, buf: &mut Vec<u8>, acks: &mut Vec<u64>) {
+fn encode_delivery(version: Version, d: &Delivery, buf: &mut Vec<u8>, acks: &mut Vec<u64>) {
     let m = &d.message;
     let destination = m.destination.stomp();
     let fixed = [
@@ -837,7 +834,7 @@ fn encode_delivery(d: &Delivery, buf: &mut Vec<u8>, acks: &mut Vec<u64>) {
         .chain(ack)
         .chain(redelivered)
         .chain(carried);
-    encode_parts(Command::Message, headers, &m.body, buf);
+    encode_parts_as(version, Command::Message, headers, &m.body, buf);
     if d.ack_mode == AckMode::Auto && m.stored {
         acks.push(m.seq);
     }

@@ -147,7 +147,12 @@ impl RawClient {
     pub async fn next(&mut self) -> Option<Frame> {
         let mut chunk = vec![0u8; 64 * 1024];
         loop {
-            match decode(&mut self.buf, &Limits::default()) {
+            // Whatever the broker's own limit, up to 64 MiB frames.
+            let limits = Limits {
+                max_frame_size: 64 * 1024 * 1024,
+                ..Limits::default()
+            };
+            match decode(&mut self.buf, &limits) {
                 Ok(Some(Decoded::Frame(f))) => return Some(f),
                 Ok(Some(Decoded::HeartBeat)) => continue,
                 Ok(None) => {}

@@ -138,6 +138,53 @@ def client_individual_and_nack(host, port, ca):
     conn.disconnect()
 
 
+def client_nack_is_cumulative(host, port, ca):
+    """STOMP 1.2: in `client` mode a NACK, like an ACK, covers the message
+    named and every one delivered before it on that subscription."""
+    conn, l = connect(host, port, ca)
+    q = "/queue/interop.client.nack"
+    for i in range(3):
+        conn.send(q, f"n{i}", receipt=f"r{i}")
+    l.wait_receipt("r2")
+    conn.subscribe(q, id="s", ack="client", headers={"activemq.prefetchSize": "2"})
+    l.wait_messages(2)
+    # NACK the second: the first and the second come back, in order.
+    conn.nack(l.messages[1].headers["ack"], receipt="nacked")
+    l.wait_receipt("nacked")
+    l.wait_messages(4)
+    again = l.messages[2:4]
+    assert bodies(again) == ["n0", "n1"], bodies(l.messages)
+    assert all(m.headers.get("redelivered") == "true" for m in again), [m.headers for m in again]
+    conn.ack(l.messages[3].headers["ack"], receipt="acked")
+    l.wait_receipt("acked")
+    l.wait_messages(5)
+    assert l.messages[4].body == "n2", bodies(l.messages)
+    conn.ack(l.messages[4].headers["ack"], receipt="done")
+    l.wait_receipt("done")
+    conn.disconnect(receipt="bye")
+
+
+def stomp10_headers_are_not_escaped(host, port, ca):
+    """A STOMP 1.0 session has no header escaping, both ways: stomp.py's
+    1.0 connection sends and reads backslashes and colons as they are."""
+    conn = stomp.Connection10([(host, port)])
+    conn.set_ssl(for_hosts=[(host, port)], ca_certs=ca, ssl_version=ssl.PROTOCOL_TLS_CLIENT)
+    l = Collector()
+    conn.set_listener("collector", l)
+    conn.connect(wait=True)
+    q = "/queue/interop.ten"
+    conn.subscribe(q, ack="auto")
+    conn.send(q, "ten", headers={"path": "C:\\dir\\x", "note": "a:b"}, receipt="sent")
+    l.wait_receipt("sent")
+    l.wait_messages(1)
+    m = l.messages[0]
+    assert m.headers["path"] == "C:\\dir\\x", m.headers
+    assert m.headers["note"] == "a:b", m.headers
+    assert m.headers["message-id"].startswith("ID:"), m.headers
+    assert "\\c" not in m.headers["message-id"], m.headers
+    conn.disconnect(receipt="bye")
+
+
 def transactions(host, port, ca):
     conn, l = connect(host, port, ca)
     q = "/queue/interop.tx"
@@ -192,7 +239,8 @@ def heart_beats(host, port, ca):
 
 SCENARIOS = {f.__name__: f for f in [
     queue_send_receive, topic_fanout, client_ack_is_cumulative,
-    client_individual_and_nack, transactions, receipts_and_errors, heart_beats,
+    client_individual_and_nack, client_nack_is_cumulative, stomp10_headers_are_not_escaped,
+    transactions, receipts_and_errors, heart_beats,
 ]}
 
 if __name__ == "__main__":
