@@ -24,6 +24,9 @@ use crate::{admin, listener, tls, upstream};
 
 /// Events closer together than this are one change.
 const DEBOUNCE: Duration = Duration::from_millis(250);
+/// A change is applied at most this long after its first event, however
+/// long the burst goes on.
+const MAX_DEBOUNCE: Duration = Duration::from_secs(1);
 
 /// Why the server could not start, or a reload could not be applied.
 #[derive(Debug, thiserror::Error)]
@@ -261,13 +264,16 @@ impl Runtime {
                     let _ = reply.send(self.watch());
                 }
                 Request::FilesChanged => {
-                    // Wait for the burst to end; a reload asked for meanwhile joins in.
+                    // Wait for the burst to end, but never longer than
+                    // MAX_DEBOUNCE after its first event; a reload asked for
+                    // meanwhile joins in.
                     let mut asked = None;
+                    let latest = Instant::now() + MAX_DEBOUNCE;
                     let mut quiet = Instant::now() + DEBOUNCE;
                     loop {
                         tokio::select! {
                             _ = self.stop_accepting.cancelled() => return,
-                            _ = tokio::time::sleep_until(quiet) => break,
+                            _ = tokio::time::sleep_until(quiet.min(latest)) => break,
                             r = requests.recv() => match r {
                                 Some(Request::FilesChanged) => quiet = Instant::now() + DEBOUNCE,
                                 Some(Request::Reload(reply)) => {

@@ -205,6 +205,40 @@ impl ClientLoop {
     }
 }
 
+/// A file appended to every few milliseconds (at most 100,000 lines) until
+/// stopped.
+struct BusyLog {
+    stop: Arc<AtomicBool>,
+    writer: std::thread::JoinHandle<usize>,
+}
+
+impl BusyLog {
+    fn start(path: PathBuf) -> Self {
+        use std::io::Write;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let writer = std::thread::spawn(move || {
+            let mut file = std::fs::File::create(path).unwrap();
+            let mut lines = 0;
+            while !flag.load(Ordering::Acquire) && lines < 100_000 {
+                writeln!(file, "log line {lines}").unwrap();
+                file.flush().unwrap();
+                lines += 1;
+                // The pace of a chatty log, not a wait for anything.
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            lines
+        });
+        Self { stop, writer }
+    }
+
+    /// Stops writing; returns how many lines were written.
+    fn stop(self) -> usize {
+        self.stop.store(true, Ordering::Release);
+        self.writer.join().unwrap()
+    }
+}
+
 async fn rewrite_targets_under_load(style: Style) {
     let mut dir = ConfigDir::new(style);
     let ca = dir.pki.path("ca.crt");
@@ -222,6 +256,9 @@ async fn rewrite_targets_under_load(style: Style) {
     for _ in 0..3 {
         streams.push(Stream::open(front, &dir.pki).await);
     }
+    // A log written into the config's folder the whole time (as with
+    // `serve 2> ./portico.log`): its events must not hold reloads back.
+    let log = BusyLog::start(dir.dir().join("portico.log"));
     let clients = ClientLoop::start(front, &dir.pki);
     let mut latencies = Vec::new();
     for i in 0..20 {
@@ -242,6 +279,8 @@ async fn rewrite_targets_under_load(style: Style) {
         }
     }
     let (ok, failed, errors) = clients.finish().await;
+    let lines = log.stop();
+    assert!(lines > 20, "the busy log wrote only {lines} lines");
     assert_eq!(
         failed,
         0,
