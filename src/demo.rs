@@ -2,10 +2,24 @@
 //! active/standby broker pair plus two brokers networked to it (each a real
 //! broker process: this executable re-run as `portico broker-node`), and
 //! the front door in front of the pair, all on loopback.
+//!
+//! The demo owns its brokers for its whole life: every port it needs is
+//! checked free before anything starts; a start-up failure stops every
+//! broker it started; a broker that dies (say, `kill -9` to watch a
+//! failover) is started again, a pair's node as the new standby; and the
+//! brokers stop with the demo however it ends, `kill -9` included (each
+//! watches a pipe from the demo and stops when it closes).
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::process::{Child, ChildStdin, Command};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
 
 use crate::certs::{write_dev_certs, CertRequest};
 use crate::{Config, Server};
@@ -18,6 +32,12 @@ struct Node {
     console: u16,
     /// Network connector to broker1's pair.
     networked: bool,
+}
+
+impl Node {
+    fn in_pair(&self) -> bool {
+        self.name.starts_with("broker1")
+    }
 }
 
 const NODES: [Node; 4] = [
@@ -51,6 +71,11 @@ const NODES: [Node; 4] = [
     },
 ];
 
+/// How long a stopping broker may take before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+/// How long the first node may take to open its console.
+const FIRST_NODE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Why the demo could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
@@ -68,25 +93,38 @@ pub enum DemoError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{0}")]
+    #[error(
+        "{what} cannot listen on {addr}: {source}; another program holds the port \
+         (an earlier demo, or brokers from the walkthrough?): stop it and run the demo again"
+    )]
+    PortTaken {
+        what: String,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("broker {name} exited during start-up ({status}); its log: {log}")]
+    NodeExited {
+        name: &'static str,
+        status: std::process::ExitStatus,
+        log: PathBuf,
+    },
+    #[error(
+        "broker {name} did not open its console within {FIRST_NODE_TIMEOUT:?}; its log: {log}"
+    )]
+    NodeSlow { name: &'static str, log: PathBuf },
+    #[error("{0} (run the demo from the repository: it reads config/portico.toml)")]
     Config(#[from] crate::ConfigError),
     #[error("{0}")]
     Start(#[from] crate::StartError),
 }
 
-/// The running demo; dropping it stops the broker processes.
+/// The running demo; dropping it kills the broker processes.
 pub struct Demo {
     server: Option<Server>,
-    children: Vec<(&'static str, Child)>,
-}
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        for (_, child) in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+    pids: Arc<Mutex<[Option<u32>; 4]>>,
+    stop: CancellationToken,
+    supervisors: TaskTracker,
 }
 
 impl Demo {
@@ -94,30 +132,9 @@ impl Demo {
     /// `config/portico.toml`, `data/demo`).
     pub async fn start(root: &Path) -> Result<Self, DemoError> {
         let certs = root.join("certs/dev");
-        let missing = |f: &str| !certs.join(f).is_file();
-        let brokers: Vec<String> = ["broker1", "broker2", "broker3"]
-            .iter()
-            .filter(|b| missing(&format!("{b}.crt")))
-            .map(|b| b.to_string())
-            .collect();
-        let domains: Vec<String> = if missing("mq.localhost.crt") {
-            vec!["mq.localhost".into()]
-        } else {
-            Vec::new()
-        };
-        if !brokers.is_empty() || !domains.is_empty() {
-            write_dev_certs(
-                &certs,
-                &CertRequest {
-                    domains,
-                    brokers,
-                    ips: vec![
-                        "127.0.0.1".parse().expect("an IP"),
-                        "127.0.0.2".parse().expect("an IP"),
-                    ],
-                },
-            )?;
-        }
+        ensure_certs(&certs)?;
+        let config = Config::load(&root.join("config/portico.toml"))?;
+        ports_free(&config)?;
         let data = root.join("data/demo");
         std::fs::create_dir_all(&data).map_err(|source| DemoError::Write {
             path: data.clone(),
@@ -127,7 +144,7 @@ impl Demo {
             name: "broker",
             source,
         })?;
-        let mut children = Vec::new();
+        let mut launchers = Vec::new();
         for node in &NODES {
             let path = data.join(format!("{}.toml", node.name));
             std::fs::write(&path, broker_toml(node, &certs)).map_err(|source| {
@@ -136,32 +153,56 @@ impl Demo {
                     source,
                 }
             })?;
-            let log = data.join(format!("{}.log", node.name));
-            let log_file = std::fs::File::create(&log)
-                .map_err(|source| DemoError::Write { path: log, source })?;
-            let child = Command::new(&exe)
-                .args(["broker-node", "--config"])
-                .arg(&path)
-                .stdout(Stdio::null())
-                .stderr(log_file)
-                .spawn()
-                .map_err(|source| DemoError::Spawn {
-                    name: node.name,
-                    source,
-                })?;
-            children.push((node.name, child));
-            if node.name == "broker1-a" {
-                // Let the first node take the pair's lock, so it is the active one.
-                wait_for_port(node.host, node.console).await;
-            }
+            launchers.push(Launcher {
+                node,
+                exe: exe.clone(),
+                config: path,
+                log: data.join(format!("{}.log", node.name)),
+            });
         }
-        let config = Config::load(&root.join("config/portico.toml"))?;
+        // Children are killed when dropped: an error below leaves none behind.
+        let mut children = Vec::new();
+        for launcher in &launchers {
+            let mut running = launcher.spawn()?;
+            if launcher.node.name == "broker1-a" {
+                // Let the first node take the pair's lock, so it is the active one.
+                launcher.wait_until_serving(&mut running.child).await?;
+            }
+            children.push(running);
+        }
         let server = Server::start(config).await?;
         let _ = server.watch_config().await;
+        // Ready means a client gets through: the front door has admitted
+        // the pair's active node.
+        let deadline = tokio::time::Instant::now() + FIRST_NODE_TIMEOUT;
+        while !server.targets().iter().any(|t| t.state == "healthy") {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(DemoError::NodeSlow {
+                    name: "broker1-a",
+                    log: data.join("broker1-a.log"),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let pids = Arc::new(Mutex::new([None; 4]));
+        let stop = CancellationToken::new();
+        let supervisors = TaskTracker::new();
+        for (i, (launcher, running)) in launchers.into_iter().zip(children).enumerate() {
+            lock(&pids)[i] = running.child.id();
+            supervisors.spawn(supervise(launcher, running, i, pids.clone(), stop.clone()));
+        }
+        supervisors.close();
         Ok(Self {
             server: Some(server),
-            children,
+            pids,
+            stop,
+            supervisors,
         })
+    }
+
+    /// The brokers' process ids, in [`NODES`] order.
+    pub fn pids(&self) -> [Option<u32>; 4] {
+        *lock(&self.pids)
     }
 
     /// What to try, with the addresses.
@@ -187,7 +228,7 @@ impl Demo {
         out.push_str(&format!(
             "admin        http://{admin}/targets  /metrics  /healthz\n"
         ));
-        for (node, (_, child)) in NODES.iter().zip(&self.children) {
+        for (node, pid) in NODES.iter().zip(self.pids()) {
             out.push_str(&format!(
                 "{:<12} ssl://{}:{}  console http://{}:{}/  pid {}\n",
                 node.name,
@@ -195,66 +236,242 @@ impl Demo {
                 node.port,
                 node.host,
                 node.console,
-                child.id()
+                pid.map_or_else(|| "-".to_owned(), |p| p.to_string())
             ));
         }
         if !resolves {
             out.push_str("\nmq.localhost does not resolve here: the commands use 127.0.0.1, which the dev certificate also covers.\n");
         }
         let url = format!("failover:(ssl://{host}:61617)");
+        let active = self.pids()[0].map_or_else(|| "-".to_owned(), |p| p.to_string());
         out.push_str(&format!(
-            "\nSend and receive through the front door:\n  \
-             cargo run --release -p portico-broker -- producer --broker-url '{url}' --ca certs/dev/ca.crt --destination queue://MyQueue --message-count 10000\n  \
-             cargo run --release -p portico-broker -- consumer --broker-url '{url}' --ca certs/dev/ca.crt --destination queue://MyQueue --message-count 10000\n\
-             Fail over: kill -9 the pid of broker1-a; broker1-b takes over and the clients follow.\n\
+            "\nSend and receive through the front door, about a minute of each (two terminals):\n  \
+             cargo run --release -p portico-broker -- producer --broker-url '{url}' --ca certs/dev/ca.crt --destination queue://MyQueue --message-count 30000 --sleep 2\n  \
+             cargo run --release -p portico-broker -- consumer --broker-url '{url}' --ca certs/dev/ca.crt --destination queue://MyQueue --message-count 30000\n\
+             Fail over while they run: kill -9 {active} (broker1-a); broker1-b takes over, the clients follow,\n\
+             and the demo starts broker1-a again as the pair's new standby.\n\
              Logs: data/demo/*.log. Stop with Ctrl-C.\n"
         ));
         out
     }
 
-    /// Stops the brokers (SIGTERM, so each hands over cleanly), then the
-    /// front door.
+    /// Stops the brokers (SIGTERM, so each hands over cleanly; killed after
+    /// a grace period), then the front door.
     pub async fn stop(mut self) {
-        for (_, child) in &self.children {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(child.id().to_string())
-                .status();
-        }
-        for (_, child) in &mut self.children {
-            for _ in 0..100 {
-                if matches!(child.try_wait(), Ok(Some(_))) {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
+        self.stop.cancel();
+        self.supervisors.wait().await;
         if let Some(server) = self.server.take() {
             server.shutdown(Duration::from_secs(2)).await;
         }
     }
 }
 
-async fn wait_for_port(host: &str, port: u16) {
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect((host, port)).await.is_ok() {
-            return;
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Every address the demo will listen on must be free before anything
+/// starts: a port held by someone else (an earlier demo's broker, say)
+/// would otherwise be mistaken for one of ours.
+fn ports_free(config: &Config) -> Result<(), DemoError> {
+    let mut wanted: Vec<(String, SocketAddr)> = config
+        .listeners
+        .iter()
+        .map(|l| (format!("the front door's listener {:?}", l.name), l.bind))
+        .collect();
+    if let Some(admin) = &config.admin {
+        wanted.push(("the front door's admin server".into(), admin.bind));
+    }
+    for node in &NODES {
+        for port in [node.port, node.console] {
+            let ip = node.host.parse().expect("a demo host is an IP");
+            wanted.push((format!("broker {}", node.name), SocketAddr::new(ip, port)));
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    for (what, addr) in wanted {
+        if addr.port() == 0 {
+            continue;
+        }
+        // Bound and released at once: only a check.
+        std::net::TcpListener::bind(addr).map_err(|source| DemoError::PortTaken {
+            what,
+            addr,
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+fn ensure_certs(certs: &Path) -> Result<(), DemoError> {
+    let missing = |f: &str| !certs.join(f).is_file();
+    let brokers: Vec<String> = ["broker1", "broker2", "broker3"]
+        .iter()
+        .filter(|b| missing(&format!("{b}.crt")))
+        .map(|b| b.to_string())
+        .collect();
+    let domains: Vec<String> = if missing("mq.localhost.crt") {
+        vec!["mq.localhost".into()]
+    } else {
+        Vec::new()
+    };
+    if !brokers.is_empty() || !domains.is_empty() {
+        write_dev_certs(
+            certs,
+            &CertRequest {
+                domains,
+                brokers,
+                ips: vec![
+                    "127.0.0.1".parse().expect("an IP"),
+                    "127.0.0.2".parse().expect("an IP"),
+                ],
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// A node's process and the demo's end of its stdin pipe (held, never
+/// written: the node stops when it closes). Kept apart from the child
+/// because waiting on a child closes the stdin it still holds.
+struct Running {
+    child: Child,
+    _pipe: Option<ChildStdin>,
+}
+
+/// How to start one node.
+struct Launcher {
+    node: &'static Node,
+    exe: PathBuf,
+    config: PathBuf,
+    log: PathBuf,
+}
+
+impl Launcher {
+    /// Starts the node. Its standard input is a pipe from the demo that is
+    /// never written: when the demo ends, however it ends, the pipe closes
+    /// and the node stops. Dropping the child kills it.
+    fn spawn(&self) -> Result<Running, DemoError> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .map_err(|source| DemoError::Write {
+                path: self.log.clone(),
+                source,
+            })?;
+        let mut child = Command::new(&self.exe)
+            .args(["broker-node", "--stop-with-stdin", "--config"])
+            .arg(&self.config)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|source| DemoError::Spawn {
+                name: self.node.name,
+                source,
+            })?;
+        let pipe = child.stdin.take();
+        Ok(Running { child, _pipe: pipe })
+    }
+
+    /// Waits until the node's console answers (it is active), or fails if
+    /// the node exits or takes too long.
+    async fn wait_until_serving(&self, child: &mut Child) -> Result<(), DemoError> {
+        let deadline = tokio::time::Instant::now() + FIRST_NODE_TIMEOUT;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(DemoError::NodeExited {
+                    name: self.node.name,
+                    status,
+                    log: self.log.clone(),
+                });
+            }
+            let console = (self.node.host, self.node.console);
+            if tokio::net::TcpStream::connect(console).await.is_ok() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(DemoError::NodeSlow {
+                    name: self.node.name,
+                    log: self.log.clone(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+/// Keeps one node running until the demo stops: a node that dies is
+/// started again (with a growing pause if it keeps dying at once).
+async fn supervise(
+    launcher: Launcher,
+    mut running: Running,
+    index: usize,
+    pids: Arc<Mutex<[Option<u32>; 4]>>,
+    stop: CancellationToken,
+) {
+    let name = launcher.node.name;
+    let mut pause = Duration::from_millis(500);
+    loop {
+        let started = tokio::time::Instant::now();
+        let status = tokio::select! {
+            status = running.child.wait() => status,
+            _ = stop.cancelled() => {
+                stop_node(&mut running.child).await;
+                return;
+            }
+        };
+        let how = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+        if started.elapsed() > Duration::from_secs(30) {
+            pause = Duration::from_millis(500);
+        }
+        if launcher.node.in_pair() {
+            warn!(broker = name, "{name} exited ({how}); starting it again as the pair's standby (the other node takes over)");
+        } else {
+            warn!(broker = name, "{name} exited ({how}); starting it again");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = stop.cancelled() => return,
+        }
+        pause = (pause * 2).min(Duration::from_secs(30));
+        match launcher.spawn() {
+            Ok(new) => {
+                running = new;
+                let pid = running.child.id();
+                lock(&pids)[index] = pid;
+                info!(broker = name, pid, "{name} started again");
+            }
+            Err(e) => {
+                warn!(broker = name, error = %e, "cannot start {name} again");
+                lock(&pids)[index] = None;
+                return;
+            }
+        }
+    }
+}
+
+/// SIGTERM, so the node hands over cleanly; SIGKILL after [`STOP_GRACE`].
+async fn stop_node(child: &mut Child) {
+    if let Some(pid) = child.id() {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()
+            .await;
+    }
+    if tokio::time::timeout(STOP_GRACE, child.wait())
+        .await
+        .is_err()
+    {
+        let _ = child.kill().await;
     }
 }
 
 fn broker_toml(node: &Node, certs: &Path) -> String {
-    let cert_name = if node.name.starts_with("broker1") {
-        "broker1"
-    } else {
-        node.name
-    };
-    let data_dir = if node.name.starts_with("broker1") {
-        "broker1"
-    } else {
-        node.name
-    };
+    let cert_name = if node.in_pair() { "broker1" } else { node.name };
+    let data_dir = cert_name;
     let mut toml = format!(
         "[broker]\nname = \"{name}\"\ndata_dir = \"{data_dir}\"\n\n\
          [[transport]]\nname = \"stomp+ssl\"\nbind = \"{host}:{port}\"\ncert = {cert:?}\nkey = {key:?}\n\n\

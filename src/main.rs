@@ -57,6 +57,10 @@ enum Command {
     BrokerNode {
         #[arg(long)]
         config: PathBuf,
+        /// Stop when standard input closes (the demo's pipe: its brokers
+        /// stop with it, however it ends).
+        #[arg(long)]
+        stop_with_stdin: bool,
     },
     /// Make development certificates: a CA, one per domain, one per broker.
     Certs {
@@ -75,20 +79,9 @@ enum Command {
     },
 }
 
+/// Durations as the config writes them (`"500ms"`, `"1m30s"`).
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    let (number, unit) = text.split_at(
-        text.find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len()),
-    );
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("invalid duration {text:?}"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("invalid duration {text:?}: use ms, s or m")),
-    }
+    portico_core::duration::parse(text)
 }
 
 fn main() -> ExitCode {
@@ -96,7 +89,10 @@ fn main() -> ExitCode {
     init_tracing(cli.log_format);
     match cli.command.unwrap_or(Command::Demo) {
         Command::Demo => demo(),
-        Command::BrokerNode { config } => broker_node(&config),
+        Command::BrokerNode {
+            config,
+            stop_with_stdin,
+        } => broker_node(&config, stop_with_stdin),
         Command::Check { config } => check(&config),
         Command::Certs {
             out,
@@ -200,7 +196,7 @@ fn demo() -> ExitCode {
             Ok(d) => d,
             Err(e) => {
                 error!("{e}");
-                eprintln!("error: {e}\n(run it from the repository: it uses config/portico.toml and certs/dev)");
+                eprintln!("error: {e}");
                 return ExitCode::from(2);
             }
         };
@@ -213,7 +209,7 @@ fn demo() -> ExitCode {
     })
 }
 
-fn broker_node(path: &std::path::Path) -> ExitCode {
+fn broker_node(path: &std::path::Path, stop_with_stdin: bool) -> ExitCode {
     let config = match portico_broker::config::BrokerConfig::load(path) {
         Ok(c) => c,
         Err(e) => {
@@ -226,7 +222,14 @@ fn broker_node(path: &std::path::Path) -> ExitCode {
         Err(code) => return code,
     };
     runtime.block_on(async {
-        match portico_broker::run_node(config, portico_core::signals::stop()).await {
+        let stdin_closed = stdin_closed(stop_with_stdin);
+        let stop = async {
+            tokio::select! {
+                _ = portico_core::signals::stop() => {}
+                _ = stdin_closed => info!("standard input closed: stopping"),
+            }
+        };
+        match portico_broker::run_node(config, stop).await {
             Ok(code) => ExitCode::from(code),
             Err(e) => {
                 error!("{e}");
@@ -234,6 +237,21 @@ fn broker_node(path: &std::path::Path) -> ExitCode {
             }
         }
     })
+}
+
+/// Resolves once standard input reaches its end (never, unless `watch`).
+async fn stdin_closed(watch: bool) {
+    if !watch {
+        return std::future::pending().await;
+    }
+    let (closed, done) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut buf = [0u8; 256];
+        while matches!(std::io::stdin().read(&mut buf), Ok(n) if n > 0) {}
+        let _ = closed.send(());
+    });
+    let _ = done.await;
 }
 
 fn serve(path: &std::path::Path, grace: Duration, watch: bool) -> ExitCode {

@@ -90,6 +90,43 @@ async fn the_demo_serves_through_its_front_door_and_fails_over() {
         .and_then(|l| l.rsplit(' ').next())
         .expect("no pid for broker1-a")
         .to_owned();
+    // The README's client snippets, run as a user runs them (from the
+    // repository, which here is the demo's folder).
+    let snippets = readme_snippets("python");
+    assert!(!snippets.is_empty(), "the README has a Python snippet");
+    for code in &snippets {
+        let output = Command::new("python3")
+            .arg("-c")
+            .arg(code)
+            .current_dir(root.path())
+            .output()
+            .expect("python3 with stomp.py");
+        assert!(
+            output.status.success(),
+            "the README snippet failed:\n{code}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let readme_queue = portico_broker::tools::Connection {
+        broker_url: url.clone(),
+        user: None,
+        password: None,
+        destination: "queue://MyQueue".into(),
+        ca: Some(root.path().join("certs/dev/ca.crt")),
+    };
+    let got = portico_broker::tools::consume(&portico_broker::tools::ConsumerArgs {
+        connection: readme_queue,
+        message_count: snippets.len() as u64,
+        receive_timeout: Duration::from_secs(10),
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        got.unique,
+        snippets.len() as u64,
+        "what the README's snippets sent: {got}"
+    );
+
     let connection = portico_broker::tools::Connection {
         broker_url: url.clone(),
         user: None,
@@ -104,6 +141,7 @@ async fn the_demo_serves_through_its_front_door_and_fails_over() {
             persistent: true,
             message_size: 1000,
             message_count: 5000,
+            sleep: Duration::ZERO,
         };
         tokio::spawn(async move { portico_broker::tools::produce(&args).await })
     };
@@ -117,6 +155,15 @@ async fn the_demo_serves_through_its_front_door_and_fails_over() {
         .status()
         .unwrap()
         .success());
+    // The demo starts the killed node again, as the pair's new standby.
+    loop {
+        let line = lines
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the demo never restarted broker1-a");
+        if line.contains("broker1-a started again") {
+            break;
+        }
+    }
     let sent = tokio::time::timeout(Duration::from_secs(60), producer)
         .await
         .expect("the producer never finished")
@@ -149,4 +196,16 @@ fn enqueued_on_broker1_a() -> u64 {
         .and_then(|qs| qs.iter().find(|q| q["name"] == "DemoQueue"))
         .and_then(|q| q["enqueued"].as_u64())
         .unwrap_or(0)
+}
+
+/// The bodies of the README's fenced code blocks in `language`.
+fn readme_snippets(language: &str) -> Vec<String> {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let fence = format!("```{language}\n");
+    readme
+        .split(fence.as_str())
+        .skip(1)
+        .filter_map(|rest| rest.split_once("```").map(|(code, _)| code.to_owned()))
+        .collect()
 }

@@ -45,6 +45,9 @@ enum Command {
         message_size: usize,
         #[arg(long = "message-count", alias = "messageCount", default_value_t = 1000)]
         message_count: u64,
+        /// Milliseconds to pause after each message (paces a long run).
+        #[arg(long, default_value_t = 0)]
+        sleep: u64,
     },
     /// Receive messages, acknowledging each; counts duplicates and gaps.
     Consumer {
@@ -121,12 +124,14 @@ fn main() -> ExitCode {
             persistent,
             message_size,
             message_count,
+            sleep,
         } => tool(async move {
             let args = portico_broker::tools::ProducerArgs {
                 connection: connection.into(),
                 persistent,
                 message_size,
                 message_count,
+                sleep: Duration::from_millis(sleep),
             };
             portico_broker::tools::produce(&args)
                 .await

@@ -25,6 +25,7 @@ async fn a_consumer_that_stops_part_way_loses_no_acknowledgement() {
         persistent: true,
         message_size: 100,
         message_count: 2000,
+        sleep: Duration::ZERO,
     })
     .await
     .unwrap();

@@ -202,6 +202,14 @@ impl Client {
         Ok(())
     }
 
+    /// Writes what is queued now, without waiting for receipts.
+    pub async fn push(&mut self) -> Result<(), ClientError> {
+        if let Err(broken) = self.drain().await {
+            self.recover(broken).await?;
+        }
+        Ok(())
+    }
+
     /// Subscribes (and re-subscribes after every failover).
     pub async fn subscribe(
         &mut self,

@@ -115,6 +115,8 @@ pub struct ProducerArgs {
     pub persistent: bool,
     pub message_size: usize,
     pub message_count: u64,
+    /// A pause after each message (ActiveMQ's `--sleep`), to pace a run.
+    pub sleep: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -167,6 +169,11 @@ pub async fn produce(args: &ProducerArgs) -> Result<ProducerSummary, ToolError> 
         client.send(frame).await?;
         if seq % 100 == 0 {
             progress.set(seq);
+        }
+        if !args.sleep.is_zero() {
+            // Paced: what is queued goes out now, not when the window fills.
+            client.push().await?;
+            tokio::time::sleep(args.sleep).await;
         }
     }
     client.flush().await?;
