@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::snapshot::Shared;
-use crate::upstream::TargetView;
+use crate::upstream::{Problem, TargetView};
 
 /// Serves admin requests until `stop` is cancelled.
 pub(crate) async fn run(shared: Arc<Shared>, listener: TcpListener, stop: CancellationToken) {
@@ -56,12 +56,28 @@ fn handle(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     match req.uri().path() {
         "/healthz" => healthz(shared),
         "/metrics" => {
-            let mut response = text(StatusCode::OK, shared.metrics.render());
+            // OpenMetrics for a scraper that asks for it; the Prometheus
+            // text format (which browsers show) for everyone else.
+            let openmetrics = req
+                .headers()
+                .get(hyper::header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains("application/openmetrics-text"));
+            let (body, content_type) = if openmetrics {
+                (
+                    shared.metrics.render(),
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                )
+            } else {
+                (
+                    shared.metrics.render_prometheus(),
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )
+            };
+            let mut response = text(StatusCode::OK, body);
             response.headers_mut().insert(
                 CONTENT_TYPE,
-                hyper::header::HeaderValue::from_static(
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                ),
+                hyper::header::HeaderValue::from_static(content_type),
             );
             response
         }
@@ -73,18 +89,45 @@ fn handle(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     }
 }
 
+/// `ok` (200): serving as configured. `degraded` (200): serving, with
+/// something to look at (the last reload failed, a pair has two active
+/// nodes). `unavailable` (503): some clients cannot be served (a target
+/// group with no healthy target, a pair with no active node). Each problem
+/// is listed.
 fn healthz(shared: &Shared) -> Response<Full<Bytes>> {
     let error = shared
         .reload_error
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
+    let snapshot = shared.snapshot.load();
+    let mut problems: Vec<Problem> = snapshot
+        .config
+        .target_groups
+        .iter()
+        .filter_map(|g| snapshot.groups.get(&g.name))
+        .flat_map(|g| g.problems())
+        .collect();
+    if let Some(e) = &error {
+        let first = e.lines().next().unwrap_or_default();
+        problems.push(Problem::degraded(format!(
+            "the last reload failed (the running configuration stays): {first}"
+        )));
+    }
+    let (status, code) = if problems.iter().any(|p| p.unavailable) {
+        ("unavailable", StatusCode::SERVICE_UNAVAILABLE)
+    } else if problems.is_empty() {
+        ("ok", StatusCode::OK)
+    } else {
+        ("degraded", StatusCode::OK)
+    };
     let body = serde_json::json!({
-        "status": "ok",
-        "config": shared.snapshot.load().config.path.display().to_string(),
+        "status": status,
+        "problems": problems,
+        "config": snapshot.config.path.display().to_string(),
         "last_reload_error": error,
     });
-    json(StatusCode::OK, &body)
+    json(code, &body)
 }
 
 /// Every target of every group, in configuration order.

@@ -318,6 +318,21 @@ fn compatible(
     Ok(())
 }
 
+/// Every reason [`handshake_reason`] (or a handshake deadline) gives: the
+/// metric's series exist from the start, at zero.
+pub(crate) const HANDSHAKE_REASONS: [&str; 10] = [
+    "timeout",
+    "not_tls",
+    "incompatible",
+    "no_client_certificate",
+    "bad_client_certificate",
+    "no_alpn_match",
+    "alert_received",
+    "tls_error",
+    "closed",
+    "io_error",
+];
+
 /// A metric label for a failed downstream handshake.
 fn handshake_reason(e: &io::Error) -> &'static str {
     if let Some(tls) = e

@@ -416,3 +416,53 @@ fn the_admin_endpoint_and_the_broker_console_default_to_loopback() {
     let console = broker.console.unwrap();
     assert_eq!(console, "127.0.0.1:8162".parse().unwrap());
 }
+
+/// One mistake, one error: a target group with a typo in it is still
+/// defined, so the listener that names it is not reported as well.
+#[test]
+fn a_typo_in_a_target_group_does_not_cascade() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = r#"[[listener]]
+name = "stomp"
+bind = "127.0.0.1:0"
+protocol = "tcp"
+target_group = "brokers"
+
+[[target_group]]
+name = "brokers"
+protocol = "tcp"
+algorithm = "round-robin"
+targets = ["127.0.0.1:61614"]
+"#;
+    let found = diagnostics_of(dir.path(), text);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!((found[0].0, found[0].1), (10, 13), "{found:?}");
+    assert!(found[0].2.contains("round-robin"), "{found:?}");
+}
+
+/// A syntax error does not hide the other mistakes: a missing certificate
+/// is reported in the same run.
+#[test]
+fn a_syntax_error_and_a_missing_file_are_reported_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = r#"[admin]
+bind = "127.0.0.1:9090
+
+[[listener]]
+name = "stomp"
+bind = "127.0.0.1:0"
+target_group = "brokers"
+  [[listener.certificate]]
+  cert = "missing.crt"
+  key = "missing.key"
+
+[[target_group]]
+name = "brokers"
+protocol = "tcp"
+targets = ["127.0.0.1:61614"]
+"#;
+    let found = diagnostics_of(dir.path(), text);
+    let at: Vec<(usize, usize)> = found.iter().map(|d| (d.0, d.1)).collect();
+    assert_eq!(at, [(2, 23), (9, 10)], "{found:?}");
+    assert!(found[1].2.contains("cannot read"), "{found:?}");
+}

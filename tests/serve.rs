@@ -355,3 +355,128 @@ async fn no_key_material_in_logs_or_admin_endpoints() {
     }
     assert!(!log.contains("PRIVATE KEY") && !seen.contains("PRIVATE KEY"));
 }
+
+/// `/healthz` names what keeps clients from being served, `/metrics`
+/// speaks the format its reader asks for with every series a user looks
+/// for there from the start, and the log names target states as
+/// `/targets` does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_reported_the_same_way_everywhere() {
+    let pki = pki();
+    let port = same_port_on("127.0.0.2", "127.0.0.3").await;
+    let console_port = same_port_on("127.0.0.2", "127.0.0.3").await;
+    let a = Backend::tls("a", "127.0.0.2", port, &pki, "broker").await;
+    let b = Backend::tls("b", "127.0.0.3", port, &pki, "broker").await;
+    let console_a = Console::open("127.0.0.2", console_port).await;
+    let console_b = Console::open("127.0.0.3", console_port).await;
+    let config = pki.path("portico.toml");
+    let text = format!(
+        r#"[admin]
+bind = "127.0.0.1:0"
+
+[[listener]]
+name = "front"
+bind = "127.0.0.1:0"
+target_group = "brokers"
+  [[listener.certificate]]
+  cert = "front.crt"
+  key = "front.key"
+
+[[target_group]]
+name = "brokers"
+ca = "ca.crt"
+server_name = "broker.internal"
+targets = ["{a}", "{b}"]
+pairs = [["{a}", "{b}"]]
+  [target_group.health_check]
+  port = {console_port}
+  interval = "100ms"
+  timeout = "100ms"
+"#,
+        a = a.addr,
+        b = b.addr
+    );
+    std::fs::write(&config, &text).unwrap();
+    let portico = Portico::start(&config, &["--no-watch"]);
+    let (_, admin) = portico.listener_and_admin();
+    let health = || async {
+        let (code, body) = admin_get(admin, "/healthz").await;
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        (
+            code,
+            body["status"].as_str().unwrap().to_owned(),
+            body["problems"].to_string(),
+        )
+    };
+
+    // Both nodes answer: served, but a split brain to look at.
+    wait_for("two active nodes reported", || async {
+        let (code, status, problems) = health().await;
+        code == 200 && status == "degraded" && problems.contains("two active nodes")
+    })
+    .await;
+    // b's console closes: b is the standby, in the log as in /targets.
+    drop(console_b);
+    let changed = loop {
+        let line = portico.line(&format!("target={}", b.addr));
+        if line.contains("from=\"healthy\"") {
+            break line;
+        }
+    };
+    assert!(changed.contains("to=\"standby\""), "{changed}");
+    wait_for("ok", || async {
+        health().await == (200, "ok".into(), "[]".into())
+    })
+    .await;
+    // a's console closes too: nobody can be served.
+    drop(console_a);
+    wait_for("unavailable", || async {
+        let (code, status, problems) = health().await;
+        code == 503
+            && status == "unavailable"
+            && problems.contains("no active node")
+            && problems.contains("no healthy target")
+    })
+    .await;
+    // Back, then a reload that fails: served, with the failure to look at.
+    let _console_a = Console::open("127.0.0.2", console_port).await;
+    wait_for("ok again", || async { health().await.1 == "ok" }).await;
+    std::fs::write(&config, "[[listener]]\nname = 1\n").unwrap();
+    portico.signal("HUP");
+    portico.line("reload failed");
+    let (code, status, problems) = health().await;
+    assert_eq!((code, status.as_str()), (200, "degraded"), "{problems}");
+    assert!(problems.contains("the last reload failed"), "{problems}");
+
+    // Metrics: the Prometheus text format unless OpenMetrics is asked for.
+    let (_, head, body) = admin_request(admin, "/metrics", &[]).await;
+    assert!(
+        head.contains("content-type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    assert!(!body.contains("# EOF"), "{body}");
+    assert!(
+        body.contains("# TYPE portico_connections_total counter"),
+        "{body}"
+    );
+    for zero in [
+        "portico_config_reloads_total{result=\"success\"} 0",
+        "portico_handshake_failures_total{listener=\"front\",reason=\"timeout\"} 0",
+        "portico_connections_refused_total{listener=\"front\",reason=\"no_target\"} 0",
+    ] {
+        assert!(body.contains(zero), "{zero} missing:\n{body}");
+    }
+    let (_, head, body) = admin_request(
+        admin,
+        "/metrics",
+        &[("accept", "application/openmetrics-text; version=1.0.0")],
+    )
+    .await;
+    assert!(
+        head.contains("content-type: application/openmetrics-text"),
+        "{head}"
+    );
+    assert!(body.ends_with("# EOF\n"), "{body}");
+    portico.signal("TERM");
+    assert_eq!(portico.wait(), Some(0));
+}

@@ -255,13 +255,11 @@ fn items<T: for<'de> Deserialize<'de>>(
 }
 
 fn check(d: &mut Diagnoser<'_>, text: &str, path: &Path, base: &Path) -> Option<BrokerConfig> {
-    let root = match DeTable::parse(text) {
-        Ok(root) => root,
-        Err(e) => {
-            d.toml_error(&e);
-            return None;
-        }
-    };
+    // A syntax error does not hide the rest: what parses is checked too.
+    let (root, syntax) = DeTable::parse_recoverable(text);
+    for e in &syntax {
+        d.toml_error(e);
+    }
     let mut broker = None;
     let mut transports = Vec::new();
     let mut console = None;

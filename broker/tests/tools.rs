@@ -65,3 +65,54 @@ async fn a_consumer_that_stops_part_way_loses_no_acknowledgement() {
     }
     broker.shutdown(Duration::from_secs(1)).await;
 }
+
+/// A failover URL with a wrong port does not retry in silence: each failed
+/// round is logged (at a bounded rate) with what went wrong.
+#[test]
+fn a_failover_url_that_reaches_nothing_says_so() {
+    use std::io::{BufRead, BufReader};
+    // A port nothing listens on: bound, then released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut consumer = std::process::Command::new(env!("CARGO_BIN_EXE_portico-broker"))
+        .args([
+            "consumer",
+            "--broker-url",
+            &format!("failover:(tcp://127.0.0.1:{port})?initialReconnectDelay=10"),
+            "--destination",
+            "queue://nowhere",
+        ])
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(consumer.stderr.take().unwrap());
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let mut line = None;
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match lines.recv_timeout(left) {
+            Ok(l) if l.contains("cannot reach the broker") => {
+                line = Some(l);
+                break;
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    let _ = consumer.kill();
+    let _ = consumer.wait();
+    let line = line.expect("no log line about the failed attempts");
+    assert!(line.contains(&format!("127.0.0.1:{port}")), "{line}");
+    assert!(line.contains("attempt=1"), "{line}");
+}

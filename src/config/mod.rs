@@ -370,15 +370,31 @@ struct Checker<'a> {
     files: Vec<PathBuf>,
 }
 
+/// The `name` of every `[[key]]` table, whether or not the rest of it is valid.
+fn declared_names(root: &Spanned<DeTable<'_>>, key: &str) -> Vec<String> {
+    let Some(array) = root.get_ref().get(key).and_then(|v| v.get_ref().as_array()) else {
+        return Vec::new();
+    };
+    array
+        .iter()
+        .filter_map(|t| {
+            t.get_ref()
+                .as_table()?
+                .get("name")?
+                .get_ref()
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
 impl Checker<'_> {
     fn config(&mut self, text: &str, path: &Path) -> Option<Config> {
-        let root = match DeTable::parse(text) {
-            Ok(root) => root,
-            Err(e) => {
-                self.d.toml_error(&e);
-                return None;
-            }
-        };
+        // A syntax error does not hide the rest: what parses is checked too.
+        let (root, syntax) = DeTable::parse_recoverable(text);
+        for e in &syntax {
+            self.d.toml_error(e);
+        }
         let mut admin = None;
         let mut resolver = None;
         let mut listeners = Vec::new();
@@ -400,7 +416,11 @@ impl Checker<'_> {
 
         let admin = admin.and_then(|a| self.admin(a));
         let resolver = resolver.map_or(Some(ResolverConfig::default()), |r| self.resolver(r));
-        let group_names = self.unique_names(groups.iter().map(|(_, g)| &g.name), "target group");
+        let mut group_names =
+            self.unique_names(groups.iter().map(|(_, g)| &g.name), "target group");
+        // A group with a mistake in it is still defined: a listener naming
+        // it gets no second error for the first one.
+        group_names.extend(declared_names(&root, "target_group"));
         let target_groups: Vec<_> = groups
             .into_iter()
             .filter_map(|(span, g)| self.target_group(span, g))

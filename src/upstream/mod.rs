@@ -108,6 +108,32 @@ pub struct TargetView {
     pub last_check: Option<String>,
 }
 
+/// Something `/healthz` reports.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct Problem {
+    /// Clients cannot be served (`true`), or are served with something
+    /// to look at (`false`).
+    #[serde(skip)]
+    pub(crate) unavailable: bool,
+    pub(crate) problem: String,
+}
+
+impl Problem {
+    pub(crate) fn unavailable(problem: String) -> Self {
+        Self {
+            unavailable: true,
+            problem,
+        }
+    }
+
+    pub(crate) fn degraded(problem: String) -> Self {
+        Self {
+            unavailable: false,
+            problem,
+        }
+    }
+}
+
 /// An active/standby pair and how many of its nodes were healthy last time.
 #[derive(Debug)]
 struct Pair {
@@ -283,18 +309,25 @@ impl TargetGroup {
         *self.resolved() = resolved;
     }
 
-    /// Logs a health transition and re-evaluates the pairs.
+    /// Logs a health transition (named as `/targets` names states: the
+    /// down node of a pair whose partner serves is `standby`) and
+    /// re-evaluates the pairs.
     pub(crate) fn health_changed(&self, target: &Target, change: Transition) {
         let reason = target.reason();
-        info!(
-            group = %self.config.name,
-            target = %target.label,
-            address = %target.addr,
-            from = %change.from.as_str(),
-            to = %change.to.as_str(),
-            reason = %reason,
-            "target health changed"
-        );
+        let targets = self.targets.load();
+        let from = self.shown_state(&targets, target, change.from);
+        let to = self.shown_state(&targets, target, change.to);
+        if from != to {
+            info!(
+                group = %self.config.name,
+                target = %target.label,
+                address = %target.addr,
+                from,
+                to,
+                reason = %reason,
+                "target health changed"
+            );
+        }
         self.evaluate_pairs();
     }
 
@@ -433,6 +466,34 @@ impl TargetGroup {
         None
     }
 
+    /// What keeps this group from serving as configured: no healthy target
+    /// (clients are refused, or tried against targets that failed), a pair
+    /// with no active node (an outage) or with two (a split brain).
+    pub(crate) fn problems(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let name = &self.config.name;
+        let targets = self.targets.load();
+        if !targets.iter().any(|t| t.is_healthy()) {
+            problems.push(Problem::unavailable(format!(
+                "target group {name:?} has no healthy target"
+            )));
+        }
+        for pair in &self.pairs {
+            match pair.last.load(Ordering::Acquire) {
+                0 => problems.push(Problem::unavailable(format!(
+                    "pair {} of target group {name:?} has no active node",
+                    pair.label
+                ))),
+                2 => problems.push(Problem::degraded(format!(
+                    "pair {} of target group {name:?} has two active nodes",
+                    pair.label
+                ))),
+                _ => {}
+            }
+        }
+        problems
+    }
+
     /// The state of every target, as `/targets` shows it.
     pub(crate) fn view(&self) -> Vec<TargetView> {
         let targets = self.targets.load();
@@ -451,10 +512,14 @@ impl TargetGroup {
     }
 
     fn state_name(&self, targets: &[Arc<Target>], t: &Target) -> &'static str {
+        self.shown_state(targets, t, t.health())
+    }
+
+    /// How `/targets` shows `t` when its health is `health`.
+    fn shown_state(&self, targets: &[Arc<Target>], t: &Target, health: Health) -> &'static str {
         if t.is_draining() {
             return "draining";
         }
-        let health = t.health();
         if health != Health::Unhealthy {
             return health.as_str();
         }

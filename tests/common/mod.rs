@@ -420,8 +420,23 @@ pub async fn tcp_who(addr: SocketAddr) -> std::io::Result<String> {
 
 /// GET from the admin server: (status, body).
 pub async fn admin_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let (status, _, body) = admin_request(addr, path, &[]).await;
+    (status, body)
+}
+
+/// GET from the admin server with extra request headers: (status, the
+/// response's head, body).
+pub async fn admin_request(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String, String) {
     let mut tcp = TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n");
+    let mut request = format!("GET {path} HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
     tcp.write_all(request.as_bytes()).await.unwrap();
     let mut response = String::new();
     tokio::time::timeout(DEADLINE, tcp.read_to_string(&mut response))
@@ -429,11 +444,8 @@ pub async fn admin_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .unwrap()
         .unwrap();
     let status = response[9..12].parse().unwrap();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (status, head.to_ascii_lowercase(), body.to_owned())
 }
 
 /// The states `/targets` reports, as (target address, state).

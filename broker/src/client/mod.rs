@@ -40,6 +40,9 @@ pub enum ClientError {
     Closed(String),
 }
 
+/// Failed connection attempts are logged at most this often.
+const RETRY_LOG_EVERY: Duration = Duration::from_secs(5);
+
 /// How long closing waits for the broker's receipt of DISCONNECT.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -389,6 +392,7 @@ impl Client {
     async fn establish(&mut self, attempts: Option<u32>) -> Result<(), ClientError> {
         let mut attempt = 0u32;
         let mut last = String::new();
+        let mut logged: Option<Instant> = None;
         loop {
             let mut order: Vec<usize> = (0..self.url.endpoints.len()).collect();
             if self.url.randomize && order.len() > 1 {
@@ -430,7 +434,14 @@ impl Client {
                     detail: last,
                 });
             }
-            tokio::time::sleep(self.url.delay(attempt)).await;
+            let delay = self.url.delay(attempt);
+            // Every failed round is told, at most once per RETRY_LOG_EVERY:
+            // a wrong address must not retry in silence.
+            if logged.is_none_or(|at: Instant| at.elapsed() >= RETRY_LOG_EVERY) {
+                logged = Some(Instant::now());
+                warn!(attempt = attempt + 1, error = %last, retry_in = ?delay, "cannot reach the broker; retrying");
+            }
+            tokio::time::sleep(delay).await;
             attempt += 1;
         }
     }
