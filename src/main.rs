@@ -62,6 +62,10 @@ enum Command {
         #[arg(long)]
         stop_with_stdin: bool,
     },
+    /// Send messages to a broker (the same tool as `portico-broker producer`).
+    Producer(portico_broker::tools::cli::ProducerFlags),
+    /// Receive messages from a broker (the same tool as `portico-broker consumer`).
+    Consumer(portico_broker::tools::cli::ConsumerFlags),
     /// Make development certificates: a CA, one per domain, one per broker.
     Certs {
         /// Folder to write into (an existing ca.crt/ca.key there is reused).
@@ -94,6 +98,8 @@ fn main() -> ExitCode {
             stop_with_stdin,
         } => broker_node(&config, stop_with_stdin),
         Command::Check { config } => check(&config),
+        Command::Producer(flags) => portico_broker::tools::cli::producer(flags),
+        Command::Consumer(flags) => portico_broker::tools::cli::consumer(flags),
         Command::Certs {
             out,
             domains,

@@ -466,3 +466,33 @@ targets = ["127.0.0.1:61614"]
     assert_eq!(at, [(2, 23), (9, 10)], "{found:?}");
     assert!(found[1].2.contains("cannot read"), "{found:?}");
 }
+
+/// The README's example of a mistake is what `portico check` prints for
+/// it, position and all.
+#[test]
+fn the_readmes_example_error_is_what_check_prints() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let example = readme
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("config/portico.toml:") && l.contains("brokrs"))
+        .expect("the README shows a check error");
+    let (root, _) = examples();
+    let config = root.path().join("config/portico.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let typo = text.replacen("target_group = \"brokers\"", "target_group = \"brokrs\"", 1);
+    assert_ne!(text, typo);
+    std::fs::write(&config, typo).unwrap();
+    let out = portico()
+        .args(["check", "--config", "config/portico.toml"])
+        .current_dir(root.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let printed = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        printed.lines().any(|l| l == example),
+        "README: {example}\nprinted:\n{printed}"
+    );
+}

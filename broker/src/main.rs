@@ -3,10 +3,10 @@
 use std::io::{BufRead, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use portico_broker::config::BrokerConfig;
+use portico_broker::tools::cli::{self as tools, ConsumerFlags, ProducerFlags};
 use tracing::error;
 
 #[derive(Parser)]
@@ -35,63 +35,9 @@ enum Command {
     /// Read a password on standard input and print its hash for `password_hash`.
     HashPassword,
     /// Send messages (stamped with `seq` 1..N and `producer-id`).
-    Producer {
-        #[command(flatten)]
-        connection: ConnectionArgs,
-        /// Send with persistent:true (stored before the receipt).
-        #[arg(long, default_value = "true", action = clap::ArgAction::Set)]
-        persistent: bool,
-        #[arg(long = "message-size", alias = "messageSize", default_value_t = 1000)]
-        message_size: usize,
-        #[arg(long = "message-count", alias = "messageCount", default_value_t = 1000)]
-        message_count: u64,
-        /// Milliseconds to pause after each message (paces a long run).
-        #[arg(long, default_value_t = 0)]
-        sleep: u64,
-    },
+    Producer(ProducerFlags),
     /// Receive messages, acknowledging each; counts duplicates and gaps.
-    Consumer {
-        #[command(flatten)]
-        connection: ConnectionArgs,
-        #[arg(long = "message-count", alias = "messageCount", default_value_t = 1000)]
-        message_count: u64,
-        /// Stop when nothing arrives for this long.
-        #[arg(long = "receive-timeout", default_value = "30s", value_parser = parse_duration)]
-        receive_timeout: Duration,
-    },
-}
-
-#[derive(clap::Args)]
-struct ConnectionArgs {
-    /// ssl://host:port, tcp://host:port or failover:(ssl://a:port,ssl://b:port)?options
-    #[arg(long = "broker-url", alias = "brokerUrl")]
-    broker_url: String,
-    #[arg(long)]
-    user: Option<String>,
-    #[arg(long)]
-    password: Option<String>,
-    /// queue://NAME or topic://NAME
-    #[arg(long)]
-    destination: String,
-    /// CA bundle that verifies ssl:// brokers.
-    #[arg(long)]
-    ca: Option<PathBuf>,
-}
-
-impl From<ConnectionArgs> for portico_broker::tools::Connection {
-    fn from(a: ConnectionArgs) -> Self {
-        Self {
-            broker_url: a.broker_url,
-            user: a.user,
-            password: a.password,
-            destination: a.destination,
-            ca: a.ca,
-        }
-    }
-}
-
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    portico_core::duration::parse(text)
+    Consumer(ConsumerFlags),
 }
 
 fn main() -> ExitCode {
@@ -119,38 +65,8 @@ fn main() -> ExitCode {
         },
         Command::HashPassword => hash_password(),
         Command::Run { config } => run(&config),
-        Command::Producer {
-            connection,
-            persistent,
-            message_size,
-            message_count,
-            sleep,
-        } => tool(async move {
-            let args = portico_broker::tools::ProducerArgs {
-                connection: connection.into(),
-                persistent,
-                message_size,
-                message_count,
-                sleep: Duration::from_millis(sleep),
-            };
-            portico_broker::tools::produce(&args)
-                .await
-                .map(|s| (s.to_string(), true))
-        }),
-        Command::Consumer {
-            connection,
-            message_count,
-            receive_timeout,
-        } => tool(async move {
-            let args = portico_broker::tools::ConsumerArgs {
-                connection: connection.into(),
-                message_count,
-                receive_timeout,
-            };
-            portico_broker::tools::consume(&args)
-                .await
-                .map(|s| (s.to_string(), s.missing == 0))
-        }),
+        Command::Producer(flags) => tools::producer(flags),
+        Command::Consumer(flags) => tools::consumer(flags),
     }
 }
 
@@ -159,36 +75,6 @@ fn load(path: &Path) -> Result<BrokerConfig, ExitCode> {
         eprintln!("{}", e.report(path));
         ExitCode::from(2)
     })
-}
-
-/// Runs a tool; prints its summary line; exit 1 if it fell short, 2 on error.
-fn tool(
-    work: impl std::future::Future<Output = Result<(String, bool), portico_broker::tools::ToolError>>,
-) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    match runtime.block_on(work) {
-        Ok((summary, complete)) => {
-            println!("{summary}");
-            if complete {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            }
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(2)
-        }
-    }
 }
 
 fn hash_password() -> ExitCode {

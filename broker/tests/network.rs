@@ -652,3 +652,26 @@ async fn a_bridge_whose_peer_goes_silent_reconnects() {
     send(&a, "/queue/after", &["m"]).await;
     assert_eq!(sub.next().await.unwrap().body, b"m");
 }
+
+/// A message as large as the brokers' frame size allows crosses a bridge:
+/// the receiving end reads frames by its own limits, with room for the
+/// headers the network adds, not by a client library's default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_as_large_as_the_frame_size_allows_crosses_a_bridge() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = "[limits]\nmax_frame_size = 33554432\n";
+    let b = broker(dir.path(), "b", limits).await;
+    let a = broker(
+        dir.path(),
+        "a",
+        &format!("{limits}\n{}", connector("a-b", &b, "")),
+    )
+    .await;
+    bridges_up(&a, 1).await;
+    let mut sub = subscribe(&b, "/queue/large").await;
+    demand_reaches(&a, "large").await;
+    let body = "L".repeat(20 * 1024 * 1024);
+    send(&a, "/queue/large", &[body.as_str()]).await;
+    let m = sub.next().await.unwrap();
+    assert_eq!((m.command, m.body.len()), (Command::Message, body.len()));
+}

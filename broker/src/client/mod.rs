@@ -40,6 +40,15 @@ pub enum ClientError {
     Closed(String),
 }
 
+/// What the client reads from a broker: frames up to 64 MiB (a broker's
+/// `max_frame_size` is 4 MiB unless raised), so one frame bounds what a
+/// broker can make the client hold.
+const READ_LIMITS: Limits = Limits {
+    max_frame_size: 64 * 1024 * 1024,
+    max_headers: 1024,
+    max_header_length: 64 * 1024,
+};
+
 /// Failed connection attempts are logged at most this often.
 const RETRY_LOG_EVERY: Duration = Duration::from_secs(5);
 
@@ -527,7 +536,7 @@ impl Client {
 
 async fn read_frame(conn: &mut Conn, out: &mut Vec<u8>) -> Result<Frame, Broken> {
     loop {
-        match conn.buf.next(&Limits::default()) {
+        match conn.buf.next(&READ_LIMITS) {
             Ok(Some(Decoded::Frame(f))) => return Ok(f),
             Ok(Some(Decoded::HeartBeat)) => continue,
             Ok(None) => {}

@@ -324,7 +324,7 @@ async fn connect(
     let mut buf = FrameBuffer::new();
     let reply = tokio::time::timeout(
         Duration::from_secs(10),
-        read_frame(&mut reader, &mut buf, None),
+        read_frame(&mut reader, &mut buf, &bridge_limits(&core.limits), None),
     )
     .await
     .map_err(|_| "no CONNECTED in time".to_owned())??;
@@ -416,15 +416,28 @@ pub(crate) async fn inbound(
     core.bridges.remove(&state);
 }
 
+/// What a peer may send over a bridge: what a client of this broker may
+/// send, plus room for the headers the network adds on the way (a
+/// message that fits a client's frame fits a bridge's).
+fn bridge_limits(limits: &crate::config::Limits) -> Limits {
+    const HEADROOM: usize = 64 * 1024;
+    Limits {
+        max_frame_size: limits.max_frame_size.saturating_add(HEADROOM),
+        max_headers: limits.max_headers.saturating_add(16),
+        max_header_length: limits.max_header_length.saturating_add(HEADROOM / 16),
+    }
+}
+
 /// The next frame from the peer; an error if it breaks the bridge, or if
 /// nothing (not even a heart-beat) came within `silence`.
 async fn read_frame(
     reader: &mut Reader,
     buf: &mut FrameBuffer,
+    limits: &Limits,
     silence: Option<Duration>,
 ) -> Result<Frame, String> {
     loop {
-        match buf.next(&Limits::default()) {
+        match buf.next(limits) {
             Ok(Some(Decoded::Frame(f))) => return Ok(f),
             Ok(Some(Decoded::HeartBeat)) => continue,
             Ok(None) => {}
@@ -518,11 +531,12 @@ async fn run(
             ended.clone(),
         ))
     });
+    let limits = bridge_limits(&core.limits);
     let end = loop {
         let frame = tokio::select! {
             _ = stop.cancelled() => break "the broker is stopping".to_owned(),
             _ = ended.cancelled() => break "the bridge's writer stopped".to_owned(),
-            f = read_frame(&mut reader, &mut buf, link.beats.expect) => match f {
+            f = read_frame(&mut reader, &mut buf, &limits, link.beats.expect) => match f {
                 Ok(f) => f,
                 Err(e) => break e,
             },

@@ -2,6 +2,8 @@
 //! failover client. The producer stamps each message with `seq` (1..N) and
 //! `producer-id`; the consumer counts duplicates and gaps by them.
 
+pub mod cli;
+
 use std::collections::HashSet;
 use std::io::IsTerminal;
 use std::path::PathBuf;
