@@ -182,13 +182,7 @@ fn certs(out: &std::path::Path, request: CertRequest) -> ExitCode {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            eprintln!("error: cannot start the runtime: {e}");
-            ExitCode::from(1)
-        })
+    portico_core::signals::runtime()
 }
 
 fn demo() -> ExitCode {
@@ -265,15 +259,9 @@ fn serve(path: &std::path::Path, grace: Duration, watch: bool) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match portico_core::signals::runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     runtime.block_on(async {
         let server = match Server::start(config).await {

@@ -1,4 +1,4 @@
-//! Waiting for the signal that stops a process.
+//! A command's runtime, and waiting for the signal that stops it.
 
 /// Resolves on SIGTERM or Ctrl-C (SIGINT).
 pub async fn stop() {
@@ -14,4 +14,16 @@ pub async fn stop() {
         }
     }
     let _ = tokio::signal::ctrl_c().await;
+}
+
+/// The multi-threaded runtime every command runs on; on failure the
+/// reason is printed and the exit code to use is returned.
+pub fn runtime() -> Result<tokio::runtime::Runtime, std::process::ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: cannot start the runtime: {e}");
+            std::process::ExitCode::from(1)
+        })
 }

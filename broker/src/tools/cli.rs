@@ -95,15 +95,9 @@ pub fn consumer(flags: ConsumerFlags) -> ExitCode {
 
 /// Runs a tool; prints its summary line; exit 1 if it fell short, 2 on error.
 fn run(work: impl std::future::Future<Output = Result<(String, bool), ToolError>>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match portico_core::signals::runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(work) {
         Ok((summary, complete)) => {
