@@ -246,8 +246,8 @@ impl Demo {
         let active = self.pids()[0].map_or_else(|| "-".to_owned(), |p| p.to_string());
         out.push_str(&format!(
             "\nSend and receive through the front door, about a minute of each (two terminals):\n  \
-             cargo run --release -- producer --broker-url '{url}' --ca certs/dev/ca.crt --destination queue://MyQueue --message-count 30000 --sleep 2\n  \
-             cargo run --release -- consumer --broker-url '{url}' --ca certs/dev/ca.crt --destination queue://MyQueue --message-count 30000\n\
+             cargo run --release -- producer --broker-url '{url}' --ca certs/dev/ca.crt --destination queue://MyQueue --message-count 20000 --sleep 2\n  \
+             cargo run --release -- consumer --broker-url '{url}' --ca certs/dev/ca.crt --destination queue://MyQueue --message-count 20000\n\
              Fail over while they run: kill -9 {active} (broker1-a); broker1-b takes over, the clients follow,\n\
              and the demo starts broker1-a again as the pair's new standby.\n\
              Logs: data/demo/*.log. Stop with Ctrl-C.\n"

@@ -123,7 +123,12 @@ pub struct Client {
     next: u64,
     /// SENDs not yet receipted, in order, as they were written.
     unreceipted: VecDeque<(String, Frame)>,
+    /// SUBSCRIBE frames, replayed after every failover; their `id`s carry
+    /// the connection's generation (`sub-N.G`), so a MESSAGE tells which
+    /// connection delivered it.
     subscriptions: Vec<Frame>,
+    /// Connections made so far (the current one's number).
+    generation: u64,
     inbox: VecDeque<Frame>,
     /// Frames queued for the broker: written before the client next waits
     /// for it, or once [`COALESCE`] bytes gather, so a burst of SENDs or
@@ -159,6 +164,7 @@ impl Client {
             next: 0,
             unreceipted: VecDeque::new(),
             subscriptions: Vec::new(),
+            generation: 0,
             inbox: VecDeque::new(),
             out: Vec::new(),
             reconnects: 0,
@@ -229,7 +235,7 @@ impl Client {
         ack: &str,
         extra: &[(&str, &str)],
     ) -> Result<(), ClientError> {
-        let id = format!("sub-{}", self.subscriptions.len() + 1);
+        let id = subscription_id(self.subscriptions.len() + 1, self.generation);
         let mut frame = Frame::new(Command::Subscribe)
             .header("destination", destination)
             .header("id", id)
@@ -256,10 +262,19 @@ impl Client {
 
     /// Acknowledges a MESSAGE (for `client` and `client-individual`); the ACK
     /// is queued and goes out before the client next waits for the broker.
+    /// A message delivered by a connection that has since failed over is
+    /// not acknowledged: that broker's ack ids mean nothing to the new one,
+    /// which delivers the message again.
     pub async fn ack(&mut self, message: &Frame) -> Result<(), ClientError> {
         let Some(ack) = message.get("ack") else {
             return Ok(());
         };
+        if !message
+            .get("subscription")
+            .is_some_and(|s| s.ends_with(&format!(".{}", self.generation)))
+        {
+            return Ok(());
+        }
         let frame = Frame::new(Command::Ack).header("id", ack);
         if let Err(broken) = self.write(&frame.to_bytes()).await {
             // The broker redelivers what was not acknowledged.
@@ -373,8 +388,11 @@ impl Client {
         };
         self.conn = None;
         // SENDs and subscriptions are replayed from their own lists; ACKs
-        // of the old connection are moot (the broker redelivers).
+        // of the old connection are moot (the broker redelivers), and so
+        // are prefetched messages not yet handed out that await an ACK:
+        // the broker delivers them again. Auto-acknowledged ones stay.
         self.out.clear();
+        self.inbox.retain(|m| m.get("ack").is_none());
         if !self.url.failover {
             return Err(ClientError::Unreachable {
                 url: self.url.endpoints[0].to_string(),
@@ -456,8 +474,14 @@ impl Client {
     }
 
     async fn replay(&mut self) -> Result<(), Broken> {
+        self.generation += 1;
         let mut bytes = Vec::new();
-        for s in &self.subscriptions {
+        for (i, s) in self.subscriptions.iter_mut().enumerate() {
+            for (name, value) in &mut s.headers {
+                if name == "id" {
+                    *value = subscription_id(i + 1, self.generation);
+                }
+            }
             s.encode(&mut bytes);
         }
         for (_, f) in &self.unreceipted {
@@ -532,6 +556,11 @@ impl Client {
             other => Err(Broken::Io(format!("expected CONNECTED, got {other}"))),
         }
     }
+}
+
+/// The `id` of the `n`th subscription on connection `generation`.
+fn subscription_id(n: usize, generation: u64) -> String {
+    format!("sub-{n}.{generation}")
 }
 
 async fn read_frame(conn: &mut Conn, out: &mut Vec<u8>) -> Result<Frame, Broken> {
