@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
 use argon2::Argon2;
 
 use crate::config::{AuthorizationEntry, UserConfig};
@@ -45,18 +45,44 @@ impl Secret {
         }
     }
 
+    fn is_hash(&self) -> bool {
+        matches!(self.0, SecretKind::Hash(_))
+    }
+
     pub fn verify(&self, password: &str) -> bool {
+        self.verify_with(password, &mut Vec::new())
+    }
+
+    /// [`Self::verify`] with argon2's working memory in `memory`, kept by
+    /// the caller from one check to the next: a thread that checks
+    /// passwords all day holds one block of it, not a new one per check.
+    pub fn verify_with(&self, password: &str, memory: &mut Vec<argon2::Block>) -> bool {
         match &self.0 {
-            SecretKind::Hash(phc) => PasswordHash::new(phc)
-                .map(|h| {
-                    Argon2::default()
-                        .verify_password(password.as_bytes(), &h)
-                        .is_ok()
-                })
-                .unwrap_or(false),
+            SecretKind::Hash(phc) => verify_phc(phc, password, memory).unwrap_or(false),
             SecretKind::Plain(p) => constant_time_eq(p.as_bytes(), password.as_bytes()),
         }
     }
+}
+
+/// Checks `password` against an argon2 PHC string; `None` if the string is
+/// not one argon2 can check.
+fn verify_phc(phc: &str, password: &str, memory: &mut Vec<argon2::Block>) -> Option<bool> {
+    let hash = PasswordHash::new(phc).ok()?;
+    let (salt, expected) = (hash.salt?, hash.hash?);
+    let algorithm = argon2::Algorithm::try_from(hash.algorithm).ok()?;
+    let version = match hash.version {
+        Some(v) => argon2::Version::try_from(v).ok()?,
+        None => argon2::Version::default(),
+    };
+    let params = argon2::Params::try_from(&hash).ok()?;
+    let mut salt_bytes = [0u8; 64];
+    let salt = salt.decode_b64(&mut salt_bytes).ok()?;
+    memory.resize(params.block_count(), argon2::Block::default());
+    let mut computed = vec![0u8; expected.len()];
+    Argon2::new(algorithm, version, params)
+        .hash_password_into_with_memory(password.as_bytes(), salt, &mut computed, &mut memory[..])
+        .ok()?;
+    Some(constant_time_eq(&computed, expected.as_bytes()))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -80,7 +106,14 @@ pub fn hash_password(password: &str) -> Result<String, String> {
 pub struct Auth {
     users: Vec<UserConfig>,
     entries: Vec<AuthorizationEntry>,
+    /// What an unknown user's password is checked against, so that a
+    /// wrong user name costs as long as a wrong password.
+    dummy: Secret,
 }
+
+/// An argon2id hash with the default parameters, of a password nobody uses.
+const DUMMY_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$WnMmrqFLgJKvkeL01ZlVyw$pw/orvmS2IfvK0Tf+29T6FV+DfVKPRT7mKvcZZ3YGic";
 
 /// A connected client's identity.
 #[derive(Debug, Clone)]
@@ -112,7 +145,16 @@ pub enum Operation {
 
 impl Auth {
     pub fn new(users: Vec<UserConfig>, entries: Vec<AuthorizationEntry>) -> Self {
-        Self { users, entries }
+        let dummy = if users.iter().any(|u| u.secret.is_hash()) {
+            Secret::hash(DUMMY_HASH).expect("the dummy hash is a valid PHC string")
+        } else {
+            Secret::plain("\u{0}no user has this password\u{0}".into())
+        };
+        Self {
+            users,
+            entries,
+            dummy,
+        }
     }
 
     /// Whether any user is configured (otherwise anyone may connect).
@@ -122,12 +164,28 @@ impl Auth {
 
     /// With no users configured, anyone may connect (as "anonymous").
     pub fn authenticate(&self, login: Option<&str>, passcode: Option<&str>) -> Option<Principal> {
+        self.authenticate_with(login, passcode, &mut Vec::new())
+    }
+
+    /// [`Self::authenticate`] with argon2's working memory kept by the
+    /// caller (see [`Secret::verify_with`]).
+    pub fn authenticate_with(
+        &self,
+        login: Option<&str>,
+        passcode: Option<&str>,
+        memory: &mut Vec<argon2::Block>,
+    ) -> Option<Principal> {
         if self.users.is_empty() {
             return Some(Principal::anonymous(login));
         }
-        let user = self.users.iter().find(|u| Some(u.name.as_str()) == login)?;
+        let passcode = passcode.unwrap_or_default();
+        let Some(user) = self.users.iter().find(|u| Some(u.name.as_str()) == login) else {
+            // As slow as a known user's check: user names cannot be told apart.
+            let _ = self.dummy.verify_with(passcode, memory);
+            return None;
+        };
         user.secret
-            .verify(passcode.unwrap_or_default())
+            .verify_with(passcode, memory)
             .then(|| Principal {
                 user: user.name.clone(),
                 groups: user.groups.clone(),

@@ -79,20 +79,41 @@ pub struct AuthorizationEntry {
     pub admin: Vec<String>,
 }
 
-/// What one client may cost the broker.
+/// What clients may cost the broker: each one, and all of them together.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_frame_size: usize,
     pub max_headers: usize,
     pub max_header_length: usize,
-    /// Pending bytes a queue holds before it slows its senders.
+    /// Bytes of a frame before CONNECT succeeded (a login is small).
+    pub max_login_frame_size: usize,
+    /// Bytes of messages a queue holds (waiting, delivered and not yet
+    /// acknowledged) before it slows its senders.
     pub queue_memory: usize,
-    /// A client must send CONNECT within this.
+    /// Bytes of messages the broker holds in all (queues and topic
+    /// subscribers' backlogs) before it slows every sender.
+    pub memory_limit: usize,
+    /// Queues and topics in all.
+    pub max_destinations: usize,
+    /// Connections open at once, on all transports together.
+    pub max_connections: usize,
+    /// Connections open at once from one source address (0: no limit).
+    pub max_connections_per_source: usize,
+    /// TLS handshake and CONNECT, together, within this.
     pub connect_timeout: Duration,
     /// The broker's heart-beat preference, both ways.
     pub heart_beat: Duration,
     /// Frames one transaction may buffer.
     pub max_transaction_frames: usize,
+    /// Bytes of frames all of a connection's open transactions may buffer.
+    pub max_transaction_bytes: usize,
+    /// Subscriptions one connection may hold.
+    pub max_subscriptions_per_connection: usize,
+    /// The largest prefetch window (`activemq.prefetchSize`) granted.
+    pub max_prefetch: usize,
+    /// Bytes of messages delivered to one connection and not yet
+    /// acknowledged; more wait until it acknowledges.
+    pub max_inflight_bytes: usize,
 }
 
 impl Default for Limits {
@@ -101,10 +122,19 @@ impl Default for Limits {
             max_frame_size: 4 * 1024 * 1024,
             max_headers: 64,
             max_header_length: 8 * 1024,
+            max_login_frame_size: 64 * 1024,
             queue_memory: 64 * 1024 * 1024,
+            memory_limit: 512 * 1024 * 1024,
+            max_destinations: 10_000,
+            max_connections: 1000,
+            max_connections_per_source: 0,
             connect_timeout: Duration::from_secs(10),
             heart_beat: Duration::from_secs(1),
             max_transaction_frames: 10_000,
+            max_transaction_bytes: 16 * 1024 * 1024,
+            max_subscriptions_per_connection: 1000,
+            max_prefetch: 1000,
+            max_inflight_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -194,10 +224,19 @@ struct FileLimits {
     max_frame_size: Option<Spanned<i64>>,
     max_headers: Option<Spanned<i64>>,
     max_header_length: Option<Spanned<i64>>,
+    max_login_frame_size: Option<Spanned<i64>>,
     queue_memory: Option<Spanned<i64>>,
+    memory_limit: Option<Spanned<i64>>,
+    max_destinations: Option<Spanned<i64>>,
+    max_connections: Option<Spanned<i64>>,
+    max_connections_per_source: Option<Spanned<i64>>,
     connect_timeout: Option<Spanned<String>>,
     heart_beat: Option<Spanned<String>>,
     max_transaction_frames: Option<Spanned<i64>>,
+    max_transaction_bytes: Option<Spanned<i64>>,
+    max_subscriptions_per_connection: Option<Spanned<i64>>,
+    max_prefetch: Option<Spanned<i64>>,
+    max_inflight_bytes: Option<Spanned<i64>>,
 }
 
 impl BrokerConfig {
@@ -649,12 +688,33 @@ fn check_limits(d: &mut Diagnoser<'_>, f: FileLimits) -> Option<Limits> {
     let max_frame_size = size(&f.max_frame_size, defaults.max_frame_size, 1024);
     let max_headers = size(&f.max_headers, defaults.max_headers, 4);
     let max_header_length = size(&f.max_header_length, defaults.max_header_length, 64);
+    let max_login_frame_size = size(&f.max_login_frame_size, defaults.max_login_frame_size, 1024);
     let queue_memory = size(&f.queue_memory, defaults.queue_memory, 1024);
+    let memory_limit = size(&f.memory_limit, defaults.memory_limit, 1024);
+    let max_destinations = size(&f.max_destinations, defaults.max_destinations, 1);
+    let max_connections = size(&f.max_connections, defaults.max_connections, 1);
+    let max_connections_per_source = size(
+        &f.max_connections_per_source,
+        defaults.max_connections_per_source,
+        0,
+    );
     let max_transaction_frames = size(
         &f.max_transaction_frames,
         defaults.max_transaction_frames,
         1,
     );
+    let max_transaction_bytes = size(
+        &f.max_transaction_bytes,
+        defaults.max_transaction_bytes,
+        1024,
+    );
+    let max_subscriptions_per_connection = size(
+        &f.max_subscriptions_per_connection,
+        defaults.max_subscriptions_per_connection,
+        1,
+    );
+    let max_prefetch = size(&f.max_prefetch, defaults.max_prefetch, 1);
+    let max_inflight_bytes = size(&f.max_inflight_bytes, defaults.max_inflight_bytes, 1024);
     let mut duration = |v: &Option<Spanned<String>>, default: Duration| match v {
         None => default,
         Some(v) => match portico_core::duration::parse(v.get_ref()) {
@@ -672,9 +732,18 @@ fn check_limits(d: &mut Diagnoser<'_>, f: FileLimits) -> Option<Limits> {
         max_frame_size,
         max_headers,
         max_header_length,
+        max_login_frame_size,
         queue_memory,
+        memory_limit,
+        max_destinations,
+        max_connections,
+        max_connections_per_source,
         connect_timeout,
         heart_beat,
         max_transaction_frames,
+        max_transaction_bytes,
+        max_subscriptions_per_connection,
+        max_prefetch,
+        max_inflight_bytes,
     })
 }

@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod logins;
 pub mod router;
 pub mod stomp;
 pub mod store;
@@ -66,15 +67,31 @@ pub(crate) struct BrokerCore {
     pub(crate) name: String,
     pub(crate) router: Router,
     pub(crate) journal: Journal,
-    pub(crate) auth: Auth,
+    pub(crate) auth: Arc<Auth>,
+    pub(crate) logins: logins::Logins,
     pub(crate) limits: Limits,
     next_conn: AtomicU64,
     next_seq: AtomicU64,
     errors: AtomicU64,
     failed_logins: AtomicU64,
+    /// Connections closed at accept: over their source's share.
+    refused: AtomicU64,
+    pub(crate) slots: Arc<transport::Slots>,
+    /// Bytes of SENDs on their way to the router, from all connections
+    /// together: while the router holds senders back, this fills and
+    /// connections stop reading, so what waits is bounded broker-wide.
+    pub(crate) intake: Arc<tokio::sync::Semaphore>,
     /// Recent `portico-dedup-id`s: a re-sent message already stored is dropped.
     recent: std::sync::Mutex<Dedup>,
     pub(crate) bridges: network::Bridges,
+}
+
+/// Bytes of SENDs all connections together may have on their way to the
+/// router: 64 MiB, or two of the largest frames if that is more.
+fn intake_bytes(limits: &Limits) -> usize {
+    (64 * 1024 * 1024usize)
+        .max(2 * limits.max_frame_size)
+        .min(u32::MAX as usize)
 }
 
 /// A client's dedup id as the broker keeps it: scoped by the user who sent
@@ -129,6 +146,10 @@ impl BrokerCore {
             .insert(key)
     }
 
+    pub(crate) fn connection_refused(&self) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn login_failed(&self) {
         self.failed_logins.fetch_add(1, Ordering::Relaxed);
         self.errors.fetch_add(1, Ordering::Relaxed);
@@ -138,13 +159,15 @@ impl BrokerCore {
         self.errors.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn summary(&self) -> Summary {
+    pub(crate) fn summary(&self, memory: router::MemoryStats) -> Summary {
         Summary {
+            memory,
             name: self.name.clone(),
             role: "active",
             connections_total: self.next_conn.load(Ordering::Relaxed) - 1,
             protocol_errors: self.errors.load(Ordering::Relaxed),
             failed_logins: self.failed_logins.load(Ordering::Relaxed),
+            refused_connections: self.refused.load(Ordering::Relaxed),
         }
     }
 }
@@ -153,6 +176,8 @@ impl BrokerCore {
 #[derive(Debug, serde::Serialize)]
 pub(crate) struct Summary {
     name: String,
+    /// Messages held in memory, against `memory_limit`.
+    memory: router::MemoryStats,
     role: &'static str,
     /// Client connections accepted since start.
     connections_total: u64,
@@ -161,6 +186,8 @@ pub(crate) struct Summary {
     /// CONNECTs refused: a wrong user or password, or a bridge opened by a
     /// user without the right to.
     failed_logins: u64,
+    /// Connections closed at accept: over `max_connections_per_source`.
+    refused_connections: u64,
 }
 
 /// A running broker node.
@@ -198,10 +225,7 @@ impl Broker {
                 path: config.data_dir.clone(),
                 source,
             })?;
-        let router = Router::start(RouterLimits {
-            queue_memory: config.limits.queue_memory,
-            max_frame_size: config.limits.max_frame_size,
-        });
+        let router = Router::start(RouterLimits::from(&config.limits));
         let restored: Vec<Arc<Message>> = recovered
             .messages
             .into_iter()
@@ -239,16 +263,27 @@ impl Broker {
             }
         }
         router.restore(restored).await;
+        let auth = Arc::new(Auth::new(
+            config.users.clone(),
+            config.authorization.clone(),
+        ));
         let core = Arc::new(BrokerCore {
             name: config.name.clone(),
             router,
             journal,
-            auth: Auth::new(config.users.clone(), config.authorization.clone()),
+            auth: auth.clone(),
+            logins: logins::Logins::new(auth),
             limits: config.limits,
             next_conn: AtomicU64::new(1),
             next_seq: AtomicU64::new(recovered.next_id.max(1)),
             errors: AtomicU64::new(0),
             failed_logins: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            intake: Arc::new(tokio::sync::Semaphore::new(intake_bytes(&config.limits))),
+            slots: transport::Slots::new(
+                config.limits.max_connections,
+                config.limits.max_connections_per_source,
+            ),
             recent: std::sync::Mutex::new(recent),
             bridges: network::Bridges::default(),
         });

@@ -62,15 +62,33 @@ struct Layout {
 }
 
 impl Layout {
+    /// Starts every broker of the layout on free ports. A port picked free
+    /// can be taken by another test before its broker binds it: then the
+    /// layout starts again on other ports (a few times at most).
     async fn start(name: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let mut brokers = HashMap::new();
-        for file in copy_layout(name, dir.path()) {
-            let config = BrokerConfig::load(&file).unwrap_or_else(|e| panic!("{e}"));
-            let broker = Broker::start(config).await.unwrap();
-            brokers.insert(broker.name().to_owned(), broker);
+        let mut attempt = 0;
+        'layout: loop {
+            attempt += 1;
+            let dir = tempfile::tempdir().unwrap();
+            let mut brokers = HashMap::new();
+            for file in copy_layout(name, dir.path()) {
+                let config = BrokerConfig::load(&file).unwrap_or_else(|e| panic!("{e}"));
+                match Broker::start(config).await {
+                    Ok(broker) => {
+                        brokers.insert(broker.name().to_owned(), broker);
+                    }
+                    Err(e @ portico_broker::StartError::Bind { .. }) if attempt < 5 => {
+                        eprintln!("{e}; starting the layout again on other ports");
+                        for (_, b) in brokers {
+                            b.shutdown(std::time::Duration::from_secs(1)).await;
+                        }
+                        continue 'layout;
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            return Self { _dir: dir, brokers };
         }
-        Self { _dir: dir, brokers }
     }
 
     fn addr(&self, broker: &str) -> std::net::SocketAddr {

@@ -49,6 +49,10 @@ const READ_LIMITS: Limits = Limits {
     max_header_length: 64 * 1024,
 };
 
+/// Messages (and their bytes) the client holds for its caller.
+const INBOX_MESSAGES: usize = 100_000;
+const INBOX_BYTES: usize = 128 * 1024 * 1024;
+
 /// Failed connection attempts are logged at most this often.
 const RETRY_LOG_EVERY: Duration = Duration::from_secs(5);
 
@@ -129,7 +133,10 @@ pub struct Client {
     subscriptions: Vec<Frame>,
     /// Connections made so far (the current one's number).
     generation: u64,
+    /// MESSAGEs received and not yet taken by [`Client::recv`]: bounded, so
+    /// a broker that ignores the prefetch window cannot fill the client.
     inbox: VecDeque<Frame>,
+    inbox_bytes: usize,
     /// Frames queued for the broker: written before the client next waits
     /// for it, or once [`COALESCE`] bytes gather, so a burst of SENDs or
     /// ACKs costs one write instead of one each.
@@ -166,6 +173,7 @@ impl Client {
             subscriptions: Vec::new(),
             generation: 0,
             inbox: VecDeque::new(),
+            inbox_bytes: 0,
             out: Vec::new(),
             reconnects: 0,
         };
@@ -254,6 +262,7 @@ impl Client {
     pub async fn recv(&mut self) -> Result<Frame, ClientError> {
         loop {
             if let Some(m) = self.inbox.pop_front() {
+                self.inbox_bytes -= m.body.len();
                 return Ok(m);
             }
             self.pump().await?;
@@ -359,7 +368,19 @@ impl Client {
                     }
                     Ok(())
                 }
+                // Nobody asked for it (a producer subscribes to nothing):
+                // not kept.
+                Command::Message if self.subscriptions.is_empty() => Ok(()),
                 Command::Message => {
+                    let size = frame.body.len();
+                    if self.inbox.len() >= INBOX_MESSAGES || self.inbox_bytes + size > INBOX_BYTES {
+                        return Err(ClientError::Broker {
+                            message: format!(
+                                "the broker sent more than {INBOX_MESSAGES} messages or {INBOX_BYTES} bytes the client has not taken"
+                            ),
+                        });
+                    }
+                    self.inbox_bytes += size;
                     self.inbox.push_back(frame);
                     Ok(())
                 }
@@ -393,6 +414,7 @@ impl Client {
         // the broker delivers them again. Auto-acknowledged ones stay.
         self.out.clear();
         self.inbox.retain(|m| m.get("ack").is_none());
+        self.inbox_bytes = self.inbox.iter().map(|m| m.body.len()).sum();
         if !self.url.failover {
             return Err(ClientError::Unreachable {
                 url: self.url.endpoints[0].to_string(),

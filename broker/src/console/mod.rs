@@ -11,6 +11,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::logins::Refusal;
 use base64::Engine as _;
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -70,10 +71,10 @@ async fn handle(
             format!("{{\"status\":\"active\",\"broker\":{:?}}}", core.name),
         );
     }
-    if path == "/api/broker" {
-        return json(&core.summary());
-    }
     let stats = core.router.stats().await;
+    if path == "/api/broker" {
+        return json(&core.summary(stats.memory));
+    }
     match path.as_str() {
         "/api/queues" => json(&stats.queues),
         "/api/topics" => json(&stats.topics),
@@ -202,28 +203,43 @@ async fn admin_of(
     let Some((user, password)) = basic_credentials(req) else {
         return Err(unauthorized());
     };
-    // Password hashes are slow on purpose: verified off the runtime's threads.
-    let check = {
-        let core = core.clone();
-        let user = user.clone();
-        tokio::task::spawn_blocking(move || core.auth.authenticate(Some(&user), Some(&password)))
-    };
-    let Ok(Some(principal)) = check.await else {
-        info!(client.addr = %remote, user = %user, "console: authentication failed");
-        return Err(unauthorized());
+    // Password hashes are slow on purpose: checked off the runtime's
+    // threads, a few at a time, with back-off for repeated failures.
+    let principal = match core
+        .logins
+        .check(remote.ip(), Some(&user), Some(&password))
+        .await
+    {
+        Ok(principal) => principal,
+        Err(why) => {
+            core.login_failed();
+            // A user name is the client's text: logged escaped.
+            info!(client.addr = %remote, user = ?user, "console: authentication failed: {why}");
+            return Err(match why {
+                Refusal::Backoff { retry_after } => {
+                    let mut r = text(StatusCode::TOO_MANY_REQUESTS, &format!("{why}\n"));
+                    if let Ok(v) = HeaderValue::from_str(&retry_after.as_secs().max(1).to_string())
+                    {
+                        r.headers_mut().insert(hyper::header::RETRY_AFTER, v);
+                    }
+                    r
+                }
+                _ => unauthorized(),
+            });
+        }
     };
     let queue = Destination {
         kind: Kind::Queue,
         name: name.to_owned(),
     };
     if !core.auth.allows(&principal, Operation::Admin, &queue) {
-        info!(client.addr = %remote, user = %user, queue = %name, "console: refused, no admin right");
+        info!(client.addr = %remote, user = ?user, queue = ?name, "console: refused, no admin right");
         return Err(text(
             StatusCode::FORBIDDEN,
             &format!("user {user:?} has no admin right on queue {name:?}\n"),
         ));
     }
-    info!(client.addr = %remote, user = %user, queue = %name, method = %req.method(), "console: change allowed");
+    info!(client.addr = %remote, user = ?user, queue = ?name, method = %req.method(), "console: change allowed");
     Ok(())
 }
 

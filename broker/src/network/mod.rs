@@ -16,7 +16,7 @@
 //! One-way bridges forward only from the connecting broker; duplex ones
 //! both ways over the one connection.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -532,6 +532,14 @@ async fn run(
         ))
     });
     let limits = bridge_limits(&core.limits);
+    let mut peer = FromPeer {
+        core: &core,
+        conn,
+        link: &link,
+        state: &state,
+        arrivals: &arrivals_tx,
+        known: HashSet::new(),
+    };
     let end = loop {
         let frame = tokio::select! {
             _ = stop.cancelled() => break "the broker is stopping".to_owned(),
@@ -541,7 +549,7 @@ async fn run(
                 Err(e) => break e,
             },
         };
-        if let Err(e) = handle(&core, conn, &link, &state, &arrivals_tx, frame).await {
+        if let Err(e) = peer.handle(frame).await {
             break e;
         }
     };
@@ -558,159 +566,175 @@ async fn run(
     end
 }
 
-/// One frame from the peer.
-async fn handle(
-    core: &BrokerCore,
+/// What the reading end of a bridge works with.
+struct FromPeer<'a> {
+    core: &'a BrokerCore,
     conn: u64,
-    link: &Link,
-    state: &BridgeState,
-    arrivals: &mpsc::Sender<Arrival>,
-    frame: Frame,
-) -> Result<(), String> {
-    match frame.command {
-        Command::Subscribe if link.forward => {
-            let (Some(dest), Some(id)) = (frame.get("destination"), frame.get("id")) else {
-                return Err("bridge SUBSCRIBE without destination or id".into());
-            };
-            let destination = Destination::parse(dest)?;
-            if !link.admits(&destination) {
-                return Ok(());
-            }
-            if !link.allows(core, Operation::Read, &destination) {
-                warn!(remote = ?link.peer, destination = %destination, "the bridge's user may not read this destination: its demand is ignored");
-                return Ok(());
-            }
-            let hops = frame
-                .get(HOPS_HEADER)
-                .and_then(|h| h.parse().ok())
-                .unwrap_or(1);
-            let network = NetworkLink {
-                peer: link.peer.clone(),
-                hops,
-                message_ttl: link.message_ttl,
-            };
-            core.router
-                .subscribe_network(conn, id.to_owned(), destination, network)
-                .await
-        }
-        Command::Subscribe => Ok(()), // one-way: this end does not forward
-        Command::Unsubscribe => {
-            if let Some(id) = frame.get("id") {
-                let _ = core.router.unsubscribe(conn, id.to_owned()).await;
-            }
-            Ok(())
-        }
-        Command::Message => receive(core, link, arrivals, frame).await,
-        Command::Ack => {
-            let Some(id) = frame.get("id") else {
-                return Ok(());
-            };
-            // The peer stored (or dropped as seen) what we forwarded. The
-            // ack record is not waited for: if a crash loses it, the message
-            // is forwarded again and the peer drops it as seen.
-            if let Ok(stored) = core.router.ack(conn, id.to_owned()).await {
-                state.forwarded.fetch_add(1, Ordering::Relaxed);
-                if !stored.is_empty() {
-                    let records = stored.into_iter().map(|id| Record::Ack { id }).collect();
-                    core.journal
-                        .submit(records)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                }
-            }
-            Ok(())
-        }
-        Command::Error => Err(format!(
-            "the peer sent ERROR: {}",
-            frame.get("message").unwrap_or("")
-        )),
-        _ => Ok(()),
-    }
+    link: &'a Link,
+    state: &'a BridgeState,
+    arrivals: &'a mpsc::Sender<Arrival>,
+    /// Destinations known to exist here (more are asked about).
+    known: HashSet<Destination>,
 }
 
-/// A message forwarded by the peer: store, route, then acknowledge.
-async fn receive(
-    core: &BrokerCore,
-    link: &Link,
-    arrivals: &mpsc::Sender<Arrival>,
-    frame: Frame,
-) -> Result<(), String> {
-    let ack = frame.get("ack").map(str::to_owned);
-    let destination = Destination::parse(frame.get("destination").unwrap_or_default())?;
-    if destination.is_wildcard() {
-        return Err(format!("the peer forwarded to a wildcard {destination}"));
+/// Destinations a bridge remembers as existing.
+const KNOWN_DESTINATIONS: usize = 1024;
+
+impl FromPeer<'_> {
+    /// One frame from the peer.
+    async fn handle(&mut self, frame: Frame) -> Result<(), String> {
+        let (core, conn, link, state) = (self.core, self.conn, self.link, self.state);
+        match frame.command {
+            Command::Subscribe if link.forward => {
+                let (Some(dest), Some(id)) = (frame.get("destination"), frame.get("id")) else {
+                    return Err("bridge SUBSCRIBE without destination or id".into());
+                };
+                let destination = Destination::parse(dest)?;
+                if !link.admits(&destination) {
+                    return Ok(());
+                }
+                if !link.allows(core, Operation::Read, &destination) {
+                    warn!(remote = ?link.peer, destination = %destination, "the bridge's user may not read this destination: its demand is ignored");
+                    return Ok(());
+                }
+                let hops = frame
+                    .get(HOPS_HEADER)
+                    .and_then(|h| h.parse().ok())
+                    .unwrap_or(1);
+                let network = NetworkLink {
+                    peer: link.peer.clone(),
+                    hops,
+                    message_ttl: link.message_ttl,
+                };
+                core.router
+                    .subscribe_network(conn, id.to_owned(), destination, network)
+                    .await
+            }
+            Command::Subscribe => Ok(()), // one-way: this end does not forward
+            Command::Unsubscribe => {
+                if let Some(id) = frame.get("id") {
+                    let _ = core.router.unsubscribe(conn, id.to_owned()).await;
+                }
+                Ok(())
+            }
+            Command::Message => self.receive(frame).await,
+            Command::Ack => {
+                let Some(id) = frame.get("id") else {
+                    return Ok(());
+                };
+                // The peer stored (or dropped as seen) what we forwarded. The
+                // ack record is not waited for: if a crash loses it, the message
+                // is forwarded again and the peer drops it as seen.
+                if let Ok(stored) = core.router.ack(conn, id.to_owned()).await {
+                    state.forwarded.fetch_add(1, Ordering::Relaxed);
+                    if !stored.is_empty() {
+                        let records = stored.into_iter().map(|id| Record::Ack { id }).collect();
+                        core.journal
+                            .submit(records)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                    }
+                }
+                Ok(())
+            }
+            Command::Error => Err(format!(
+                "the peer sent ERROR: {}",
+                frame.get("message").unwrap_or("")
+            )),
+            _ => Ok(()),
+        }
     }
-    if !link.allows(core, Operation::Write, &destination) {
-        // Neither stored nor acknowledged: it stays with the peer (nothing
-        // is lost) until the bridge's user is granted the right.
-        warn!(remote = ?link.peer, destination = %destination, "the bridge's user may not write this destination: a forwarded message is refused");
-        return Ok(());
-    }
-    let origin = frame
-        .get(ORIGIN_HEADER)
-        .or_else(|| frame.get("message-id"))
-        .unwrap_or_default()
-        .to_owned();
-    let path = frame.get(PATH_HEADER).unwrap_or_default();
-    // A topic message back on a broker it crossed, or seen here already by
-    // another route, is dropped. A queue message may come back when demand
-    // moved; only the same hop twice (an ACK lost on the way) is a duplicate.
-    let (looped, seen_key) = match destination.kind {
-        Kind::Topic => (
-            path.split(',').any(|b| b == core.name),
-            format!("fwd:{origin}"),
-        ),
-        Kind::Queue => (false, format!("fwd:{origin}:{path}")),
-    };
-    if looped || !core.first_time(&seen_key) {
+
+    /// A message forwarded by the peer: store, route, then acknowledge.
+    async fn receive(&mut self, frame: Frame) -> Result<(), String> {
+        let (core, link, arrivals) = (self.core, self.link, self.arrivals);
+        let ack = frame.get("ack").map(str::to_owned);
+        let destination = Destination::parse(frame.get("destination").unwrap_or_default())?;
+        if destination.is_wildcard() {
+            return Err(format!("the peer forwarded to a wildcard {destination}"));
+        }
+        if !link.allows(core, Operation::Write, &destination) {
+            // Neither stored nor acknowledged: it stays with the peer (nothing
+            // is lost) until the bridge's user is granted the right.
+            warn!(remote = ?link.peer, destination = %destination, "the bridge's user may not write this destination: a forwarded message is refused");
+            return Ok(());
+        }
+        if !self.known.contains(&destination) {
+            if let Err(e) = core.router.ensure(destination.clone()).await {
+                // As above: it waits on the peer until this broker has room.
+                warn!(remote = ?link.peer, error = %e, "a forwarded message is refused");
+                return Ok(());
+            }
+            if self.known.len() < KNOWN_DESTINATIONS {
+                self.known.insert(destination.clone());
+            }
+        }
+        let origin = frame
+            .get(ORIGIN_HEADER)
+            .or_else(|| frame.get("message-id"))
+            .unwrap_or_default()
+            .to_owned();
+        let path = frame.get(PATH_HEADER).unwrap_or_default();
+        // A topic message back on a broker it crossed, or seen here already by
+        // another route, is dropped. A queue message may come back when demand
+        // moved; only the same hop twice (an ACK lost on the way) is a duplicate.
+        let (looped, seen_key) = match destination.kind {
+            Kind::Topic => (
+                path.split(',').any(|b| b == core.name),
+                format!("fwd:{origin}"),
+            ),
+            Kind::Queue => (false, format!("fwd:{origin}:{path}")),
+        };
+        if looped || !core.first_time(&seen_key) {
+            let arrival = Arrival {
+                durable: None,
+                message: None,
+                ack,
+            };
+            return arrivals
+                .send(arrival)
+                .await
+                .map_err(|_| "the bridge is closing".into());
+        }
+        let headers = intake::headers(Source::Bridge, &frame.headers);
+        let persistent = frame.get("persistent") == Some("true");
+        let seq = core.next_seq();
+        let message = Message {
+            seq,
+            message_id: origin.clone(),
+            stored: persistent && destination.kind == Kind::Queue,
+            destination,
+            headers,
+            body: frame.body,
+            sender: None,
+        };
+        let durable = if message.stored {
+            let record = Record::Add(StoredMessage {
+                id: seq,
+                destination: message.destination.stomp(),
+                headers: message.headers.clone(),
+                body: message.body.clone(),
+                sender: None,
+            });
+            Some(
+                core.journal
+                    .submit(vec![record])
+                    .await
+                    .map_err(|e| e.to_string())?,
+            )
+        } else {
+            None
+        };
         let arrival = Arrival {
-            durable: None,
-            message: None,
+            durable,
+            message: Some(Arc::new(message)),
             ack,
         };
-        return arrivals
+        arrivals
             .send(arrival)
             .await
-            .map_err(|_| "the bridge is closing".into());
+            .map_err(|_| "the bridge is closing".into())
     }
-    let headers = intake::headers(Source::Bridge, &frame.headers);
-    let persistent = frame.get("persistent") == Some("true");
-    let seq = core.next_seq();
-    let message = Message {
-        seq,
-        message_id: origin.clone(),
-        stored: persistent && destination.kind == Kind::Queue,
-        destination,
-        headers,
-        body: frame.body,
-        sender: None,
-    };
-    let durable = if message.stored {
-        let record = Record::Add(StoredMessage {
-            id: seq,
-            destination: message.destination.stomp(),
-            headers: message.headers.clone(),
-            body: message.body.clone(),
-            sender: None,
-        });
-        Some(
-            core.journal
-                .submit(vec![record])
-                .await
-                .map_err(|e| e.to_string())?,
-        )
-    } else {
-        None
-    };
-    let arrival = Arrival {
-        durable,
-        message: Some(Arc::new(message)),
-        ack,
-    };
-    arrivals
-        .send(arrival)
-        .await
-        .map_err(|_| "the bridge is closing".into())
 }
 
 /// A forwarded message on its way in: stored (group-committed with

@@ -97,6 +97,15 @@ impl FrameBuffer {
         Ok(decoded.map(|(decoded, used)| {
             self.start += used;
             self.progress = Progress::default();
+            if self.start == self.bytes.len() {
+                // Nothing unread: the room a large frame needed goes back,
+                // so a connection that waits holds no more than it must.
+                self.bytes.clear();
+                self.start = 0;
+                if self.bytes.capacity() > KEPT_CAPACITY {
+                    self.bytes.shrink_to(KEPT_CAPACITY);
+                }
+            }
             decoded
         }))
     }
@@ -111,6 +120,9 @@ impl FrameBuffer {
         &mut self.bytes
     }
 }
+
+/// Room a [`FrameBuffer`] keeps once it is empty.
+const KEPT_CAPACITY: usize = 256 * 1024;
 
 /// What is known of an unfinished frame; offsets count from its start.
 #[derive(Debug, Default)]

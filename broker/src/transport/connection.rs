@@ -1,7 +1,7 @@
 //! One client connection: CONNECT and heart-beat negotiation, then frames
 //! in, deliveries and receipts out.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -13,8 +13,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
+use super::transactions::Transactions;
 use crate::auth::{Operation, Principal};
 use crate::intake::{self, Source};
+use crate::logins::Refusal;
 use crate::router::{
     AckMode, ConnectionInfo, Delivery, Destination, Kind, Message, Outbox, OutboxReceiver,
 };
@@ -46,6 +48,11 @@ impl Fatal {
         }
     }
 
+    fn with_receipt(mut self, receipt: Option<String>) -> Self {
+        self.receipt = receipt;
+        self
+    }
+
     fn detail(mut self, detail: impl Into<String>) -> Self {
         self.detail = detail.into();
         self
@@ -72,6 +79,7 @@ pub(crate) async fn serve<S>(
     stream: S,
     remote: SocketAddr,
     transport: String,
+    deadline: Instant,
     stop: CancellationToken,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -83,22 +91,27 @@ pub(crate) async fn serve<S>(
         core: core.clone(),
         id,
         buf: FrameBuffer::new(),
+        // Until CONNECT succeeds, a frame is small: a login costs little.
         limits: FrameLimits {
-            max_frame_size: core.limits.max_frame_size,
+            max_frame_size: core.limits.max_login_frame_size,
             max_headers: core.limits.max_headers,
             max_header_length: core.limits.max_header_length,
         },
         control: control_tx,
         principal: None,
         sender: None,
-        transactions: HashMap::new(),
+        transactions: Transactions::new(
+            core.limits.max_transaction_frames,
+            core.limits.max_transaction_bytes,
+        ),
         version: Version::V1_2,
         pipeline: None,
         bridge: None,
+        known: HashSet::new(),
     };
     let connected = tokio::select! {
         _ = stop.cancelled() => return,
-        r = session.connect(&mut reader, remote, &transport) => r,
+        r = session.connect(&mut reader, remote, &transport, deadline) => r,
     };
     let (send_every, expect_every) = match connected {
         Ok(beats) => beats,
@@ -227,13 +240,18 @@ struct Session {
     principal: Option<Principal>,
     /// The principal's user, shared by every message it sends.
     sender: Option<Arc<str>>,
-    transactions: HashMap<String, Vec<Frame>>,
+    transactions: Transactions,
     version: Version,
     /// SENDs on their way: journal, then router, then receipt, in order.
     pipeline: Option<Pipeline>,
     /// The CONNECT of another broker opening a bridge.
     bridge: Option<Frame>,
+    /// Destinations this connection sent to that are known to exist.
+    known: HashSet<Destination>,
 }
+
+/// Destinations a connection remembers as existing (more are asked about).
+const KNOWN_DESTINATIONS: usize = 1024;
 
 /// The SENDs of one connection in flight: each is journaled (fsynced in
 /// groups), then routed, then receipted, in the order they arrived, while
@@ -251,7 +269,8 @@ enum Piped {
         durable: Option<Durable>,
         message: Arc<Message>,
         receipt: Option<String>,
-        _permit: OwnedSemaphorePermit,
+        /// The connection's and the broker's budgets, given back once routed.
+        _permit: (OwnedSemaphorePermit, OwnedSemaphorePermit),
     },
     /// A receipt for a frame that needed no more work (a duplicate SEND).
     Receipt(Option<String>),
@@ -384,11 +403,13 @@ impl Session {
         reader: &mut R,
         remote: SocketAddr,
         transport: &str,
+        deadline: Instant,
     ) -> Result<(Option<Duration>, Option<Duration>), Fatal> {
-        let timeout = Some(self.core.limits.connect_timeout);
-        let Some(frame) = self
-            .next_frame(reader, timeout, "no CONNECT frame in time")
-            .await?
+        // One deadline for the TLS handshake (already done) and CONNECT,
+        // however the bytes trickle in.
+        let Some(frame) = tokio::time::timeout_at(deadline, self.next_frame(reader, None, ""))
+            .await
+            .map_err(|_| Fatal::new("no CONNECT frame in time", None))??
         else {
             return Err(Fatal::new("closed before CONNECT", None));
         };
@@ -414,9 +435,21 @@ impl Session {
             // Untrusted text is logged escaped (Debug), never raw.
             info!(client.addr = %remote, transport, user = ?login.unwrap_or(""), "authentication failed: {why}");
         };
-        let Some(principal) = self.core.auth.authenticate(login, frame.get("passcode")) else {
-            refused("wrong user or password");
-            return Err(Fatal::new("authentication failed", Some(&frame)));
+        let principal = match self
+            .core
+            .logins
+            .check(remote.ip(), login, frame.get("passcode"))
+            .await
+        {
+            Ok(principal) => principal,
+            Err(why) => {
+                refused(&why.to_string());
+                let fatal = Fatal::new("authentication failed", Some(&frame));
+                return Err(match why {
+                    Refusal::Backoff { .. } => fatal.detail(why.to_string()),
+                    _ => fatal,
+                });
+            }
         };
         let bridge = frame.get(crate::network::BRIDGE_HEADER).is_some();
         if bridge && !principal.bridge {
@@ -428,6 +461,8 @@ impl Session {
         }
         self.sender = Some(Arc::from(principal.user.as_str()));
         self.principal = Some(principal);
+        // Logged in: frames may be as large as the broker allows.
+        self.limits.max_frame_size = self.core.limits.max_frame_size;
         let (cx, cy) = parse_heart_beat(frame.get("heart-beat"));
         let ours = self.core.limits.heart_beat.as_millis() as u64;
         // We send every max(ours, what the client wants to receive), and
@@ -470,6 +505,13 @@ impl Session {
             )
             .await?
         {
+            let mut frame = frame;
+            if frame.command != Command::Send {
+                // Only SEND carries a body from a client: whatever came
+                // with another frame is not kept (a transaction holds
+                // ACKs, and must not hold what came with them).
+                frame.body = Vec::new();
+            }
             let pipelined = matches!(frame.command, Command::Send | Command::Ack | Command::Nack)
                 && frame.get("transaction").is_none();
             if !pipelined {
@@ -494,30 +536,29 @@ impl Session {
         match frame.command {
             Command::Send | Command::Ack | Command::Nack if frame.get("transaction").is_some() => {
                 let tx = frame.get("transaction").unwrap_or_default().to_owned();
-                let max = self.core.limits.max_transaction_frames;
+                // Checked now, so a bad frame fails at once, not at COMMIT.
                 if frame.command == Command::Send {
-                    // Check now, so a bad SEND fails at once, not at COMMIT.
                     self.destination(&frame, Operation::Write)?;
-                }
-                let Some(frames) = self.transactions.get_mut(&tx) else {
-                    return Err(Fatal::new(format!("no transaction {tx:?}"), Some(&frame)));
-                };
-                if frames.len() >= max {
-                    return Err(Fatal::new(
-                        format!("transaction {tx:?} holds more than {max} frames"),
-                        Some(&frame),
-                    ));
+                } else {
+                    let id = ack_id(&frame)?;
+                    self.core
+                        .router
+                        .check_ack(self.id, id.to_owned())
+                        .await
+                        .map_err(|e| Fatal::new(e, Some(&frame)))?;
                 }
                 let receipt = frame.get("receipt").map(str::to_owned);
-                frames.push(frame);
+                if let Err(e) = self.transactions.hold(&tx, frame) {
+                    return Err(Fatal::new(e, None).with_receipt(receipt));
+                }
                 if let Some(r) = receipt {
                     let _ = self.control.send(receipt_bytes(self.version, r)).await;
                 }
                 Ok(())
             }
             Command::Send => {
-                self.send(&frame, frame.get("receipt").map(str::to_owned))
-                    .await
+                let receipt = frame.get("receipt").map(str::to_owned);
+                self.send(frame, receipt).await
             }
             Command::Subscribe => {
                 let destination = self.destination(&frame, Operation::Read)?;
@@ -539,8 +580,9 @@ impl Session {
                 };
                 let prefetch = frame
                     .get("activemq.prefetchSize")
-                    .and_then(|p| p.parse().ok())
-                    .unwrap_or(DEFAULT_PREFETCH);
+                    .and_then(|p| p.parse::<usize>().ok())
+                    .unwrap_or(DEFAULT_PREFETCH)
+                    .min(self.core.limits.max_prefetch);
                 self.core
                     .router
                     .subscribe(self.id, id, destination, ack, prefetch)
@@ -571,13 +613,9 @@ impl Session {
                 let tx = frame
                     .get("transaction")
                     .ok_or_else(|| Fatal::new("BEGIN needs a transaction header", Some(&frame)))?;
-                if self.transactions.len() >= 64 || self.transactions.contains_key(tx) {
-                    return Err(Fatal::new(
-                        format!("cannot begin transaction {tx:?}"),
-                        Some(&frame),
-                    ));
-                }
-                self.transactions.insert(tx.to_owned(), Vec::new());
+                self.transactions
+                    .begin(tx)
+                    .map_err(|e| Fatal::new(e, Some(&frame)))?;
                 self.receipt(&frame).await;
                 Ok(())
             }
@@ -587,13 +625,13 @@ impl Session {
                 })?;
                 let frames = self
                     .transactions
-                    .remove(tx)
-                    .ok_or_else(|| Fatal::new(format!("no transaction {tx:?}"), Some(&frame)))?;
+                    .finish(tx)
+                    .map_err(|e| Fatal::new(e, Some(&frame)))?;
                 if frame.command == Command::Commit {
-                    for f in &frames {
+                    for f in frames {
                         match f.command {
                             Command::Send => self.send(f, None).await?,
-                            _ => self.ack(f, None).await?,
+                            _ => self.ack(&f, None).await?,
                         }
                     }
                     self.flush().await?;
@@ -642,8 +680,24 @@ impl Session {
 
     /// Journals (if stored) and routes a SEND through the pipeline; the
     /// receipt goes out once it is routed.
-    async fn send(&self, frame: &Frame, receipt: Option<String>) -> Result<(), Fatal> {
-        let destination = self.destination(frame, Operation::Write)?;
+    /// Journals (if stored) and routes a SEND through the pipeline; the
+    /// receipt goes out once it is routed. The frame's body becomes the
+    /// message's (moved, not copied).
+    async fn send(&mut self, frame: Frame, receipt: Option<String>) -> Result<(), Fatal> {
+        let destination = self.destination(&frame, Operation::Write)?;
+        // Errors name the frame's own receipt, whatever the pipeline's.
+        let error_receipt = frame.get("receipt").map(str::to_owned);
+        let fail = |message: &str| Fatal::new(message, None).with_receipt(error_receipt.clone());
+        if !self.known.contains(&destination) {
+            // New to this connection: the broker may be at its maximum of
+            // destinations (checked before anything is stored).
+            if let Err(e) = self.core.router.ensure(destination.clone()).await {
+                return Err(fail(&e));
+            }
+            if self.known.len() < KNOWN_DESTINATIONS {
+                self.known.insert(destination.clone());
+            }
+        }
         let sender = self.sender.clone();
         if let (Some(sender), Some(id)) = (&sender, frame.get(crate::client::DEDUP_HEADER)) {
             if !self.core.first_time(&crate::dedup_key(sender, id)) {
@@ -661,58 +715,65 @@ impl Session {
             stored: persistent && destination.kind == Kind::Queue,
             destination,
             headers,
-            body: frame.body.clone(),
+            body: frame.body,
             sender,
         };
         let Some(pipeline) = &self.pipeline else {
-            return Err(Fatal::new("not connected", Some(frame)));
+            return Err(fail("not connected"));
         };
+        // The connection's own budget first, then the broker's: a
+        // connection held back waits on its own, not on everyone's.
         let cost = u32::try_from(message.body.len())
             .unwrap_or(u32::MAX)
             .clamp(1, PIPELINE_BYTES);
+        let closing = || fail("the connection is closing");
         let permit = pipeline
             .budget
             .clone()
             .acquire_many_owned(cost)
             .await
-            .map_err(|_| Fatal::new("the connection is closing", Some(frame)))?;
-        let durable = if message.stored {
-            let record = Record::Add(StoredMessage {
-                id: seq,
-                destination: message.destination.stomp(),
-                headers: message.headers.clone(),
-                body: message.body.clone(),
-                sender: message.sender.as_deref().map(str::to_owned),
-            });
-            Some(self.core.journal.submit(vec![record]).await.map_err(|e| {
-                Fatal::new("the message could not be stored", Some(frame)).detail(e.to_string())
-            })?)
-        } else {
-            None
-        };
+            .map_err(|_| closing())?;
+        let intake = self
+            .core
+            .intake
+            .clone()
+            .acquire_many_owned(cost)
+            .await
+            .map_err(|_| closing())?;
+        let durable =
+            if message.stored {
+                let record = Record::Add(StoredMessage {
+                    id: seq,
+                    destination: message.destination.stomp(),
+                    headers: message.headers.clone(),
+                    body: message.body.clone(),
+                    sender: message.sender.as_deref().map(str::to_owned),
+                });
+                Some(
+                    self.core.journal.submit(vec![record]).await.map_err(|e| {
+                        fail("the message could not be stored").detail(e.to_string())
+                    })?,
+                )
+            } else {
+                None
+            };
         pipeline
             .tx
             .send(Piped::Send {
                 durable,
                 message: Arc::new(message),
                 receipt,
-                _permit: permit,
+                _permit: (permit, intake),
             })
             .await
-            .map_err(|_| Fatal::new("the connection is closing", Some(frame)))
+            .map_err(|_| closing())
     }
 
     /// Acknowledges through the pipeline: the journal records of stored
     /// messages are written in the same group commits as SENDs, and the
     /// receipt (if any) goes out once they are on disk.
     async fn ack(&self, frame: &Frame, receipt: Option<String>) -> Result<(), Fatal> {
-        let id = frame
-            .get("id")
-            .or_else(|| frame.get("message-id"))
-            .ok_or_else(|| {
-                Fatal::new(format!("{} needs an id header", frame.command), Some(frame))
-            })?
-            .to_owned();
+        let id = ack_id(frame)?.to_owned();
         if frame.command == Command::Nack {
             self.core
                 .router
@@ -736,6 +797,15 @@ impl Session {
         })?;
         self.pipe(Piped::Durable { durable, receipt }).await
     }
+}
+
+/// The message an ACK or NACK names: `id` (STOMP 1.2) or `message-id`
+/// (1.0 and 1.1).
+fn ack_id(frame: &Frame) -> Result<&str, Fatal> {
+    frame
+        .get("id")
+        .or_else(|| frame.get("message-id"))
+        .ok_or_else(|| Fatal::new(format!("{} needs an id header", frame.command), Some(frame)))
 }
 
 /// What a connection's writer owns: its channels, its flags and how it writes.
