@@ -56,6 +56,23 @@ impl Broker {
     }
 }
 
+/// A client-ack subscriber that asks for an endless prefetch window.
+async fn greedy(broker: &Broker, destination: &str) -> RawClient {
+    let mut greedy = RawClient::connect(broker.stomp).await;
+    greedy
+        .send(
+            &Frame::new(Command::Subscribe)
+                .header("destination", destination)
+                .header("id", "s")
+                .header("ack", "client")
+                .header("activemq.prefetchSize", "1000000000")
+                .header("receipt", "r"),
+        )
+        .await;
+    assert_eq!(greedy.next().await.unwrap().command, Command::Receipt);
+    greedy
+}
+
 fn send(destination: &str, body: Vec<u8>) -> Frame {
     Frame::new(Command::Send)
         .header("destination", destination)
@@ -175,18 +192,7 @@ async fn transactions_hold_little_and_only_what_is_real() {
 async fn a_consumer_that_never_acknowledges_pins_a_bounded_amount() {
     let broker = Broker::start("[limits]\nqueue_memory = 16777216\n");
     let (before, _) = broker.memory();
-    let mut greedy = RawClient::connect(broker.stomp).await;
-    greedy
-        .send(
-            &Frame::new(Command::Subscribe)
-                .header("destination", "/queue/pinned")
-                .header("id", "s")
-                .header("ack", "client")
-                .header("activemq.prefetchSize", "1000000000")
-                .header("receipt", "r"),
-        )
-        .await;
-    assert_eq!(greedy.next().await.unwrap().command, Command::Receipt);
+    let mut greedy = greedy(&broker, "/queue/pinned").await;
     // 400 × 256 KiB (100 MiB) from a producer that does not wait for receipts.
     let mut producer = RawClient::connect(broker.stomp).await;
     let body = vec![b'p'; 256 * 1024];
@@ -238,18 +244,7 @@ async fn a_consumer_that_never_acknowledges_pins_a_bounded_amount() {
 async fn a_topic_reader_that_never_acknowledges_is_dropped_not_buffered() {
     let broker = Broker::start("[limits]\nmax_inflight_bytes = 8388608\n");
     let (before, _) = broker.memory();
-    let mut greedy = RawClient::connect(broker.stomp).await;
-    greedy
-        .send(
-            &Frame::new(Command::Subscribe)
-                .header("destination", "/topic/pinned")
-                .header("id", "s")
-                .header("ack", "client")
-                .header("activemq.prefetchSize", "1000000000")
-                .header("receipt", "r"),
-        )
-        .await;
-    assert_eq!(greedy.next().await.unwrap().command, Command::Receipt);
+    let mut greedy = greedy(&broker, "/topic/pinned").await;
     let reader = tokio::spawn(async move { greedy.until_closed().await });
     // Publish 256 KiB messages until the greedy one is dropped (at most 2,400: 600 MiB).
     let mut producer = RawClient::connect(broker.stomp).await;
