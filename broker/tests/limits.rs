@@ -537,3 +537,39 @@ async fn console_logins_are_checked_a_few_at_a_time() {
     }
     assert_eq!(codes, [401, 401, 401, 429, 429]);
 }
+
+/// Connections per source: one over its share is closed at once and
+/// counted; the others, and other sources, are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_source_gets_its_share_of_connections() {
+    let broker = Broker::start("[limits]\nmax_connections_per_source = 5\n");
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        held.push(RawClient::connect(broker.stomp).await);
+    }
+    // The sixth from 127.0.0.1 is closed before it is served.
+    let mut sixth = RawClient::open(broker.stomp).await;
+    // (Writing may already fail: the broker closes it at accept.)
+    let connect = Frame::new(Command::Connect).header("accept-version", "1.2");
+    let _ = sixth.send_raw(&connect.to_bytes()).await;
+    assert!(sixth.until_closed().await.is_empty());
+    assert_eq!(broker.summary().await["refused_connections"], 1);
+    // Another source address is served.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let other = RawClient::connect_over(socket.connect(broker.stomp).await.unwrap()).await;
+    drop(other);
+    // One of the five leaves: its slot is free again.
+    drop(held.pop());
+    wait_for("a slot given back", || async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        let stream = socket.connect(broker.stomp).await.unwrap();
+        let mut c = RawClient::over(stream);
+        let connect = Frame::new(Command::Connect).header("accept-version", "1.2");
+        c.send_raw(&connect.to_bytes()).await.is_ok()
+            && c.next()
+                .await
+                .is_some_and(|f| f.command == Command::Connected)
+    })
+    .await;
+}

@@ -3,6 +3,9 @@
 
 mod common;
 
+#[path = "../../tests/support/hostile.rs"]
+mod hostile;
+
 use std::time::Duration;
 
 use common::*;
@@ -115,4 +118,88 @@ fn a_failover_url_that_reaches_nothing_says_so() {
     let line = line.expect("no log line about the failed attempts");
     assert!(line.contains(&format!("127.0.0.1:{port}")), "{line}");
     assert!(line.contains("attempt=1"), "{line}");
+}
+
+/// A broker that floods the producer with MESSAGEs it never asked for
+/// cannot fill the producer's memory: they are not kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_broker_cannot_fill_the_producer() {
+    use portico_broker::stomp::{decode, Command, Decoded, Frame, Limits};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (at_disconnect, disconnecting) = tokio::sync::oneshot::channel::<()>();
+    let (go_on, may_finish) = tokio::sync::oneshot::channel::<()>();
+    let fake = tokio::spawn(async move {
+        let (mut tcp, _) = listener.accept().await.unwrap();
+        let flood = Frame::new(Command::Message)
+            .header("destination", "/queue/x")
+            .header("message-id", "m")
+            .header("subscription", "none")
+            .body(vec![b'f'; 256 * 1024])
+            .to_bytes();
+        let (mut buf, mut chunk) = (Vec::new(), vec![0u8; 64 * 1024]);
+        let (mut at_disconnect, mut may_finish) = (Some(at_disconnect), Some(may_finish));
+        loop {
+            let n = tcp.read(&mut chunk).await.unwrap();
+            if n == 0 {
+                return;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            while let Some(Decoded::Frame(f)) = decode(&mut buf, &Limits::default()).unwrap() {
+                let mut out = Vec::new();
+                match f.command {
+                    Command::Connect => {
+                        Frame::new(Command::Connected)
+                            .header("version", "1.2")
+                            .encode(&mut out);
+                    }
+                    Command::Send => {
+                        // Two unasked-for MESSAGEs of 256 KiB before each receipt.
+                        out.extend_from_slice(&flood);
+                        out.extend_from_slice(&flood);
+                        let id = f.get("receipt").unwrap().to_owned();
+                        Frame::new(Command::Receipt)
+                            .header("receipt-id", id)
+                            .encode(&mut out);
+                    }
+                    Command::Disconnect => {
+                        at_disconnect.take().unwrap().send(()).unwrap();
+                        may_finish.take().unwrap().await.unwrap();
+                        let id = f.get("receipt").unwrap().to_owned();
+                        Frame::new(Command::Receipt)
+                            .header("receipt-id", id)
+                            .encode(&mut out);
+                    }
+                    _ => {}
+                }
+                tcp.write_all(&out).await.unwrap();
+            }
+        }
+    });
+    let mut producer = std::process::Command::new(env!("CARGO_BIN_EXE_portico-broker"))
+        .args([
+            "producer",
+            "--broker-url",
+            &format!("tcp://{addr}"),
+            "--destination",
+            "queue://x",
+            "--message-count",
+            "1000",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    tokio::time::timeout(DEADLINE * 3, disconnecting)
+        .await
+        .expect("the producer never finished")
+        .unwrap();
+    let (_, peak) = hostile::memory_kib(producer.id());
+    go_on.send(()).unwrap();
+    let status = producer.wait().unwrap();
+    fake.await.unwrap();
+    println!("producer flooded with 500 MiB of MESSAGEs: peak {peak} KiB");
+    assert!(status.success());
+    assert!(peak < 64 * 1024, "the producer peaked at {peak} KiB");
 }
