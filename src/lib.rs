@@ -9,7 +9,7 @@ pub use portico_core::certs;
 pub mod config;
 pub mod demo;
 pub mod metrics;
-pub mod proxy_protocol;
+pub use portico_core::proxy_protocol;
 pub mod tls;
 
 mod admin;

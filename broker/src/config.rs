@@ -59,6 +59,9 @@ pub struct TransportConfig {
     pub bind: SocketAddr,
     /// `None` for plain `stomp`.
     pub tls: Option<Arc<CertifiedKey>>,
+    /// Each connection starts with a PROXY protocol v2 header (from the
+    /// front door) naming the real client.
+    pub proxy_protocol: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -153,6 +156,8 @@ struct FileTransport {
     bind: Spanned<String>,
     cert: Option<Spanned<String>>,
     key: Option<Spanned<String>>,
+    #[serde(default)]
+    proxy_protocol: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -380,6 +385,7 @@ fn check(d: &mut Diagnoser<'_>, text: &str, path: &Path, base: &Path) -> Option<
                 name: t.name.into_inner(),
                 bind,
                 tls,
+                proxy_protocol: t.proxy_protocol,
             });
         }
     }

@@ -316,11 +316,18 @@ impl Broker {
                 .tls
                 .as_ref()
                 .map(|ck| TlsAcceptor::from(tls_config(ck.clone())));
+            if t.proxy_protocol {
+                info!(transport = %t.name, "connections start with a PROXY v2 header: only the front door may reach this transport");
+            }
+            let transport = transport::Transport {
+                name: t.name.clone(),
+                tls,
+                proxy_protocol: t.proxy_protocol,
+            };
             tasks.spawn(transport::accept_loop(
                 core.clone(),
                 listener,
-                t.name.clone(),
-                tls,
+                transport,
                 tasks.clone(),
                 stop.clone(),
             ));

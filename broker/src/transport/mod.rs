@@ -5,10 +5,12 @@ pub(crate) mod connection;
 mod transactions;
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
-use tokio::net::TcpListener;
+use portico_core::proxy_protocol::ProxyHeader;
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
@@ -86,16 +88,54 @@ impl Drop for Slot {
     }
 }
 
-/// Accepts clients until `stop`; TLS handshakes run in each client's task,
-/// under the same deadline as the CONNECT that must follow.
+/// One listening transport: what each of its connections starts with.
+#[derive(Clone)]
+pub(crate) struct Transport {
+    pub(crate) name: String,
+    pub(crate) tls: Option<TlsAcceptor>,
+    /// Each connection starts with a PROXY v2 header naming the client.
+    pub(crate) proxy_protocol: bool,
+}
+
+/// The longest PROXY v2 header read (the fixed 16 bytes, the addresses,
+/// and room for a few TLVs).
+const MAX_PROXY_HEADER: usize = 16 + 1024;
+
+/// Reads the PROXY v2 header at the start of `tcp`: the client's address,
+/// or `None` for a LOCAL header (a health check, say). Reads exactly the
+/// header's bytes, nothing of what follows.
+async fn read_proxy_header(tcp: &mut TcpStream) -> Result<Option<SocketAddr>, String> {
+    let mut head = [0u8; 16];
+    tcp.read_exact(&mut head)
+        .await
+        .map_err(|e| format!("PROXY header: {e}"))?;
+    let len = usize::from(u16::from_be_bytes([head[14], head[15]]));
+    if 16 + len > MAX_PROXY_HEADER {
+        return Err(format!("PROXY header of {} bytes is too long", 16 + len));
+    }
+    let mut header = head.to_vec();
+    header.resize(16 + len, 0);
+    tcp.read_exact(&mut header[16..])
+        .await
+        .map_err(|e| format!("PROXY header: {e}"))?;
+    match ProxyHeader::decode(&header) {
+        Ok(Some((parsed, _))) => Ok(parsed.map(|h| h.source)),
+        Ok(None) => Err("PROXY header cut short".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Accepts clients until `stop`. Each connection's task reads its PROXY
+/// header (if the transport takes one), is admitted by its source's share,
+/// and runs its TLS handshake, all under the deadline CONNECT must meet.
 pub(crate) async fn accept_loop(
     core: Arc<BrokerCore>,
     listener: TcpListener,
-    name: String,
-    tls: Option<TlsAcceptor>,
+    transport: Transport,
     tasks: TaskTracker,
     stop: CancellationToken,
 ) {
+    let name = transport.name.clone();
     loop {
         let permit = tokio::select! {
             _ = stop.cancelled() => return,
@@ -104,7 +144,7 @@ pub(crate) async fn accept_loop(
                 Err(_) => return,
             },
         };
-        let (tcp, remote) = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             _ = stop.cancelled() => return,
             r = listener.accept() => match r {
                 Ok(c) => c,
@@ -116,29 +156,44 @@ pub(crate) async fn accept_loop(
                 }
             },
         };
-        let Some(slot) = core.slots.admit(permit, remote.ip()) else {
-            core.connection_refused();
-            debug!(transport = %name, client.addr = %remote, "refused: too many connections from this source");
-            continue;
-        };
         let _ = tcp.set_nodelay(true);
         let deadline = Instant::now() + core.limits.connect_timeout;
-        let (core, name, tls, stop) = (core.clone(), name.clone(), tls.clone(), stop.clone());
+        let (core, transport, stop) = (core.clone(), transport.clone(), stop.clone());
         tasks.spawn(async move {
-            let _slot = slot;
-            match tls {
-                None => connection::serve(core, tcp, remote, name, deadline, stop).await,
-                Some(acceptor) => {
-                    match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
-                        Ok(Ok(stream)) => {
-                            connection::serve(core, stream, remote, name, deadline, stop).await;
-                        }
-                        Ok(Err(e)) => {
-                            debug!(client.addr = %remote, error = %e, "TLS handshake failed");
-                        }
-                        Err(_) => debug!(client.addr = %remote, "TLS handshake timed out"),
+            let mut tcp = tcp;
+            let remote = if transport.proxy_protocol {
+                match tokio::time::timeout_at(deadline, read_proxy_header(&mut tcp)).await {
+                    Ok(Ok(client)) => client.unwrap_or(peer),
+                    Ok(Err(e)) => {
+                        core.metrics_error();
+                        debug!(transport = %transport.name, client.addr = %peer, error = %e, "closed: no valid PROXY header");
+                        return;
+                    }
+                    Err(_) => {
+                        debug!(transport = %transport.name, client.addr = %peer, "closed: no PROXY header in time");
+                        return;
                     }
                 }
+            } else {
+                peer
+            };
+            let Some(_slot) = core.slots.admit(permit, remote.ip()) else {
+                core.connection_refused();
+                debug!(transport = %transport.name, client.addr = %remote, "refused: too many connections from this source");
+                return;
+            };
+            let name = transport.name;
+            match transport.tls {
+                None => connection::serve(core, tcp, remote, name, deadline, stop).await,
+                Some(acceptor) => match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        connection::serve(core, stream, remote, name, deadline, stop).await;
+                    }
+                    Ok(Err(e)) => {
+                        debug!(client.addr = %remote, error = %e, "TLS handshake failed");
+                    }
+                    Err(_) => debug!(client.addr = %remote, "TLS handshake timed out"),
+                },
             }
         });
     }
