@@ -26,15 +26,18 @@ pub(crate) enum Refusal {
     SourceRate,
     /// `max_handshakes` TLS handshakes are in progress.
     Handshakes,
+    /// The source has `max_handshakes_per_source` TLS handshakes in progress.
+    SourceHandshakes,
 }
 
 impl Refusal {
     /// Every reason, in the order of their metric slots.
-    pub(crate) const ALL: [Self; 4] = [
+    pub(crate) const ALL: [Self; 5] = [
         Self::ListenerLimit,
         Self::SourceLimit,
         Self::SourceRate,
         Self::Handshakes,
+        Self::SourceHandshakes,
     ];
 
     pub(crate) fn as_str(self) -> &'static str {
@@ -43,6 +46,7 @@ impl Refusal {
             Self::SourceLimit => "source_limit",
             Self::SourceRate => "source_rate",
             Self::Handshakes => "handshakes",
+            Self::SourceHandshakes => "source_handshakes",
         }
     }
 
@@ -73,6 +77,8 @@ struct State {
 #[derive(Debug)]
 struct Source {
     open: u32,
+    /// Of those, still in their TLS handshake.
+    handshakes: u32,
     /// The rate its bucket was last filled at (0: none).
     rate: u32,
     tokens: f64,
@@ -118,6 +124,7 @@ impl Admission {
         }
         let entry = state.sources.entry(source).or_insert(Source {
             open: 0,
+            handshakes: 0,
             rate,
             tokens: f64::from(rate),
             refilled: now,
@@ -127,6 +134,10 @@ impl Admission {
         if per_source > 0 && entry.open >= per_source {
             return Err(Refusal::SourceLimit);
         }
+        let handshakes_per_source = limits.max_handshakes_per_source;
+        if tls && handshakes_per_source > 0 && entry.handshakes >= handshakes_per_source {
+            return Err(Refusal::SourceHandshakes);
+        }
         if rate > 0 {
             entry.refill(rate, now);
             if entry.tokens < 1.0 {
@@ -135,6 +146,9 @@ impl Admission {
             entry.tokens -= 1.0;
         }
         entry.open += 1;
+        if tls {
+            entry.handshakes += 1;
+        }
         state.open += 1;
         if tls {
             state.handshakes += 1;
@@ -154,6 +168,9 @@ impl Admission {
         }
         if let Some(entry) = state.sources.get_mut(&source) {
             entry.open = entry.open.saturating_sub(1);
+            if handshaking {
+                entry.handshakes = entry.handshakes.saturating_sub(1);
+            }
             // A source with nothing open and no rate to remember is dropped
             // at once; a rate-limited one once its bucket is full again.
             if entry.idle(Instant::now()) {
@@ -162,9 +179,12 @@ impl Admission {
         }
     }
 
-    fn handshake_done(&self) {
+    fn handshake_done(&self, source: IpAddr) {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         state.handshakes = state.handshakes.saturating_sub(1);
+        if let Some(entry) = state.sources.get_mut(&source) {
+            entry.handshakes = entry.handshakes.saturating_sub(1);
+        }
     }
 }
 
@@ -180,7 +200,7 @@ impl Admitted {
     /// The TLS handshake is over (either way): it no longer counts.
     pub(crate) fn handshake_done(&mut self) {
         if std::mem::take(&mut self.handshaking) {
-            self.admission.handshake_done();
+            self.admission.handshake_done(self.source);
         }
     }
 }
@@ -234,6 +254,7 @@ mod tests {
             max_connections_per_source: per_source,
             new_connections_per_source: rate,
             max_handshakes: handshakes,
+            max_handshakes_per_source: 0,
         }
     }
 
@@ -293,6 +314,29 @@ mod tests {
         let _second = a.admit(x, &l, true, now).unwrap();
         drop(first);
         assert_eq!(a.admit(x, &l, true, now).unwrap_err(), Refusal::Handshakes);
+    }
+
+    #[test]
+    fn one_source_gets_its_share_of_handshakes() {
+        let a = Arc::new(Admission::default());
+        let (x, y): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let now = Instant::now();
+        let l = ListenerLimits {
+            max_handshakes_per_source: 2,
+            ..limits(100, 0, 0, 100)
+        };
+        let mut first = a.admit(x, &l, true, now).unwrap();
+        let _second = a.admit(x, &l, true, now).unwrap();
+        assert_eq!(
+            a.admit(x, &l, true, now).unwrap_err(),
+            Refusal::SourceHandshakes
+        );
+        // Others handshake; the source may open plain connections.
+        let _other = a.admit(y, &l, true, now).unwrap();
+        a.admit(x, &l, false, now).unwrap();
+        // A finished handshake frees its share.
+        first.handshake_done();
+        let _third = a.admit(x, &l, true, now).unwrap();
     }
 
     #[test]

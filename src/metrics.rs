@@ -96,7 +96,7 @@ impl Metrics {
         registry.register(
             "connections_refused",
             "Downstream connections closed before proxying: not_allowed (source CIDR), no_target, \
-             listener_limit, source_limit, source_rate, handshakes (over a listener's [listener.limits])",
+             listener_limit, source_limit, source_rate, handshakes, source_handshakes (over a listener's [listener.limits])",
             refused.clone(),
         );
         let handshake_failures = Family::default();
@@ -309,7 +309,7 @@ pub(crate) struct ListenerMetrics {
     pub(crate) not_allowed: Counter,
     pub(crate) no_target: Counter,
     /// Indexed by [`Refusal`].
-    pub(crate) over_limit: [Counter; 4],
+    pub(crate) over_limit: [Counter; 5],
     pub(crate) bytes_upstream: Counter,
     pub(crate) bytes_downstream: Counter,
 }

@@ -401,7 +401,7 @@ impl Runtime {
                         .get(&l.name)
                         .and_then(|s| s.tls_session.as_ref());
                     let session = match previous {
-                        Some(p) => p.with_certificates(t),
+                        Some(p) => p.reloaded(t).map_err(err)?,
                         None => tls::SessionState::new(t).map_err(err)?,
                     };
                     Some((tls::server_config(t, &session).map_err(err)?, session))

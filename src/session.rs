@@ -214,10 +214,11 @@ impl Cx<'_> {
         admitted: &mut Admitted,
         report: &mut Report,
     ) {
-        let timeout = self.listener.config.handshake_timeout;
+        // One deadline for the whole handshake, however it is split up.
+        let deadline = Instant::now() + self.listener.config.handshake_timeout;
         let hello = tokio::select! {
             _ = self.shared.abort.cancelled() => return,
-            r = tokio::time::timeout(timeout, LazyConfigAcceptor::new(Acceptor::default(), ReadAhead::new(tcp))) => r,
+            r = tokio::time::timeout_at(deadline, LazyConfigAcceptor::new(Acceptor::default(), ReadAhead::new(tcp))) => r,
         };
         let start = match hello {
             Err(_) => return report.close = Close::Handshake("timeout"),
@@ -226,15 +227,54 @@ impl Cx<'_> {
         };
         report.sni = start.client_hello().server_name().map(str::to_owned);
         let config = configs.for_hello(&start.client_hello()).clone();
-        let min_version = self.listener.config.tls.as_ref().map(|t| t.min_version);
+        let listener_tls = self.listener.config.tls.as_ref();
+        let min_version = listener_tls.map(|t| t.min_version);
         if let Err(reason) = compatible(&start.client_hello(), &config, min_version) {
             // Let rustls answer with its alert; no target is touched.
-            let _ = tokio::time::timeout(timeout, start.into_stream(config)).await;
+            let _ = tokio::time::timeout_at(deadline, start.into_stream(config)).await;
             return report.close = Close::Handshake(reason);
         }
-        let connected = tokio::select! {
-            _ = self.shared.abort.cancelled() => return,
-            c = self.connect() => c,
+        let finish = async {
+            let finished = tokio::time::timeout_at(deadline, start.into_stream(config)).await;
+            admitted.handshake_done();
+            match finished {
+                Err(_) => Err(Close::Handshake("timeout")),
+                Ok(Err(e)) => Err(Close::Handshake(handshake_reason(&e))),
+                Ok(Ok(stream)) => Ok(stream),
+            }
+        };
+        // A client that must present a certificate is authenticated before
+        // any target hears of it; any other is connected to a target first,
+        // so with none usable its handshake fails at once and its failover
+        // transport moves on.
+        let client_auth = listener_tls.is_some_and(|t| t.client_ca.is_some());
+        let (downstream, connected) = if client_auth {
+            let downstream = tokio::select! {
+                _ = self.shared.abort.cancelled() => return,
+                d = finish => d,
+            };
+            let downstream = match downstream {
+                Ok(d) => d,
+                Err(close) => return report.close = close,
+            };
+            let connected = tokio::select! {
+                _ = self.shared.abort.cancelled() => return,
+                c = self.connect() => c,
+            };
+            (Ok(downstream), connected)
+        } else {
+            let connected = tokio::select! {
+                _ = self.shared.abort.cancelled() => return,
+                c = self.connect() => c,
+            };
+            if connected.is_none() {
+                return report.close = Close::NoTarget;
+            }
+            let downstream = tokio::select! {
+                _ = self.shared.abort.cancelled() => return,
+                d = finish => d,
+            };
+            (downstream, connected)
         };
         let Some((guard, mut upstream)) = connected else {
             report.close = Close::NoTarget;
@@ -242,15 +282,9 @@ impl Cx<'_> {
         };
         let target = guard.target().clone();
         report.upstream = Some(guard);
-        let finished = tokio::select! {
-            _ = self.shared.abort.cancelled() => return,
-            r = tokio::time::timeout(timeout, start.into_stream(config)) => r,
-        };
-        admitted.handshake_done();
-        let mut downstream = match finished {
-            Err(_) => return report.close = Close::Handshake("timeout"),
-            Ok(Err(e)) => return report.close = Close::Handshake(handshake_reason(&e)),
-            Ok(Ok(stream)) => stream,
+        let mut downstream = match downstream {
+            Ok(d) => d,
+            Err(close) => return report.close = close,
         };
         self.relay(&mut downstream, &mut upstream, &target.deregistered, report)
             .await;
@@ -304,15 +338,18 @@ fn compatible(
         return Err("incompatible");
     }
     if !config.alpn_protocols.is_empty() {
-        if let Some(mut protocols) = hello.alpn() {
-            if !protocols.any(|p| {
-                config
-                    .alpn_protocols
-                    .iter()
-                    .any(|ours| ours.as_slice() == p)
-            }) {
-                return Err("no_alpn_match");
-            }
+        // A listener with `alpn` serves only clients that speak one of
+        // them: one that offers none is refused, like one that offers others.
+        let Some(mut protocols) = hello.alpn() else {
+            return Err("no_alpn");
+        };
+        if !protocols.any(|p| {
+            config
+                .alpn_protocols
+                .iter()
+                .any(|ours| ours.as_slice() == p)
+        }) {
+            return Err("no_alpn_match");
         }
     }
     Ok(())
@@ -320,12 +357,13 @@ fn compatible(
 
 /// Every reason [`handshake_reason`] (or a handshake deadline) gives: the
 /// metric's series exist from the start, at zero.
-pub(crate) const HANDSHAKE_REASONS: [&str; 10] = [
+pub(crate) const HANDSHAKE_REASONS: [&str; 11] = [
     "timeout",
     "not_tls",
     "incompatible",
     "no_client_certificate",
     "bad_client_certificate",
+    "no_alpn",
     "no_alpn_match",
     "alert_received",
     "tls_error",

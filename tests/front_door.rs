@@ -619,7 +619,13 @@ async fn mutual_tls_requires_a_client_certificate_from_the_ca() {
     .await;
     all_healthy(&server).await;
     let front = server.listener_addr("front").unwrap();
+    let accepted = backend.accepted();
     assert!(who(front, pki.client_config()).await.is_err());
+    assert_eq!(
+        backend.accepted(),
+        accepted,
+        "a client without a certificate reached a target"
+    );
     assert_eq!(
         who(front, pki.client_config_with_cert("client"))
             .await
@@ -1007,8 +1013,14 @@ async fn alpn_is_negotiated_and_a_client_without_a_common_protocol_is_refused() 
         accepted,
         "no target is touched for a client that cannot be served"
     );
+    // A client that offers no ALPN at all is refused too.
+    assert!(tls_connect(front, with_alpn(&[]), "mq.localhost")
+        .await
+        .is_err());
+    assert_eq!(backend.accepted(), accepted);
     let metrics = server.metrics().render();
     assert!(metrics.contains("reason=\"no_alpn_match\"} 1"), "{metrics}");
+    assert!(metrics.contains("reason=\"no_alpn\"} 1"), "{metrics}");
 }
 
 /// One healthy TLS backend behind a front door whose listener has `extra`
@@ -1129,10 +1141,12 @@ async fn two_thousand_slow_loris_connections_do_not_keep_a_client_out() {
     // The test holds both ends: 4,000 descriptors and more.
     rlimit::increase_nofile_limit(16_384).unwrap();
     let (pki, _backend, server, front) = front_door_with("").await;
+    // From 40 addresses (50 each: within each source's handshake share).
     let mut loris = Vec::with_capacity(2_000);
-    for _ in 0..2_000 {
+    for i in 0..2_000 {
         let socket = TcpSocket::new_v4().unwrap();
-        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        let source = format!("127.0.1.{}:0", 1 + i % 40);
+        socket.bind(source.parse().unwrap()).unwrap();
         loris.push(socket.connect(front).await.unwrap());
     }
     wait_for("the loris connections to be accepted", || async {
@@ -1155,4 +1169,38 @@ async fn two_thousand_slow_loris_connections_do_not_keep_a_client_out() {
         }
     }
     assert_eq!(closed, 2_000);
+}
+
+/// With default limits, one source that opens more handshakes than the
+/// listener has slots (each sends one byte of a ClientHello, then nothing)
+/// gets only its share: every other client is still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_source_cannot_take_every_handshake_slot() {
+    rlimit::increase_nofile_limit(16_384).unwrap();
+    let (pki, _backend, server, front) = front_door_with("").await;
+    let mut hogs = Vec::with_capacity(4_200);
+    for _ in 0..4_200 {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        let mut tcp = socket.connect(front).await.unwrap();
+        let _ = tcp.write_all(&[0x16]).await;
+        hogs.push(tcp);
+    }
+    // All but its share (64) refused at accept; some of the share may
+    // have timed out meanwhile and been replaced.
+    let series =
+        "portico_connections_refused_total{listener=\"front\",reason=\"source_handshakes\"} ";
+    wait_for("the hogs to be refused", || async {
+        let metrics = server.metrics().render();
+        let refused: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        refused >= 4_000
+    })
+    .await;
+    let served = greeted_from("127.0.0.1", front, &pki).await;
+    assert!(served.is_ok(), "{served:?}");
+    drop(hogs);
 }

@@ -520,3 +520,106 @@ async fn listeners_come_and_go_with_the_config() {
         .unwrap();
     assert_eq!(server.listener_addr("second"), Some(second_addr));
 }
+
+/// The listener of `config()` with a `[listener.tls]` table of `tls`.
+fn config_with_tls(ca: &Path, target: &str, tls: &str) -> String {
+    config(ca, &[target.to_owned()], "").replace(
+        "  [[listener.certificate]]",
+        &format!("{tls}\n  [[listener.certificate]]"),
+    )
+}
+
+/// A client of exactly `version`, resuming sessions with `pki`'s roots
+/// (and presenting `cert`, if any).
+fn resuming_client(
+    pki: &Pki,
+    version: &'static rustls::SupportedProtocolVersion,
+    cert: Option<&str>,
+) -> std::sync::Arc<rustls::ClientConfig> {
+    let base = match cert {
+        Some(stem) => pki.client_config_with_cert(stem),
+        None => pki.client_config(),
+    };
+    let mut config = rustls::ClientConfig::builder_with_provider(portico::tls::provider())
+        .with_protocol_versions(&[version])
+        .unwrap()
+        .with_root_certificates(pki.roots())
+        .with_no_client_auth();
+    config.client_auth_cert_resolver = base.client_auth_cert_resolver.clone();
+    std::sync::Arc::new(config)
+}
+
+/// Connects with `client`; whether the session was resumed, or the error.
+async fn resumed(
+    front: std::net::SocketAddr,
+    client: std::sync::Arc<rustls::ClientConfig>,
+) -> std::io::Result<bool> {
+    let (stream, _) = tls_connect(front, client, "mq.localhost").await?;
+    Ok(stream.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed))
+}
+
+/// A reload that turns mutual TLS on, or trusts another CA, cannot be
+/// resumed around: session tickets and the cache made under the old rule
+/// are not honoured (TLS 1.3 and TLS 1.2 alike).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_changes_client_authentication_is_not_resumed_around() {
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        let mut dir = ConfigDir::new(Style::Rename);
+        dir.pki.issue("client", &["client.localhost"]);
+        let other_ca = Pki::new();
+        std::fs::copy(other_ca.path("ca.crt"), dir.pki.path("other-ca.crt")).unwrap();
+        let ca = dir.pki.path("ca.crt");
+        let backend = Backend::tls("a", "127.0.0.1", 0, &dir.pki, "broker").await;
+        let target = backend.addr.to_string();
+        let plain = config_with_tls(&ca, &target, "");
+        let server = dir.start(&plain).await;
+        let front = server.listener_addr("front").unwrap();
+        wait_for("a healthy", || async {
+            state_of(&server, backend.addr).as_deref() == Some("healthy")
+        })
+        .await;
+
+        // No client authentication: a client without a certificate resumes.
+        let anonymous = resuming_client(&dir.pki, version, None);
+        assert!(!resumed(front, anonymous.clone()).await.unwrap());
+        assert!(
+            resumed(front, anonymous.clone()).await.unwrap(),
+            "{version:?}: resumes"
+        );
+
+        // Mutual TLS on: the anonymous client's session is not honoured.
+        let mutual = config_with_tls(&ca, &target, "  [listener.tls]\n  client_ca = \"ca.crt\"");
+        dir.write(&mutual);
+        wait_for("mutual TLS in force", || {
+            let fresh = resuming_client(&dir.pki, version, None);
+            async move { resumed(front, fresh).await.is_err() }
+        })
+        .await;
+        let holder = resuming_client(&dir.pki, version, Some("client"));
+        assert!(!resumed(front, holder.clone()).await.unwrap());
+        assert!(
+            resumed(front, anonymous.clone()).await.is_err(),
+            "{version:?}: a client without a certificate resumed past mutual TLS"
+        );
+        // The certificate holder resumes under the rule it was checked by.
+        assert!(resumed(front, holder.clone()).await.unwrap());
+
+        // Another CA: the holder of an old CA's certificate cannot resume.
+        let other = config_with_tls(
+            &ca,
+            &target,
+            "  [listener.tls]\n  client_ca = \"other-ca.crt\"",
+        );
+        dir.write(&other);
+        wait_for("the other CA in force", || {
+            let fresh = resuming_client(&dir.pki, version, Some("client"));
+            async move { resumed(front, fresh).await.is_err() }
+        })
+        .await;
+        assert!(
+            resumed(front, holder.clone()).await.is_err(),
+            "{version:?}: a certificate from a CA no longer trusted resumed"
+        );
+        server.shutdown(Duration::from_secs(1)).await;
+    }
+}

@@ -46,6 +46,7 @@ pub(crate) struct FileListenerLimits {
     pub(crate) max_connections_per_source: Option<Spanned<u32>>,
     pub(crate) new_connections_per_source: Option<Spanned<u32>>,
     pub(crate) max_handshakes: Option<Spanned<u32>>,
+    pub(crate) max_handshakes_per_source: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize)]

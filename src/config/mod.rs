@@ -84,6 +84,9 @@ pub struct ListenerLimits {
     /// TLS handshakes in progress at once (connections not yet past their
     /// handshake).
     pub max_handshakes: u32,
+    /// TLS handshakes in progress at once from one source address; 0: no
+    /// limit.
+    pub max_handshakes_per_source: u32,
 }
 
 impl Default for ListenerLimits {
@@ -93,6 +96,7 @@ impl Default for ListenerLimits {
             max_connections_per_source: 0,
             new_connections_per_source: 0,
             max_handshakes: 4_096,
+            max_handshakes_per_source: 64,
         }
     }
 }
@@ -328,7 +332,7 @@ impl StatusMatcher {
 }
 
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(350);
-const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const DEFAULT_DEREGISTRATION_DELAY: Duration = Duration::from_secs(30);
 
@@ -691,6 +695,10 @@ impl Checker<'_> {
             max_connections_per_source: value(&file.max_connections_per_source),
             new_connections_per_source: value(&file.new_connections_per_source),
             max_handshakes,
+            max_handshakes_per_source: file
+                .max_handshakes_per_source
+                .as_ref()
+                .map_or(defaults.max_handshakes_per_source, |v| *v.get_ref()),
         }
     }
 

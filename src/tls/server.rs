@@ -20,6 +20,34 @@ pub(crate) struct SessionState {
     pub(crate) resolver: Arc<CertResolver>,
     ticketer: Arc<dyn ProducesTickets>,
     cache: Arc<dyn StoresServerSessions>,
+    /// Who had to present a certificate when these sessions were made.
+    client_auth: ClientAuth,
+}
+
+/// A listener's client authentication, as far as resuming a session goes:
+/// none, or certificates from these CAs (a fingerprint of their subjects
+/// and keys).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClientAuth {
+    None,
+    Required(u64),
+}
+
+impl ClientAuth {
+    fn of(tls: &ListenerTls) -> Self {
+        match &tls.client_ca {
+            None => Self::None,
+            Some(roots) => {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                for anchor in &roots.roots {
+                    anchor.subject.as_ref().hash(&mut h);
+                    anchor.subject_public_key_info.as_ref().hash(&mut h);
+                }
+                Self::Required(h.finish())
+            }
+        }
+    }
 }
 
 impl SessionState {
@@ -31,16 +59,28 @@ impl SessionState {
             resolver: Arc::new(CertResolver::new(tls.certificates.clone())),
             ticketer,
             cache: ServerSessionMemoryCache::new(4096),
+            client_auth: ClientAuth::of(tls),
         })
     }
 
-    /// The same ticket key and cache, serving `tls`'s certificates.
-    pub(crate) fn with_certificates(&self, tls: &ListenerTls) -> Self {
-        Self {
+    /// The state for a reloaded `tls`: the same ticket key and cache when
+    /// client authentication is unchanged, so clients resume; new ones when
+    /// it changed, because a resumed session is not authenticated again
+    /// (a client without a certificate, or one from a CA no longer trusted,
+    /// must not resume its way past the new rule).
+    pub(crate) fn reloaded(&self, tls: &ListenerTls) -> Result<Self, TlsError> {
+        if ClientAuth::of(tls) != self.client_auth {
+            tracing::info!(
+                "client authentication changed: session tickets and the session cache start afresh"
+            );
+            return Self::new(tls);
+        }
+        Ok(Self {
             resolver: Arc::new(CertResolver::new(tls.certificates.clone())),
             ticketer: self.ticketer.clone(),
             cache: self.cache.clone(),
-        }
+            client_auth: self.client_auth,
+        })
     }
 }
 
