@@ -152,6 +152,22 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     })
 }
 
+/// What is wrong with a PEM file, in words of ours: never the file's own
+/// bytes (a malformed line of a key file would otherwise be echoed into
+/// `check` output, reload errors and logs).
+fn pem_problem(e: &rustls_pki_types::pem::Error) -> String {
+    use rustls_pki_types::pem::Error;
+    match e {
+        Error::MissingSectionEnd { .. } => "a PEM section has no END line".into(),
+        Error::IllegalSectionStart { .. } => "a malformed -----BEGIN line".into(),
+        Error::Base64Decode(_) => "a PEM section is not valid base64".into(),
+        Error::Io(e) => format!("read error: {e}"),
+        Error::NoItemsFound => "no PEM item of the expected kind".into(),
+        Error::SectionTooLarge => "a PEM section is too large".into(),
+        _ => "malformed PEM".into(),
+    }
+}
+
 /// Reads every certificate of a PEM file (a chain: leaf first).
 pub fn load_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let pem = read(path)?;
@@ -159,7 +175,7 @@ pub fn load_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, Tl
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| TlsError::Pem {
             path: path.to_owned(),
-            detail: e.to_string(),
+            detail: pem_problem(&e),
         })?;
     if certs.is_empty() {
         return Err(TlsError::NoCertificate {
@@ -183,7 +199,7 @@ pub fn load_certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, 
         },
         other => TlsError::Pem {
             path: key.to_owned(),
-            detail: other.to_string(),
+            detail: pem_problem(&other),
         },
     })?;
     let signing_key = provider()
@@ -264,6 +280,32 @@ pub fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A key file's own bytes never reach an error (and so no `check`
+    /// output, reload error or log line), however it is malformed.
+    #[test]
+    fn a_malformed_pem_file_is_described_not_echoed() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("c.crt");
+        let key = dir.path().join("k.key");
+        let ca = crate::certs::DevCa::generate().unwrap();
+        let issued = ca.issue(&["localhost".into()]).unwrap();
+        std::fs::write(&cert, issued.cert_pem).unwrap();
+        let secret = "SECRETKEYMATERIAL";
+        for text in [
+            format!("-----BEGIN PRIVATE KEY {secret}\nabc\n"),
+            format!("-----BEGIN PRIVATE KEY-----\n{secret}!!!\n-----END PRIVATE KEY-----\n"),
+            format!("-----BEGIN PRIVATE KEY-----\n{secret}\n"),
+        ] {
+            std::fs::write(&key, &text).unwrap();
+            let err = load_certified_key(&cert, &key).unwrap_err().to_string();
+            // Neither as text nor as a list of byte values.
+            let as_bytes = format!("{:?}", &secret.as_bytes()[..6]);
+            let as_bytes = as_bytes.trim_start_matches('[').trim_end_matches(']');
+            assert!(!err.contains(secret) && !err.contains(as_bytes), "{err}");
+            assert!(err.contains("k.key"), "{err}");
+        }
+    }
 
     #[test]
     fn aes_128_gcm_leads_each_protocol_version() {

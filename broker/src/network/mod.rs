@@ -342,7 +342,7 @@ async fn connect(
             None => Err("the peer is not a portico broker (no bridge header in CONNECTED)".into()),
         },
         Command::Error => Err(format!(
-            "refused by the peer: {}",
+            "refused by the peer: {:?}",
             reply.get("message").unwrap_or("ERROR")
         )),
         other => Err(format!("expected CONNECTED, got {other}")),
@@ -638,7 +638,7 @@ impl FromPeer<'_> {
                 Ok(())
             }
             Command::Error => Err(format!(
-                "the peer sent ERROR: {}",
+                "the peer sent ERROR: {:?}",
                 frame.get("message").unwrap_or("")
             )),
             _ => Ok(()),

@@ -157,6 +157,8 @@ mod tests {
         assert!(f("topic://PRICES.>").matches(&d("/topic/PRICES.IBM.NYSE")));
         assert!(f("queue://A.*.C").matches(&d("/queue/A.B.C")));
         assert!(!f("queue://A").matches(&d("/queue/A.B")));
+        // As in ActiveMQ, `>` matches none or more parts.
+        assert!(f("queue://A.>").matches(&d("/queue/A")));
         assert!(Filter::parse("queue://>.a").is_err());
     }
 }
