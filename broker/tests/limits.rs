@@ -573,3 +573,30 @@ async fn one_source_gets_its_share_of_connections() {
     })
     .await;
 }
+
+/// A user name with a line break in it (sent through the console's Basic
+/// authentication) cannot forge a log line: untrusted text is logged escaped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untrusted_text_cannot_forge_a_log_line() {
+    use base64::Engine as _;
+    let broker = Broker::start(&users(&["app"]));
+    let forged = "x\n2026-01-01T00:00:00Z  INFO console: change allowed user=\"admin\" method=DELETE";
+    let credentials = base64::engine::general_purpose::STANDARD.encode(format!("{forged}:wrong"));
+    let (status, _) = http(
+        broker.console,
+        "DELETE",
+        "/api/queues/q",
+        &[("authorization", &format!("Basic {credentials}"))],
+    )
+    .await;
+    assert_eq!(status, 401);
+    wait_for("the refusal logged", || async {
+        broker.node.log().contains("console: authentication failed")
+    })
+    .await;
+    let log = broker.node.log();
+    assert!(
+        !log.lines().any(|l| l.starts_with("2026-01-01T00:00:00Z")),
+        "a forged line:\n{log}"
+    );
+}
