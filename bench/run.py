@@ -723,10 +723,21 @@ def broker_bench(bench, args):
     port = free_port()
     config = broker_config(bench, "bench", bench.work / "broker-data", "127.0.0.1", port)
     ours = Proc(bench, "portico-broker", [BROKER, "run", "--config", config], env={"RUST_LOG": "warn"})
+    procs = [ours]
+    brokers = [("portico-broker", port)]
+    # Earlier builds of portico-broker, for a before/after in the same run.
+    for label, binary in args.broker_baseline:
+        b_port = free_port()
+        b_config = broker_config(bench, f"bench-{label}", bench.work / f"broker-data-{label}", "127.0.0.1", b_port)
+        name = f"portico-broker {label}"
+        procs.append(Proc(bench, name, [binary, "run", "--config", b_config], env={"RUST_LOG": "warn"}))
+        brokers.append((name, b_port))
     theirs, amq_port = start_activemq(bench)
-    brokers = [("portico-broker", port), ("ActiveMQ", amq_port)]
+    procs.append(theirs)
+    brokers.append(("ActiveMQ", amq_port))
     try:
-        wait_for(lambda: port_open("127.0.0.1", port), "portico-broker")
+        for name, p in brokers:
+            wait_for(lambda p=p: port_open("127.0.0.1", p), name)
         # Both get the same warm-up (the JVM needs one to compile its hot paths).
         for name, p in brokers:
             log(f"broker warm-up: {name}")
@@ -748,8 +759,8 @@ def broker_bench(bench, args):
                     rate = stomp_run(bench, name, p, tag, pairs, per_pair, persistent)
                     bench.record("broker", case, name, rate)
     finally:
-        ours.stop()
-        theirs.stop()
+        for proc in procs:
+            proc.stop()
 
 
 # ---------------------------------------------------------------- failover
@@ -982,13 +993,20 @@ def write_report(bench, args, machine, started, sections):
             "ActiveMQ: Debian's package, KahaDB, `stomp+nio` transport, 1 GiB heap; "
             "portico-broker: group-committed journal. Persistent means stored (fsync) before the receipt.",
             "",
-            "| case | portico-broker msg/s | ActiveMQ msg/s | ratio |",
-            "|---|---|---|---|",
         ]
+        names = ["portico-broker", *[f"portico-broker {label}" for label, _ in args.broker_baseline]]
+        lines.append(
+            "| case | " + " | ".join(f"{n} msg/s" for n in names) + " | ActiveMQ msg/s | "
+            + " | ".join(f"{n} vs ActiveMQ" for n in names) + " |"
+        )
+        lines.append("|---" * (2 + 2 * len(names)) + "|")
         for case in sorted({k for (s, k, _c) in b.results if s == "broker"}):
-            ours = b.median("broker", case, "portico-broker")
+            rates = [b.median("broker", case, n) for n in names]
             theirs = b.median("broker", case, "ActiveMQ")
-            lines.append(f"| {case} | {fmt(ours)} | {fmt(theirs)} | {ratio(ours, theirs)} |")
+            lines.append(
+                f"| {case} | " + " | ".join(fmt(r) for r in rates) + f" | {fmt(theirs)} | "
+                + " | ".join(ratio(r, theirs) for r in rates) + " |"
+            )
 
     lines += ["", "## Commands", "", "`$WORK` is the run's work folder (certificates, configs, logs).", ""]
     for label, line in bench.commands.items():
@@ -1010,6 +1028,10 @@ def main():
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 64])
     parser.add_argument("--idle", type=int, default=2000)
     parser.add_argument("--broker-count", type=int, default=40000)
+    parser.add_argument(
+        "--broker-baseline", nargs=2, action="append", default=[], metavar=("LABEL", "BINARY"),
+        help="also run this portico-broker binary as a broker contender (before/after a change)",
+    )
     parser.add_argument("--failover-seconds", type=float, default=8.0)
     parser.add_argument(
         "--only", nargs="+", choices=["front", "failover", "broker"],

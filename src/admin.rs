@@ -16,15 +16,26 @@ use tracing::debug;
 use crate::snapshot::Shared;
 use crate::upstream::{Problem, TargetView};
 
+/// Admin connections open at once; more wait in the kernel's backlog.
+const CONNECTIONS: usize = 128;
+/// A request's head must arrive within this.
+const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Serves admin requests until `stop` is cancelled.
 pub(crate) async fn run(shared: Arc<Shared>, listener: TcpListener, stop: CancellationToken) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS));
     loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let (tcp, peer) = tokio::select! {
             _ = stop.cancelled() => return,
             r = listener.accept() => match r {
                 Ok(conn) => conn,
                 Err(e) => {
+                    // Out of descriptors, say: back off, do not spin.
                     debug!(error = %e, "admin accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     continue;
                 }
             },
@@ -32,11 +43,14 @@ pub(crate) async fn run(shared: Arc<Shared>, listener: TcpListener, stop: Cancel
         let shared = shared.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let service = service_fn(move |req| {
                 let shared = shared.clone();
                 async move { Ok::<_, Infallible>(handle(&shared, &req)) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(TokioIo::new(tcp), service);
             tokio::pin!(conn);
             tokio::select! {

@@ -11,6 +11,7 @@ pub mod stomp;
 pub mod store;
 
 mod console;
+mod dedup;
 mod intake;
 mod transport;
 
@@ -82,7 +83,7 @@ pub(crate) struct BrokerCore {
     /// connections stop reading, so what waits is bounded broker-wide.
     pub(crate) intake: Arc<tokio::sync::Semaphore>,
     /// Recent `portico-dedup-id`s: a re-sent message already stored is dropped.
-    recent: std::sync::Mutex<Dedup>,
+    recent: std::sync::Mutex<dedup::Dedup>,
     pub(crate) bridges: network::Bridges,
 }
 
@@ -94,40 +95,6 @@ fn intake_bytes(limits: &Limits) -> usize {
         .min(u32::MAX as usize)
 }
 
-/// A client's dedup id as the broker keeps it: scoped by the user who sent
-/// it, so nobody can suppress another user's messages by reusing their ids
-/// (a failover client reconnects as the same user, so its re-sends still
-/// collapse).
-pub(crate) fn dedup_key(sender: &str, id: &str) -> String {
-    format!("{sender}\u{0}{id}")
-}
-
-/// A bounded window of recently seen ids.
-#[derive(Debug, Default)]
-pub(crate) struct Dedup {
-    seen: std::collections::HashSet<String>,
-    order: std::collections::VecDeque<String>,
-}
-
-impl Dedup {
-    const WINDOW: usize = 200_000;
-
-    /// Records `id`; false if it was already there.
-    pub(crate) fn insert(&mut self, id: &str) -> bool {
-        if self.seen.contains(id) {
-            return false;
-        }
-        if self.order.len() == Self::WINDOW {
-            if let Some(old) = self.order.pop_front() {
-                self.seen.remove(&old);
-            }
-        }
-        self.seen.insert(id.to_owned());
-        self.order.push_back(id.to_owned());
-        true
-    }
-}
-
 impl BrokerCore {
     pub(crate) fn next_connection(&self) -> u64 {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
@@ -137,9 +104,8 @@ impl BrokerCore {
         self.next_seq.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// False if a message with this key (a [`dedup_key`], or a bridge's
-    /// `fwd:` key) was already accepted.
-    pub(crate) fn first_time(&self, key: &str) -> bool {
+    /// False if a message with this key was already accepted.
+    pub(crate) fn first_time(&self, key: dedup::Key<'_>) -> bool {
         self.recent
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -245,7 +211,7 @@ impl Broker {
         if !restored.is_empty() {
             info!(messages = restored.len(), "restoring persistent messages");
         }
-        let mut recent = Dedup::default();
+        let mut recent = dedup::Dedup::default();
         for m in &restored {
             let header = |name: &str| {
                 m.headers
@@ -254,12 +220,15 @@ impl Broker {
                     .map(|(_, v)| v.as_str())
             };
             if let (Some(sender), Some(id)) = (&m.sender, header(client::DEDUP_HEADER)) {
-                recent.insert(&dedup_key(sender, id));
+                recent.insert(dedup::Key::Client { sender, id });
             }
             // A forwarded message stored before a restart is not taken twice.
             if let Some(origin) = header(network::ORIGIN_HEADER) {
                 let path = header(router::PATH_HEADER).unwrap_or_default();
-                recent.insert(&format!("fwd:{origin}:{path}"));
+                recent.insert(dedup::Key::Forwarded {
+                    origin,
+                    path: Some(path),
+                });
             }
         }
         router.restore(restored).await;

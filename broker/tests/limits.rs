@@ -580,7 +580,8 @@ async fn one_source_gets_its_share_of_connections() {
 async fn untrusted_text_cannot_forge_a_log_line() {
     use base64::Engine as _;
     let broker = Broker::start(&users(&["app"]));
-    let forged = "x\n2026-01-01T00:00:00Z  INFO console: change allowed user=\"admin\" method=DELETE";
+    let forged =
+        "x\n2026-01-01T00:00:00Z  INFO console: change allowed user=\"admin\" method=DELETE";
     let credentials = base64::engine::general_purpose::STANDARD.encode(format!("{forged}:wrong"));
     let (status, _) = http(
         broker.console,

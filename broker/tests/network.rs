@@ -271,18 +271,21 @@ async fn a_mesh_delivers_each_topic_message_once_to_every_subscriber() {
     for broker in [&a, &b, &c] {
         subs.push(subscribe(broker, "/topic/news").await);
     }
-    // Let demand settle across the mesh.
-    wait_for("demand to settle across the mesh", || async {
-        let topics = get(a.console_addr().unwrap(), "/api/topics").await;
-        let n = topics
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["name"] == "news")
-            .map_or(0, |t| t["subscribers"].as_u64().unwrap());
-        n >= 3
-    })
-    .await;
+    // Let demand settle across the mesh: on every broker, its own
+    // subscriber and one from each of its two bridges.
+    for broker in [&a, &b, &c] {
+        wait_for("demand to settle across the mesh", || async {
+            let topics = get(broker.console_addr().unwrap(), "/api/topics").await;
+            let n = topics
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|t| t["name"] == "news")
+                .map_or(0, |t| t["subscribers"].as_u64().unwrap());
+            n >= 3
+        })
+        .await;
+    }
     let mut publisher = RawClient::connect(a.transport_addr("stomp").unwrap()).await;
     for i in 0..5 {
         publisher

@@ -28,23 +28,39 @@ use crate::router::{Destination, Kind, QueueActionError, Stats};
 use crate::store::Record;
 use crate::BrokerCore;
 
+/// Console connections open at once; more wait in the kernel's backlog.
+const CONNECTIONS: usize = 128;
+/// A request's head must arrive within this.
+const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub(crate) async fn run(core: Arc<BrokerCore>, listener: TcpListener, stop: CancellationToken) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS));
     loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let (tcp, remote) = tokio::select! {
             _ = stop.cancelled() => return,
             r = listener.accept() => match r {
                 Ok(c) => c,
-                Err(_) => continue,
+                Err(_) => {
+                    // Out of descriptors, say: back off, do not spin.
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
             },
         };
         let core = core.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let service = service_fn(move |req| {
                 let core = core.clone();
                 async move { Ok::<_, Infallible>(handle(&core, req, remote).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(TokioIo::new(tcp), service);
             tokio::pin!(conn);
             tokio::select! {

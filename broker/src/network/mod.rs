@@ -31,6 +31,7 @@ use tracing::{info, warn};
 use crate::auth::{Operation, Principal};
 use crate::client::Endpoint;
 use crate::config::NetworkConnectorConfig;
+use crate::dedup::Key;
 use crate::intake::{self, Source};
 use crate::router::{
     ConnectionInfo, Delivery, Destination, Filter, Kind, Message, NetworkLink, Outbox,
@@ -681,11 +682,20 @@ impl FromPeer<'_> {
         let (looped, seen_key) = match destination.kind {
             Kind::Topic => (
                 path.split(',').any(|b| b == core.name),
-                format!("fwd:{origin}"),
+                Key::Forwarded {
+                    origin: &origin,
+                    path: None,
+                },
             ),
-            Kind::Queue => (false, format!("fwd:{origin}:{path}")),
+            Kind::Queue => (
+                false,
+                Key::Forwarded {
+                    origin: &origin,
+                    path: Some(path),
+                },
+            ),
         };
-        if looped || !core.first_time(&seen_key) {
+        if looped || !core.first_time(seen_key) {
             let arrival = Arrival {
                 durable: None,
                 message: None,

@@ -97,17 +97,22 @@ impl FrameBuffer {
         Ok(decoded.map(|(decoded, used)| {
             self.start += used;
             self.progress = Progress::default();
-            if self.start == self.bytes.len() {
-                // Nothing unread: the room a large frame needed goes back,
-                // so a connection that waits holds no more than it must.
-                self.bytes.clear();
-                self.start = 0;
-                if self.bytes.capacity() > KEPT_CAPACITY {
-                    self.bytes.shrink_to(KEPT_CAPACITY);
-                }
-            }
             decoded
         }))
+    }
+
+    /// Gives back room beyond what unread bytes need (and a little more):
+    /// for a connection about to wait, so a large frame it read earlier
+    /// does not stay allocated meanwhile. Not for every frame: a busy
+    /// connection would allocate the room again and again.
+    pub fn trim(&mut self) {
+        if self.start > 0 {
+            self.bytes.drain(..self.start);
+            self.start = 0;
+        }
+        if self.bytes.capacity() > KEPT_CAPACITY.max(2 * self.bytes.len()) {
+            self.bytes.shrink_to(KEPT_CAPACITY.max(self.bytes.len()));
+        }
     }
 
     /// The buffer to append the next read to, with room for `at_least` bytes.
@@ -530,6 +535,32 @@ mod tests {
             Some("u:x"),
             "CONNECT headers are not unescaped"
         );
+    }
+
+    #[test]
+    fn trim_gives_back_room_and_keeps_what_is_unread() {
+        let mut buf = FrameBuffer::new();
+        let big = Frame::new(Command::Send)
+            .body(vec![b'x'; 1024 * 1024])
+            .to_bytes();
+        buf.spare(0).extend_from_slice(&big);
+        buf.spare(0).extend_from_slice(b"SEND\n\nrest");
+        assert!(matches!(
+            buf.next(&Limits::default()),
+            Ok(Some(Decoded::Frame(_)))
+        ));
+        let before = buf.bytes.capacity();
+        buf.trim();
+        assert!(
+            buf.bytes.capacity() < before / 2,
+            "{} of {before}",
+            buf.bytes.capacity()
+        );
+        buf.spare(0).extend_from_slice(b"\0");
+        let Ok(Some(Decoded::Frame(rest))) = buf.next(&Limits::default()) else {
+            panic!("the unread frame survives a trim")
+        };
+        assert_eq!(rest.body, b"rest");
     }
 
     /// STOMP 1.0 has no header escaping: a 1.0 session reads and writes

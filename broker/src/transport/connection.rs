@@ -685,9 +685,16 @@ impl Session {
     /// message's (moved, not copied).
     async fn send(&mut self, frame: Frame, receipt: Option<String>) -> Result<(), Fatal> {
         let destination = self.destination(&frame, Operation::Write)?;
-        // Errors name the frame's own receipt, whatever the pipeline's.
-        let error_receipt = frame.get("receipt").map(str::to_owned);
-        let fail = |message: &str| Fatal::new(message, None).with_receipt(error_receipt.clone());
+        // Errors name the frame's own receipt, whatever the pipeline's
+        // (looked up only when there is an error).
+        let headers_of_frame = &frame.headers;
+        let fail = |message: &str| {
+            let receipt = headers_of_frame
+                .iter()
+                .find(|(n, _)| n == "receipt")
+                .map(|(_, v)| v.clone());
+            Fatal::new(message, None).with_receipt(receipt)
+        };
         if !self.known.contains(&destination) {
             // New to this connection: the broker may be at its maximum of
             // destinations (checked before anything is stored).
@@ -700,7 +707,10 @@ impl Session {
         }
         let sender = self.sender.clone();
         if let (Some(sender), Some(id)) = (&sender, frame.get(crate::client::DEDUP_HEADER)) {
-            if !self.core.first_time(&crate::dedup_key(sender, id)) {
+            if !self
+                .core
+                .first_time(crate::dedup::Key::Client { sender, id })
+            {
                 // A failover client re-sent what was already accepted.
                 debug!(conn = self.id, dedup = ?id, "dropping a duplicate SEND");
                 return self.pipe(Piped::Receipt(receipt)).await;
@@ -727,19 +737,35 @@ impl Session {
             .unwrap_or(u32::MAX)
             .clamp(1, PIPELINE_BYTES);
         let closing = || fail("the connection is closing");
-        let permit = pipeline
-            .budget
-            .clone()
-            .acquire_many_owned(cost)
-            .await
-            .map_err(|_| closing())?;
-        let intake = self
-            .core
-            .intake
-            .clone()
-            .acquire_many_owned(cost)
-            .await
-            .map_err(|_| closing())?;
+        let budgets = (
+            pipeline.budget.clone().try_acquire_many_owned(cost),
+            self.core.intake.clone().try_acquire_many_owned(cost),
+        );
+        let (permit, intake) = match budgets {
+            (Ok(permit), Ok(intake)) => (permit, intake),
+            (permit, _) => {
+                // About to wait: what the read buffer holds beyond its
+                // unread bytes goes back first.
+                self.buf.trim();
+                let permit = match permit {
+                    Ok(p) => p,
+                    Err(_) => pipeline
+                        .budget
+                        .clone()
+                        .acquire_many_owned(cost)
+                        .await
+                        .map_err(|_| closing())?,
+                };
+                let intake = self
+                    .core
+                    .intake
+                    .clone()
+                    .acquire_many_owned(cost)
+                    .await
+                    .map_err(|_| closing())?;
+                (permit, intake)
+            }
+        };
         let durable =
             if message.stored {
                 let record = Record::Add(StoredMessage {
