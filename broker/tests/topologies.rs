@@ -77,7 +77,10 @@ impl Layout {
                     Ok(broker) => {
                         brokers.insert(broker.name().to_owned(), broker);
                     }
-                    Err(e @ portico_broker::StartError::Bind { .. }) if attempt < 5 => {
+                    Err(
+                        e @ (portico_broker::StartError::Bind { .. }
+                        | portico_broker::StartError::ConsoleBind { .. }),
+                    ) if attempt < 5 => {
                         eprintln!("{e}; starting the layout again on other ports");
                         for (_, b) in brokers {
                             b.shutdown(std::time::Duration::from_secs(1)).await;
