@@ -7,6 +7,7 @@
 
 pub use portico_core::certs;
 pub mod config;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod metrics;
 pub use portico_core::proxy_protocol;

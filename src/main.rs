@@ -51,8 +51,10 @@ enum Command {
     },
     /// Run the demo: dev certificates, a broker pair and two networked
     /// brokers, and the front door, on loopback. What `cargo run --release` runs.
+    #[cfg(feature = "demo")]
     Demo,
     /// One broker node (as `portico-broker run`); the demo starts its brokers with it.
+    #[cfg(feature = "demo")]
     #[command(hide = true)]
     BrokerNode {
         #[arg(long)]
@@ -63,8 +65,10 @@ enum Command {
         stop_with_stdin: bool,
     },
     /// Send messages to a broker (the same tool as `portico-broker producer`).
+    #[cfg(feature = "demo")]
     Producer(portico_broker::tools::cli::ProducerFlags),
     /// Receive messages from a broker (the same tool as `portico-broker consumer`).
+    #[cfg(feature = "demo")]
     Consumer(portico_broker::tools::cli::ConsumerFlags),
     /// Make development certificates: a CA, one per domain, one per broker.
     Certs {
@@ -91,14 +95,23 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
-    match cli.command.unwrap_or(Command::Demo) {
+    let Some(command) = cli.command.or_else(default_command) else {
+        // Built without the demo: there is no default command.
+        let _ = <Cli as clap::CommandFactory>::command().print_help();
+        return ExitCode::from(2);
+    };
+    match command {
+        #[cfg(feature = "demo")]
         Command::Demo => demo(),
+        #[cfg(feature = "demo")]
         Command::BrokerNode {
             config,
             stop_with_stdin,
         } => broker_node(&config, stop_with_stdin),
         Command::Check { config } => check(&config),
+        #[cfg(feature = "demo")]
         Command::Producer(flags) => portico_broker::tools::cli::producer(flags),
+        #[cfg(feature = "demo")]
         Command::Consumer(flags) => portico_broker::tools::cli::consumer(flags),
         Command::Certs {
             out,
@@ -181,12 +194,17 @@ fn certs(out: &std::path::Path, request: CertRequest) -> ExitCode {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
-    portico_core::signals::runtime()
+/// What `portico` with no command runs: the demo, when it is built in.
+fn default_command() -> Option<Command> {
+    #[cfg(feature = "demo")]
+    return Some(Command::Demo);
+    #[cfg(not(feature = "demo"))]
+    return None;
 }
 
+#[cfg(feature = "demo")]
 fn demo() -> ExitCode {
-    let runtime = match runtime() {
+    let runtime = match portico_core::signals::runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };
@@ -209,6 +227,7 @@ fn demo() -> ExitCode {
     })
 }
 
+#[cfg(feature = "demo")]
 fn broker_node(path: &std::path::Path, stop_with_stdin: bool) -> ExitCode {
     let config = match portico_broker::config::BrokerConfig::load(path) {
         Ok(c) => c,
@@ -217,7 +236,7 @@ fn broker_node(path: &std::path::Path, stop_with_stdin: bool) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match runtime() {
+    let runtime = match portico_core::signals::runtime() {
         Ok(rt) => rt,
         Err(code) => return code,
     };
@@ -240,6 +259,7 @@ fn broker_node(path: &std::path::Path, stop_with_stdin: bool) -> ExitCode {
 }
 
 /// Resolves once standard input reaches its end (never, unless `watch`).
+#[cfg(feature = "demo")]
 async fn stdin_closed(watch: bool) {
     if !watch {
         return std::future::pending().await;

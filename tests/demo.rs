@@ -4,6 +4,8 @@
 //!
 //! The demo binds its documented fixed ports (61617, 9090, 61614, 8162…).
 
+#![cfg(feature = "demo")]
+
 mod common;
 
 use std::io::{BufRead, BufReader};

@@ -3,6 +3,8 @@
 //! SIGKILL. One test, in its own binary: the demo binds fixed ports, so
 //! its runs must not overlap (test binaries run one after another).
 
+#![cfg(feature = "demo")]
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

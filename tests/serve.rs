@@ -268,9 +268,6 @@ async fn sighup_reloads_the_configuration() {
     assert_eq!(portico.wait(), Some(0));
 }
 
-#[path = "support/hostile.rs"]
-mod hostile;
-
 /// [`write_config`] with an admin server on a free port.
 fn write_config_with_admin(pki: &Pki, target: SocketAddr) -> std::path::PathBuf {
     let config = write_config(pki, target);

@@ -6,13 +6,10 @@
 
 mod common;
 
-#[path = "../../tests/support/hostile.rs"]
-mod hostile;
-
 use common::*;
 use hostile::Speaks;
-use portico::certs::DevCa;
 use portico_broker::stomp::{Command, Frame};
+use portico_core::certs::DevCa;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_input_on_every_port_is_closed_with_bounded_memory() {
@@ -21,7 +18,7 @@ async fn hostile_input_on_every_port_is_closed_with_bounded_memory() {
     let issued = ca.issue(&["127.0.0.1".into()]).unwrap();
     std::fs::write(dir.path().join("broker.crt"), issued.cert_pem).unwrap();
     std::fs::write(dir.path().join("broker.key"), issued.key_pem).unwrap();
-    let node = Node::start(
+    let node = broker_node(
         dir.path(),
         "hostile",
         r#"

@@ -5,9 +5,6 @@
 
 mod common;
 
-#[path = "../../tests/support/hostile.rs"]
-mod hostile;
-
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -19,7 +16,7 @@ const MIB: u64 = 1024;
 
 /// A broker process with a plain STOMP transport, a console and `extra`.
 struct Broker {
-    node: Node,
+    node: Process,
     stomp: SocketAddr,
     console: SocketAddr,
     _dir: tempfile::TempDir,
@@ -28,7 +25,7 @@ struct Broker {
 impl Broker {
     fn start(extra: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let node = Node::start(
+        let node = broker_node(
             dir.path(),
             "limits",
             &format!(

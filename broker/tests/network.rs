@@ -517,7 +517,9 @@ fn a_password_written_in_a_connector_is_rejected() {
         "[broker]\nname = \"b\"\ndata_dir = \"d\"\n\n[[network_connector]]\nname = \"c\"\nuri = \"static:(tcp://127.0.0.1:61616)\"\nuser = \"u\"\npassword = \"s3cret\"\n",
     )
     .unwrap();
-    let Err(portico::ConfigError::Invalid { diagnostics }) = BrokerConfig::load(&path) else {
+    let Err(portico_core::diagnostics::ConfigError::Invalid { diagnostics }) =
+        BrokerConfig::load(&path)
+    else {
         panic!("accepted");
     };
     let text: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();

@@ -300,9 +300,9 @@ fn hash_password_reads_stdin_and_prints_an_argon2_hash() {
 #[test]
 fn every_example_broker_config_is_valid() {
     let root = tempfile::tempdir().unwrap();
-    portico::certs::write_dev_certs(
+    portico_core::certs::write_dev_certs(
         &root.path().join("certs/dev"),
-        &portico::certs::CertRequest {
+        &portico_core::certs::CertRequest {
             domains: vec!["mq.localhost".into()],
             brokers: vec!["broker1".into(), "broker2".into(), "broker3".into()],
             ips: vec!["127.0.0.1".parse().unwrap()],
@@ -340,7 +340,7 @@ fn every_example_broker_config_is_valid() {
             for (i, _) in headers {
                 let mut edited = lines.clone();
                 edited.insert(i + 1, "bogus_key = 1");
-                let Err(portico::ConfigError::Invalid { diagnostics }) =
+                let Err(portico_core::diagnostics::ConfigError::Invalid { diagnostics }) =
                     portico_broker::config::BrokerConfig::parse(&edited.join("\n"), &copy)
                 else {
                     panic!(

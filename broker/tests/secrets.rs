@@ -23,7 +23,7 @@ async fn login(addr: SocketAddr, user: &str, password: &str) -> Command {
 async fn no_password_reaches_a_log_or_a_console_page() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("app.password"), format!("{APP_PASSWORD}\n")).unwrap();
-    let b = Node::start(
+    let b = broker_node(
         dir.path(),
         "b",
         r#"[broker]
@@ -50,7 +50,7 @@ bridge = true
     );
     let b_stomp = b.address(": listening on ");
     let b_console = b.address("console listening on ");
-    let a = Node::start(
+    let a = broker_node(
         dir.path(),
         "a",
         &format!(

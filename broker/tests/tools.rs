@@ -3,9 +3,6 @@
 
 mod common;
 
-#[path = "../../tests/support/hostile.rs"]
-mod hostile;
-
 use std::time::Duration;
 
 use common::*;

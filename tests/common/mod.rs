@@ -1,12 +1,11 @@
 //! Test harness: a dev PKI, in-process TLS backends and consoles on
 //! loopback, a portico server from TOML text, and TLS clients.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, unused_imports)]
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use portico::certs::DevCa;
 use portico::{Config, Server};
@@ -15,26 +14,9 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-pub const DEADLINE: Duration = Duration::from_secs(10);
-
-/// How often a condition is looked at while waiting for it.
-pub const POLL: Duration = Duration::from_millis(20);
-
-/// Waits until `check` holds, or panics with `what` after the deadline.
-pub async fn wait_for<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + DEADLINE;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(POLL).await;
-    }
-}
+pub use portico_test_support::{hostile, wait_for, DEADLINE, POLL};
 
 /// A dev CA and a folder of certificates issued by it.
 pub struct Pki {
@@ -420,32 +402,18 @@ pub async fn tcp_who(addr: SocketAddr) -> std::io::Result<String> {
 
 /// GET from the admin server: (status, body).
 pub async fn admin_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let (status, _, body) = admin_request(addr, path, &[]).await;
-    (status, body)
+    portico_test_support::http(addr, "GET", path, &[]).await
 }
 
 /// GET from the admin server with extra request headers: (status, the
-/// response's head, body).
+/// response's head, lower-cased, body).
 pub async fn admin_request(
     addr: SocketAddr,
     path: &str,
     headers: &[(&str, &str)],
 ) -> (u16, String, String) {
-    let mut tcp = TcpStream::connect(addr).await.unwrap();
-    let mut request = format!("GET {path} HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n");
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str("\r\n");
-    tcp.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    tokio::time::timeout(DEADLINE, tcp.read_to_string(&mut response))
-        .await
-        .unwrap()
-        .unwrap();
-    let status = response[9..12].parse().unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    (status, head.to_ascii_lowercase(), body.to_owned())
+    let r = portico_test_support::request(addr, "GET", path, headers).await;
+    (r.status, r.head, r.body)
 }
 
 /// The states `/targets` reports, as (target address, state).

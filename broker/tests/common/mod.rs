@@ -1,13 +1,16 @@
 //! Test harness: brokers on ephemeral loopback ports with certificates from
 //! portico's dev CA.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, unused_imports)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command as Process};
 
-use portico::certs::DevCa;
+pub use portico_test_support::{
+    hostile, http, http_get, request, wait_for, wait_until, Process, DEADLINE, POLL, SPIN,
+};
+
 use portico_broker::config::BrokerConfig;
 use portico_broker::Broker;
+use portico_core::certs::DevCa;
 
 /// A folder with a dev CA, a broker certificate for 127.0.0.1 and localhost,
 /// and a broker.toml.
@@ -75,8 +78,6 @@ use std::time::Duration;
 use portico_broker::stomp::{decode, Command, Decoded, Frame, Limits};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-pub const DEADLINE: Duration = Duration::from_secs(10);
 
 /// A bare STOMP client over plain TCP, built on the broker's own codec.
 pub struct RawClient {
@@ -179,131 +180,17 @@ impl RawClient {
     }
 }
 
-/// How often a condition is looked at while waiting for it.
-pub const POLL: Duration = Duration::from_millis(20);
-
-/// Waits until `check` holds, or panics with `what` after the deadline.
-pub async fn wait_for<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(POLL).await;
-    }
-}
-
-/// How often a blocking wait looks (short: it measures outages).
-pub const SPIN: Duration = Duration::from_millis(2);
-
-/// The same for a thread that is not in the runtime; returns how long it took.
-pub fn wait_until(what: &str, deadline: Duration, mut check: impl FnMut() -> bool) -> Duration {
-    let started = std::time::Instant::now();
-    while !check() {
-        assert!(
-            started.elapsed() < deadline,
-            "timed out waiting for: {what}"
-        );
-        std::thread::sleep(SPIN);
-    }
-    started.elapsed()
-}
-
-/// One HTTP/1.1 request with `headers`; returns the status and the body.
-pub async fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> (u16, String) {
-    let mut tcp = TcpStream::connect(addr).await.unwrap();
-    let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: 0\r\n"
-    );
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str("\r\n");
-    tcp.write_all(request.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    tokio::time::timeout(DEADLINE, tcp.read_to_string(&mut out))
-        .await
-        .expect("no HTTP answer in time")
-        .unwrap();
-    let status = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP response: {out:?}"));
-    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
-    (status, body)
-}
-
-/// `GET path`: the body, which must come with a 200.
-pub async fn http_get(addr: SocketAddr, path: &str) -> String {
-    let (status, body) = http(addr, "GET", path, &[]).await;
-    assert_eq!(status, 200, "GET {path}: {body}");
-    body
-}
-
-/// A broker process, stopped (by its id) when dropped.
-pub struct Node {
-    pub child: Child,
-    log: PathBuf,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Node {
-    pub fn start(dir: &Path, name: &str, toml: &str, env: &[(&str, &str)]) -> Self {
-        let config = dir.join(format!("{name}.toml"));
-        std::fs::write(&config, toml).unwrap();
-        let log = dir.join(format!("{name}.log"));
-        let out = std::fs::File::create(&log).unwrap();
-        let child = Process::new(env!("CARGO_BIN_EXE_portico-broker"))
-            .args(["run", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "debug")
-            .envs(env.iter().copied())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap();
-        Self { child, log }
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The address logged right after `marker`.
-    pub fn address(&self, marker: &str) -> SocketAddr {
-        let mut found = None;
-        wait_until(
-            &format!("{marker:?} in the log"),
-            Duration::from_secs(10),
-            || {
-                found = self.log().lines().find_map(|line| {
-                    let at = line.find(marker)?;
-                    line[at + marker.len()..]
-                        .split_whitespace()
-                        .next()?
-                        .parse()
-                        .ok()
-                });
-                found.is_some()
-            },
-        );
-        found.unwrap()
-    }
+/// A broker process (the real binary) from `toml`, logging at debug into
+/// `dir/NAME.log`; killed when dropped.
+pub fn broker_node(dir: &Path, name: &str, toml: &str, env: &[(&str, &str)]) -> Process {
+    let config = dir.join(format!("{name}.toml"));
+    std::fs::write(&config, toml).unwrap();
+    let mut env = env.to_vec();
+    env.push(("RUST_LOG", "debug"));
+    Process::start(
+        Path::new(env!("CARGO_BIN_EXE_portico-broker")),
+        &["run", "--config", config.to_str().unwrap()],
+        &env,
+        dir.join(format!("{name}.log")),
+    )
 }

@@ -1,7 +1,6 @@
 //! Hostile input for any port: garbage, truncated and oversized streams on
 //! many connections at once, and the memory of the process that took them.
 //! Shared by the front door's and the broker's tests.
-#![allow(dead_code, unreachable_pub)]
 
 use std::net::SocketAddr;
 use std::time::Duration;

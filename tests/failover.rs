@@ -2,7 +2,7 @@
 //! the front door; behind it an active/standby pair shares one data_dir.
 //! The active node is SIGKILLed mid-stream; nothing is lost.
 
-mod common;
+#![cfg(feature = "demo")]
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -11,8 +11,28 @@ use std::process::{Child, Command as Process, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{wait_until, Node, DEADLINE};
-use portico::certs::{write_dev_certs, CertRequest};
+use portico_test_support::{wait_until, DEADLINE};
+
+/// A broker node of the real code (`portico broker-node`, what the demo
+/// runs), logging into `dir/NAME.log`; killed when dropped.
+fn broker_node(
+    dir: &std::path::Path,
+    name: &str,
+    toml: &str,
+    env: &[(&str, &str)],
+) -> portico_test_support::Process {
+    let config = dir.join(format!("{name}.toml"));
+    std::fs::write(&config, toml).unwrap();
+    let mut env = env.to_vec();
+    env.push(("RUST_LOG", "debug"));
+    portico_test_support::Process::start(
+        std::path::Path::new(env!("CARGO_BIN_EXE_portico")),
+        &["broker-node", "--config", config.to_str().unwrap()],
+        &env,
+        dir.join(format!("{name}.log")),
+    )
+}
+use portico_core::certs::{write_dev_certs, CertRequest};
 
 /// A child process killed if the test ends early.
 struct Running(Option<Child>);
@@ -175,8 +195,8 @@ pairs = [["{a}:{port}", "{b}:{port}"]]
 
     fn start_node(&mut self, i: usize) {
         let mut child = Running::new(
-            Process::new(env!("CARGO_BIN_EXE_portico-broker"))
-                .args(["run", "--config"])
+            Process::new(env!("CARGO_BIN_EXE_portico"))
+                .args(["broker-node", "--config"])
                 .arg(self.path(&format!("node{i}.toml")))
                 .env("RUST_LOG", "info")
                 .stderr(Stdio::piped())
@@ -213,7 +233,7 @@ pairs = [["{a}:{port}", "{b}:{port}"]]
     }
 
     fn tool(&self, args: &[&str]) -> Process {
-        let mut p = Process::new(env!("CARGO_BIN_EXE_portico-broker"));
+        let mut p = Process::new(env!("CARGO_BIN_EXE_portico"));
         p.args(args)
             .arg("--broker-url")
             .arg(format!(
@@ -529,7 +549,7 @@ takeover_after = "150ms"
 "#
     );
     let far_dir = setup.path("");
-    let mut far = Some(Node::start(&far_dir, "broker2", &far_toml, &[]));
+    let mut far = Some(broker_node(&far_dir, "broker2", &far_toml, &[]));
     far.as_ref().unwrap().address("listening on ");
 
     let seed = std::time::SystemTime::now()
@@ -592,7 +612,7 @@ takeover_after = "150ms"
                 }
             } else {
                 drop(far.take()); // SIGKILL, by its id
-                far = Some(Node::start(&far_dir, "broker2", &far_toml, &[]));
+                far = Some(broker_node(&far_dir, "broker2", &far_toml, &[]));
                 far_kills += 1;
             }
         });
