@@ -1,5 +1,8 @@
-//! What the broker keeps of a message's headers when it arrives, by who
-//! sent it: the one rule every way in applies.
+//! The one way in for a message, whichever protocol or bridge brought it:
+//! the headers it keeps, dedup, its id and sequence number, the journal
+//! (when it is stored), and the message the router then takes. Protocol
+//! adapters authorize, then hand what arrived to [`accept`]; they never
+//! build journal records.
 //!
 //! Headers that describe the frame rather than the message (its
 //! destination, receipt, length, ack id, …) are never kept: the broker
@@ -9,7 +12,13 @@
 //! may set them. From an ordinary client they are dropped, except the
 //! failover client's `portico-dedup-id`, which the broker scopes by user.
 
+use std::sync::Arc;
+
 use crate::client::DEDUP_HEADER;
+use crate::dedup::Key;
+use crate::router::{Destination, Kind, Message};
+use crate::store::{Durable, JournalError, StoredMessage};
+use crate::BrokerCore;
 
 /// The namespace of the broker network's own headers.
 pub(crate) const INTERNAL_PREFIX: &str = "portico-";
@@ -36,6 +45,79 @@ fn framing(name: &str) -> bool {
             | "ack"
             | "redelivered"
     )
+}
+
+/// A message as it arrived, authorized, before the broker takes it.
+#[derive(Debug)]
+pub(crate) struct Arriving<'a> {
+    pub(crate) source: Source,
+    pub(crate) destination: Destination,
+    /// The frame's headers, as sent (the rule above picks what is kept).
+    pub(crate) headers: &'a [(String, String)],
+    pub(crate) body: Vec<u8>,
+    /// `persistent:true`: a queue message is stored before it is taken.
+    pub(crate) persistent: bool,
+    /// The user who sent it (a client's), for its dedup scope and the journal.
+    pub(crate) sender: Option<Arc<str>>,
+    /// What makes a re-send of it recognisable, if anything.
+    pub(crate) dedup: Option<Key<'a>>,
+    /// Its id from elsewhere (a forwarded message keeps its origin's).
+    pub(crate) message_id: Option<String>,
+}
+
+/// What the broker made of an arriving message.
+#[derive(Debug)]
+pub(crate) enum Accepted {
+    /// Taken already (a re-send): acknowledge it, and nothing more.
+    Duplicate,
+    /// To route once `durable` (if any) is on disk.
+    Taken {
+        message: Arc<Message>,
+        durable: Option<Durable>,
+    },
+}
+
+/// Takes an arriving message: dedup, a sequence number and id, the journal
+/// for a stored one. The caller routes it once the journal has it, so
+/// nothing is routed that a crash could lose.
+pub(crate) async fn accept(
+    core: &BrokerCore,
+    arriving: Arriving<'_>,
+) -> Result<Accepted, JournalError> {
+    if let Some(key) = arriving.dedup {
+        if !core.first_time(key) {
+            return Ok(Accepted::Duplicate);
+        }
+    }
+    let seq = core.next_seq();
+    let stored = arriving.persistent && arriving.destination.kind == Kind::Queue;
+    let message = Message {
+        seq,
+        message_id: arriving
+            .message_id
+            .unwrap_or_else(|| format!("ID:{}-{seq}", core.name)),
+        stored,
+        destination: arriving.destination,
+        headers: headers(arriving.source, arriving.headers),
+        body: arriving.body,
+        sender: arriving.sender,
+    };
+    let durable = if stored {
+        let record = StoredMessage {
+            id: seq,
+            destination: message.destination.stomp(),
+            headers: message.headers.clone(),
+            body: message.body.clone(),
+            sender: message.sender.as_deref().map(str::to_owned),
+        };
+        Some(core.journal.add(record).await?)
+    } else {
+        None
+    };
+    Ok(Accepted::Taken {
+        message: Arc::new(message),
+        durable,
+    })
 }
 
 /// Whether a header sent by `source` is kept with the message.

@@ -25,7 +25,6 @@ use tracing::{info, warn};
 
 use crate::auth::Operation;
 use crate::router::{Destination, Kind, QueueActionError, Stats};
-use crate::store::Record;
 use crate::BrokerCore;
 
 /// Console connections open at once; more wait in the kernel's backlog.
@@ -157,8 +156,7 @@ async fn change(
         }
     };
     if !purged.stored.is_empty() {
-        let records = purged.stored.iter().map(|&id| Record::Ack { id }).collect();
-        let stored = match core.journal.submit(records).await {
+        let stored = match core.journal.acknowledge(purged.stored.clone()).await {
             Ok(durable) => durable.wait().await,
             Err(e) => Err(e),
         };

@@ -32,13 +32,13 @@ use crate::auth::{Operation, Principal};
 use crate::client::Endpoint;
 use crate::config::NetworkConnectorConfig;
 use crate::dedup::Key;
-use crate::intake::{self, Source};
+use crate::intake::{self, Accepted, Arriving, Source};
 use crate::router::{
     ConnectionInfo, Delivery, Destination, Filter, Kind, Message, NetworkLink, Outbox,
     OutboxReceiver, PATH_HEADER,
 };
 use crate::stomp::{Command, Decoded, Frame, FrameBuffer, Limits};
-use crate::store::{Durable, Record, StoredMessage};
+use crate::store::Durable;
 use crate::BrokerCore;
 
 /// CONNECT/CONNECTED header naming the broker on a bridge.
@@ -353,7 +353,7 @@ async fn connect(
 /// The accepting end of a bridge another broker opened to this one.
 /// A bridge another broker opened: its CONNECT, who it logged in as, and
 /// the heart-beats agreed.
-pub(crate) struct Accepted {
+pub(crate) struct Inbound {
     pub(crate) connect: Frame,
     pub(crate) principal: Principal,
     /// Intervals as negotiated; the tolerance for missed beats is the bridge's.
@@ -367,10 +367,10 @@ pub(crate) async fn inbound(
     reader: Reader,
     writer: Writer,
     buf: FrameBuffer,
-    accepted: Accepted,
+    accepted: Inbound,
     stop: CancellationToken,
 ) {
-    let Accepted {
+    let Inbound {
         connect,
         principal,
         send_every,
@@ -629,9 +629,8 @@ impl FromPeer<'_> {
                 if let Ok(stored) = core.router.ack(conn, id.to_owned()).await {
                     state.forwarded.fetch_add(1, Ordering::Relaxed);
                     if !stored.is_empty() {
-                        let records = stored.into_iter().map(|id| Record::Ack { id }).collect();
                         core.journal
-                            .submit(records)
+                            .acknowledge(stored)
                             .await
                             .map_err(|e| e.to_string())?;
                     }
@@ -647,8 +646,9 @@ impl FromPeer<'_> {
     }
 
     /// A message forwarded by the peer: store, route, then acknowledge.
-    async fn receive(&mut self, frame: Frame) -> Result<(), String> {
+    async fn receive(&mut self, mut frame: Frame) -> Result<(), String> {
         let (core, link, arrivals) = (self.core, self.link, self.arrivals);
+        let body = std::mem::take(&mut frame.body);
         let ack = frame.get("ack").map(str::to_owned);
         let destination = Destination::parse(frame.get("destination").unwrap_or_default())?;
         if destination.is_wildcard() {
@@ -695,50 +695,34 @@ impl FromPeer<'_> {
                 },
             ),
         };
-        if looped || !core.first_time(seen_key) {
-            let arrival = Arrival {
+        let accepted = if looped {
+            Accepted::Duplicate
+        } else {
+            let arriving = Arriving {
+                source: Source::Bridge,
+                destination,
+                headers: &frame.headers,
+                body,
+                persistent: frame.get("persistent") == Some("true"),
+                sender: None,
+                dedup: Some(seen_key),
+                message_id: Some(origin.clone()),
+            };
+            intake::accept(core, arriving)
+                .await
+                .map_err(|e| e.to_string())?
+        };
+        let arrival = match accepted {
+            Accepted::Duplicate => Arrival {
                 durable: None,
                 message: None,
                 ack,
-            };
-            return arrivals
-                .send(arrival)
-                .await
-                .map_err(|_| "the bridge is closing".into());
-        }
-        let headers = intake::headers(Source::Bridge, &frame.headers);
-        let persistent = frame.get("persistent") == Some("true");
-        let seq = core.next_seq();
-        let message = Message {
-            seq,
-            message_id: origin.clone(),
-            stored: persistent && destination.kind == Kind::Queue,
-            destination,
-            headers,
-            body: frame.body,
-            sender: None,
-        };
-        let durable = if message.stored {
-            let record = Record::Add(StoredMessage {
-                id: seq,
-                destination: message.destination.stomp(),
-                headers: message.headers.clone(),
-                body: message.body.clone(),
-                sender: None,
-            });
-            Some(
-                core.journal
-                    .submit(vec![record])
-                    .await
-                    .map_err(|e| e.to_string())?,
-            )
-        } else {
-            None
-        };
-        let arrival = Arrival {
-            durable,
-            message: Some(Arc::new(message)),
-            ack,
+            },
+            Accepted::Taken { message, durable } => Arrival {
+                durable,
+                message: Some(message),
+                ack,
+            },
         };
         arrivals
             .send(arrival)

@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
-pub use record::{Record, StoredMessage};
+use record::Record;
+pub use record::StoredMessage;
 
 /// A segment is closed and a new one begun past this size.
 const SEGMENT_SIZE: u64 = 32 * 1024 * 1024;
@@ -34,8 +35,17 @@ pub enum JournalError {
         offset: u64,
         detail: String,
     },
+    #[error("cannot write the journal in {path}: {detail}")]
+    Write { path: PathBuf, detail: String },
     #[error("the journal writer has stopped")]
     Stopped,
+}
+
+/// A failed write, as every append of its batch learns of it.
+#[derive(Debug, Clone)]
+struct WriteFailure {
+    path: PathBuf,
+    detail: String,
 }
 
 /// What a replay found.
@@ -51,7 +61,7 @@ pub struct Recovered {
 
 struct Append {
     records: Vec<Record>,
-    done: oneshot::Sender<Result<(), String>>,
+    done: oneshot::Sender<Result<(), WriteFailure>>,
 }
 
 /// A handle to the journal writer; clones share it.
@@ -78,15 +88,21 @@ impl Journal {
         Ok((Self { tx }, recovered))
     }
 
-    /// Appends `records`; resolves once they are on disk (fsynced).
-    pub async fn append(&self, records: Vec<Record>) -> Result<(), JournalError> {
-        self.submit(records).await?.wait().await
+    /// Queues a message for the writer (waiting only for room in its
+    /// queue); the returned handle resolves once it is on disk. Appends
+    /// complete in the order they were submitted.
+    pub async fn add(&self, message: StoredMessage) -> Result<Durable, JournalError> {
+        self.submit(vec![Record::Add(message)]).await
     }
 
-    /// Queues `records` for the writer (waiting only for room in its
-    /// queue); the returned handle resolves once they are on disk. Appends
-    /// complete in the order they were submitted.
-    pub async fn submit(&self, records: Vec<Record>) -> Result<Durable, JournalError> {
+    /// Queues the acknowledgement of messages `ids` (the journal's ids of
+    /// messages it stored): once on disk, they are not replayed again.
+    pub async fn acknowledge(&self, ids: Vec<u64>) -> Result<Durable, JournalError> {
+        self.submit(ids.into_iter().map(|id| Record::Ack { id }).collect())
+            .await
+    }
+
+    async fn submit(&self, records: Vec<Record>) -> Result<Durable, JournalError> {
         let (done, wait) = oneshot::channel();
         self.tx
             .send(Append { records, done })
@@ -98,16 +114,13 @@ impl Journal {
 
 /// Records submitted to the journal, not yet known to be on disk.
 #[derive(Debug)]
-pub struct Durable(oneshot::Receiver<Result<(), String>>);
+pub struct Durable(oneshot::Receiver<Result<(), WriteFailure>>);
 
 impl Durable {
     pub async fn wait(self) -> Result<(), JournalError> {
         match self.0.await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(detail)) => Err(JournalError::Io {
-                path: PathBuf::from("journal"),
-                source: std::io::Error::other(detail),
-            }),
+            Ok(Err(WriteFailure { path, detail })) => Err(JournalError::Write { path, detail }),
             Err(_) => Err(JournalError::Stopped),
         }
     }
@@ -277,7 +290,10 @@ impl Writer {
                     record.encode(&mut buf);
                 }
             }
-            let result = self.write(&buf).map_err(|e| e.to_string());
+            let result = self.write(&buf).map_err(|e| WriteFailure {
+                path: segment_path(&self.dir, self.current),
+                detail: e.to_string(),
+            });
             if result.is_ok() {
                 for append in &batch {
                     self.account(&append.records);
@@ -379,12 +395,18 @@ mod tests {
             assert!(recovered.messages.is_empty());
             for i in 1..=5 {
                 journal
-                    .append(vec![Record::Add(message(i, "m"))])
+                    .add(message(i, "m"))
+                    .await
+                    .unwrap()
+                    .wait()
                     .await
                     .unwrap();
             }
             journal
-                .append(vec![Record::Ack { id: 2 }, Record::Ack { id: 4 }])
+                .acknowledge(vec![2, 4])
+                .await
+                .unwrap()
+                .wait()
                 .await
                 .unwrap();
         }

@@ -14,7 +14,7 @@ pub struct StoredMessage {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Record {
+pub(super) enum Record {
     Add(StoredMessage),
     Ack { id: u64 },
 }
@@ -25,7 +25,7 @@ const ACK: u8 = 2;
 pub(crate) const HEADER: usize = 8;
 
 impl Record {
-    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+    pub(super) fn encode(&self, out: &mut Vec<u8>) {
         let start = out.len();
         out.extend_from_slice(&[0; HEADER]);
         match self {
@@ -56,7 +56,7 @@ impl Record {
 
     /// Reads the record at the front of `buf`: `Ok(None)` if `buf` ends
     /// before the record does (a torn tail), `Err` if it is corrupt.
-    pub(crate) fn decode(buf: &[u8]) -> Result<Option<(Self, usize)>, String> {
+    pub(super) fn decode(buf: &[u8]) -> Result<Option<(Self, usize)>, String> {
         if buf.len() < HEADER {
             return Ok(None);
         }

@@ -15,16 +15,17 @@ use tracing::{debug, info};
 
 use super::transactions::Transactions;
 use crate::auth::{Operation, Principal};
-use crate::intake::{self, Source};
+use crate::dedup::Key;
+use crate::intake::{self, Accepted, Arriving, Source};
 use crate::logins::Refusal;
 use crate::router::{
-    AckMode, ConnectionInfo, Delivery, Destination, Kind, Message, Outbox, OutboxReceiver,
+    AckMode, ConnectionInfo, Delivery, Destination, Message, Outbox, OutboxReceiver,
 };
 use crate::stomp::{
     encode_parts_as, parse_heart_beat, Command, Decoded, Frame, FrameBuffer, Limits as FrameLimits,
     Version,
 };
-use crate::store::{Durable, Record, StoredMessage};
+use crate::store::Durable;
 use crate::BrokerCore;
 
 /// Deliveries a connection may have queued for writing.
@@ -141,7 +142,7 @@ pub(crate) async fn serve<S>(
             return;
         };
         drop(session);
-        let accepted = crate::network::Accepted {
+        let accepted = crate::network::Inbound {
             connect,
             principal,
             send_every,
@@ -683,8 +684,9 @@ impl Session {
     /// Journals (if stored) and routes a SEND through the pipeline; the
     /// receipt goes out once it is routed. The frame's body becomes the
     /// message's (moved, not copied).
-    async fn send(&mut self, frame: Frame, receipt: Option<String>) -> Result<(), Fatal> {
+    async fn send(&mut self, mut frame: Frame, receipt: Option<String>) -> Result<(), Fatal> {
         let destination = self.destination(&frame, Operation::Write)?;
+        let body = std::mem::take(&mut frame.body);
         // Errors name the frame's own receipt, whatever the pipeline's
         // (looked up only when there is an error).
         let headers_of_frame = &frame.headers;
@@ -705,35 +707,12 @@ impl Session {
                 self.known.insert(destination.clone());
             }
         }
-        let sender = self.sender.clone();
-        if let (Some(sender), Some(id)) = (&sender, frame.get(crate::client::DEDUP_HEADER)) {
-            if !self
-                .core
-                .first_time(crate::dedup::Key::Client { sender, id })
-            {
-                // A failover client re-sent what was already accepted.
-                debug!(conn = self.id, dedup = ?id, "dropping a duplicate SEND");
-                return self.pipe(Piped::Receipt(receipt)).await;
-            }
-        }
-        let persistent = frame.get("persistent") == Some("true");
-        let headers = intake::headers(Source::Client, &frame.headers);
-        let seq = self.core.next_seq();
-        let message = Message {
-            seq,
-            message_id: format!("ID:{}-{seq}", self.core.name),
-            stored: persistent && destination.kind == Kind::Queue,
-            destination,
-            headers,
-            body: frame.body,
-            sender,
-        };
         let Some(pipeline) = &self.pipeline else {
             return Err(fail("not connected"));
         };
         // The connection's own budget first, then the broker's: a
         // connection held back waits on its own, not on everyone's.
-        let cost = u32::try_from(message.body.len())
+        let cost = u32::try_from(body.len())
             .unwrap_or(u32::MAX)
             .clamp(1, PIPELINE_BYTES);
         let closing = || fail("the connection is closing");
@@ -766,33 +745,38 @@ impl Session {
                 (permit, intake)
             }
         };
-        let durable =
-            if message.stored {
-                let record = Record::Add(StoredMessage {
-                    id: seq,
-                    destination: message.destination.stomp(),
-                    headers: message.headers.clone(),
-                    body: message.body.clone(),
-                    sender: message.sender.as_deref().map(str::to_owned),
-                });
-                Some(
-                    self.core.journal.submit(vec![record]).await.map_err(|e| {
-                        fail("the message could not be stored").detail(e.to_string())
-                    })?,
-                )
-            } else {
-                None
-            };
-        pipeline
-            .tx
-            .send(Piped::Send {
+        let sender = self.sender.clone();
+        let dedup = match (&sender, frame.get(crate::client::DEDUP_HEADER)) {
+            (Some(sender), Some(id)) => Some(Key::Client { sender, id }),
+            _ => None,
+        };
+        let arriving = Arriving {
+            source: Source::Client,
+            destination,
+            headers: &frame.headers,
+            body,
+            persistent: frame.get("persistent") == Some("true"),
+            sender: sender.clone(),
+            dedup,
+            message_id: None,
+        };
+        let accepted = intake::accept(&self.core, arriving)
+            .await
+            .map_err(|e| fail("the message could not be stored").detail(e.to_string()))?;
+        let item = match accepted {
+            Accepted::Duplicate => {
+                // A failover client re-sent what was already accepted.
+                debug!(conn = self.id, "dropping a duplicate SEND");
+                Piped::Receipt(receipt)
+            }
+            Accepted::Taken { message, durable } => Piped::Send {
                 durable,
-                message: Arc::new(message),
+                message,
                 receipt,
                 _permit: (permit, intake),
-            })
-            .await
-            .map_err(|_| closing())
+            },
+        };
+        pipeline.tx.send(item).await.map_err(|_| closing())
     }
 
     /// Acknowledges through the pipeline: the journal records of stored
@@ -817,8 +801,7 @@ impl Session {
         if stored.is_empty() {
             return self.pipe(Piped::Receipt(receipt)).await;
         }
-        let records = stored.into_iter().map(|id| Record::Ack { id }).collect();
-        let durable = self.core.journal.submit(records).await.map_err(|e| {
+        let durable = self.core.journal.acknowledge(stored).await.map_err(|e| {
             Fatal::new("the acknowledgement could not be stored", Some(frame)).detail(e.to_string())
         })?;
         self.pipe(Piped::Durable { durable, receipt }).await
@@ -901,8 +884,11 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut w: WriteLoop, mut writer: W) {
         next_beat = Instant::now() + beat;
         if !acks.is_empty() {
             // Auto-acknowledged stored messages are done once written.
-            let records = acks.into_iter().map(|id| Record::Ack { id }).collect();
-            if w.core.journal.append(records).await.is_err() {
+            let written = match w.core.journal.acknowledge(acks).await {
+                Ok(durable) => durable.wait().await,
+                Err(e) => Err(e),
+            };
+            if written.is_err() {
                 break;
             }
         }
