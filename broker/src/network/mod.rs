@@ -34,11 +34,11 @@ use crate::config::NetworkConnectorConfig;
 use crate::dedup::Key;
 use crate::intake::{self, Accepted, Arriving, Source};
 use crate::router::{
-    ConnectionInfo, Delivery, Destination, Filter, Kind, Message, NetworkLink, Outbox,
-    OutboxReceiver, PATH_HEADER,
+    ConnectionInfo, Delivery, Destination, Filter, Kind, Message, NetworkLink, Outbox, PATH_HEADER,
 };
 use crate::stomp::{Command, Decoded, Frame, FrameBuffer, Limits};
 use crate::store::Durable;
+use crate::transport::writer::{self, Encoder, Outgoing};
 use crate::BrokerCore;
 
 /// CONNECT/CONNECTED header naming the broker on a bridge.
@@ -471,7 +471,7 @@ async fn run(
     let conn = core.next_connection();
     let (outbox, outbox_rx) = Outbox::new(256);
     let (frames_tx, frames_rx) = mpsc::channel::<Vec<u8>>(256);
-    let stalled = outbox.stalled.clone();
+    let (stalled, evicted) = (outbox.stalled.clone(), outbox.evicted.clone());
     core.router
         .register(
             conn,
@@ -488,15 +488,19 @@ async fn run(
         )
         .await;
     let ended = CancellationToken::new();
-    let writer_task = tokio::spawn(write_loop(
-        BridgeWriter {
+    let writer_task = tokio::spawn(writer::run(
+        Outgoing {
             core: core.clone(),
             conn,
-            frames: frames_rx,
+            control: frames_rx,
             outbox: outbox_rx,
             stalled,
+            evicted,
             beat: link.beats.send,
-            ended: ended.clone(),
+            done: ended.clone(),
+            encoder: BridgeEncoder {
+                me: core.name.clone(),
+            },
         },
         writer,
     ));
@@ -829,57 +833,19 @@ async fn advertise(
     }
 }
 
-/// What a bridge's writer owns.
-struct BridgeWriter {
-    core: Arc<BrokerCore>,
-    conn: u64,
-    frames: mpsc::Receiver<Vec<u8>>,
-    outbox: OutboxReceiver,
-    stalled: Arc<AtomicBool>,
-    /// A heart-beat goes out when nothing else did for this long.
-    beat: Option<Duration>,
-    ended: CancellationToken,
+/// A bridge's deliveries: MESSAGE frames carrying the path they crossed.
+struct BridgeEncoder {
+    me: String,
 }
 
-/// Writes control frames and forwarded messages to the peer, and
-/// heart-beats when there is nothing else to write.
-async fn write_loop(mut w: BridgeWriter, mut writer: Writer) {
-    let mut buf = Vec::with_capacity(64 * 1024);
-    let beat = w.beat.unwrap_or(Duration::from_secs(3600));
-    let mut next_beat = tokio::time::Instant::now() + beat;
-    loop {
-        buf.clear();
-        tokio::select! {
-            f = w.frames.recv() => match f {
-                Some(bytes) => buf.extend_from_slice(&bytes),
-                None => break,
-            },
-            d = w.outbox.recv() => match d {
-                Some(d) => encode(&w.core.name, &d, &mut buf),
-                None => break,
-            },
-            _ = tokio::time::sleep_until(next_beat), if w.beat.is_some() => buf.push(b'\n'),
-            _ = w.ended.cancelled() => break,
-        }
-        while buf.len() < 256 * 1024 {
-            if let Ok(bytes) = w.frames.try_recv() {
-                buf.extend_from_slice(&bytes);
-            } else if let Some(d) = w.outbox.try_recv() {
-                encode(&w.core.name, &d, &mut buf);
-            } else {
-                break;
-            }
-        }
-        if writer.write_all(&buf).await.is_err() || writer.flush().await.is_err() {
-            break;
-        }
-        next_beat = tokio::time::Instant::now() + beat;
-        if w.outbox.is_empty() && w.stalled.swap(false, Ordering::AcqRel) {
-            w.core.router.resume(w.conn).await;
-        }
+impl Encoder for BridgeEncoder {
+    fn encode(&self, delivery: &Delivery, out: &mut Vec<u8>, _acks: &mut Vec<u64>) {
+        encode(&self.me, delivery, out);
     }
-    let _ = writer.shutdown().await;
-    w.ended.cancel();
+
+    fn slow_consumer(&self) -> Option<Vec<u8>> {
+        None
+    }
 }
 
 /// A MESSAGE to the peer: this broker joins the path.

@@ -2,7 +2,11 @@
 //! the connection slots they share.
 
 pub(crate) mod connection;
+mod delivery;
+mod pipeline;
+mod session;
 mod transactions;
+pub(crate) mod writer;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};

@@ -1,0 +1,51 @@
+//! How a client's deliveries are written: MESSAGE frames for its STOMP
+//! version, and the ERROR that tells a slow subscriber it was dropped.
+
+use crate::router::{AckMode, Delivery};
+use crate::stomp::{encode_parts_as, Command, Frame, Version};
+
+use super::writer::Encoder;
+
+/// A client's deliveries: MESSAGE frames for its STOMP version.
+pub(super) struct StompEncoder {
+    pub(super) version: Version,
+}
+
+impl Encoder for StompEncoder {
+    fn encode(&self, d: &Delivery, out: &mut Vec<u8>, acks: &mut Vec<u64>) {
+        encode_delivery(self.version, d, out, acks);
+    }
+
+    fn slow_consumer(&self) -> Option<Vec<u8>> {
+        let error = Frame::new(Command::Error)
+            .header("message", "slow consumer: messages were not read in time");
+        Some(error.to_bytes_as(self.version))
+    }
+}
+
+pub(super) fn encode_delivery(
+    version: Version,
+    d: &Delivery,
+    buf: &mut Vec<u8>,
+    acks: &mut Vec<u64>,
+) {
+    let m = &d.message;
+    let destination = m.destination.stomp();
+    let fixed = [
+        ("subscription", d.subscription.as_str()),
+        ("message-id", m.message_id.as_str()),
+        ("destination", destination.as_str()),
+    ];
+    let ack = d.ack.as_deref().map(|ack| ("ack", ack));
+    let redelivered = d.redelivered.then_some(("redelivered", "true"));
+    let carried = m.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()));
+    let headers = fixed
+        .into_iter()
+        .chain(ack)
+        .chain(redelivered)
+        .chain(carried);
+    encode_parts_as(version, Command::Message, headers, &m.body, buf);
+    if d.ack_mode == AckMode::Auto && m.stored {
+        acks.push(m.seq);
+    }
+}

@@ -1,0 +1,570 @@
+//! A client's STOMP session: CONNECT and heart-beats, then each frame it
+//! sends — SEND through the intake, SUBSCRIBE and ACK to the router,
+//! transactions held until COMMIT — and the ERROR that ends it.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tracing::{debug, info};
+
+use super::pipeline::{receipt_bytes, Piped, Pipeline, PIPELINE_BYTES};
+use super::transactions::Transactions;
+use crate::auth::{Operation, Principal};
+use crate::dedup::Key;
+use crate::intake::{self, Accepted, Arriving, Source};
+use crate::logins::Refusal;
+use crate::router::{AckMode, Destination};
+use crate::stomp::{
+    parse_heart_beat, Command, Decoded, Frame, FrameBuffer, Limits as FrameLimits, Version,
+};
+use crate::BrokerCore;
+
+/// Default queue prefetch, as ActiveMQ's.
+pub(super) const DEFAULT_PREFETCH: usize = 1000;
+
+/// Why a connection ends with an ERROR frame.
+pub(super) struct Fatal {
+    pub(super) message: String,
+    pub(super) detail: String,
+    pub(super) receipt: Option<String>,
+}
+
+impl Fatal {
+    pub(super) fn new(message: impl Into<String>, frame: Option<&Frame>) -> Self {
+        Self {
+            message: message.into(),
+            detail: String::new(),
+            receipt: frame.and_then(|f| f.get("receipt")).map(str::to_owned),
+        }
+    }
+
+    pub(super) fn with_receipt(mut self, receipt: Option<String>) -> Self {
+        self.receipt = receipt;
+        self
+    }
+
+    pub(super) fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = detail.into();
+        self
+    }
+
+    pub(super) fn frame(&self) -> Frame {
+        let mut frame = Frame::new(Command::Error)
+            .header("message", self.message.clone())
+            .header("content-type", "text/plain");
+        if let Some(r) = &self.receipt {
+            frame = frame.header("receipt-id", r.clone());
+        }
+        frame.body(if self.detail.is_empty() {
+            self.message.clone()
+        } else {
+            self.detail.clone()
+        })
+    }
+}
+
+pub(super) struct Session {
+    pub(super) core: Arc<BrokerCore>,
+    pub(super) id: u64,
+    pub(super) buf: FrameBuffer,
+    pub(super) limits: FrameLimits,
+    pub(super) control: mpsc::Sender<Vec<u8>>,
+    pub(super) principal: Option<Principal>,
+    /// The principal's user, shared by every message it sends.
+    pub(super) sender: Option<Arc<str>>,
+    pub(super) transactions: Transactions,
+    pub(super) version: Version,
+    /// SENDs on their way: journal, then router, then receipt, in order.
+    pub(super) pipeline: Option<Pipeline>,
+    /// The CONNECT of another broker opening a bridge.
+    pub(super) bridge: Option<Frame>,
+    /// Destinations this connection sent to that are known to exist.
+    pub(super) known: HashSet<Destination>,
+}
+
+/// Destinations a connection remembers as existing (more are asked about).
+pub(super) const KNOWN_DESTINATIONS: usize = 1024;
+
+impl Session {
+    pub(super) async fn pipe(&self, item: Piped) -> Result<(), Fatal> {
+        let Some(pipeline) = &self.pipeline else {
+            return Err(Fatal::new("not connected", None));
+        };
+        pipeline
+            .tx
+            .send(item)
+            .await
+            .map_err(|_| Fatal::new("the connection is closing", None))
+    }
+
+    /// Waits until every SEND before now is routed.
+    pub(super) async fn flush(&self) -> Result<(), Fatal> {
+        let Some(pipeline) = &self.pipeline else {
+            return Ok(());
+        };
+        let (reply, answer) = oneshot::channel();
+        if pipeline.tx.send(Piped::Flush(reply)).await.is_err() {
+            return Err(Fatal::new("the connection is closing", None));
+        }
+        match answer.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Fatal::new("the message could not be stored", None).detail(e)),
+            Err(_) => Err(Fatal::new("the connection is closing", None)),
+        }
+    }
+
+    /// Reads the next frame, skipping heart-beats. `Ok(None)`: the peer closed.
+    pub(super) async fn next_frame<R: AsyncRead + Unpin>(
+        &mut self,
+        reader: &mut R,
+        timeout: Option<Duration>,
+        late: &str,
+    ) -> Result<Option<Frame>, Fatal> {
+        loop {
+            match self.buf.next(&self.limits) {
+                Ok(Some(Decoded::Frame(frame))) => return Ok(Some(frame)),
+                Ok(Some(Decoded::HeartBeat)) => continue,
+                Ok(None) => {}
+                Err(e) => return Err(Fatal::new("malformed frame", None).detail(e.to_string())),
+            }
+            let read = reader.read_buf(self.buf.spare(16 * 1024));
+            let n = match timeout {
+                Some(t) => tokio::time::timeout(t, read)
+                    .await
+                    .map_err(|_| Fatal::new(late, None))?,
+                None => read.await,
+            }
+            .map_err(|e| Fatal::new("read failed", None).detail(e.to_string()))?;
+            if n == 0 {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// The CONNECT exchange; returns the heart-beat intervals (send, expect).
+    pub(super) async fn connect<R: AsyncRead + Unpin>(
+        &mut self,
+        reader: &mut R,
+        remote: SocketAddr,
+        transport: &str,
+        deadline: Instant,
+    ) -> Result<(Option<Duration>, Option<Duration>), Fatal> {
+        // One deadline for the TLS handshake (already done) and CONNECT,
+        // however the bytes trickle in.
+        let Some(frame) = tokio::time::timeout_at(deadline, self.next_frame(reader, None, ""))
+            .await
+            .map_err(|_| Fatal::new("no CONNECT frame in time", None))??
+        else {
+            return Err(Fatal::new("closed before CONNECT", None));
+        };
+        if !matches!(frame.command, Command::Connect | Command::Stomp) {
+            return Err(Fatal::new(
+                format!("expected CONNECT, got {}", frame.command),
+                Some(&frame),
+            ));
+        }
+        let accepted = frame.get("accept-version").unwrap_or("1.0");
+        self.version = Version::ALL
+            .into_iter()
+            .find(|v| accepted.split(',').any(|a| Version::parse(a) == Some(*v)))
+            .ok_or_else(|| {
+                Fatal::new("unsupported protocol version", Some(&frame))
+                    .detail("Supported protocol versions are 1.0,1.1,1.2")
+            })?;
+        // From here on the client's frames are read as its version writes them.
+        self.buf.set_version(self.version);
+        let login = frame.get("login");
+        let refused = |why: &str| {
+            self.core.login_failed();
+            // Untrusted text is logged escaped (Debug), never raw.
+            info!(client.addr = %remote, transport, user = ?login.unwrap_or(""), "authentication failed: {why}");
+        };
+        let principal = match self
+            .core
+            .logins
+            .check(remote.ip(), login, frame.get("passcode"))
+            .await
+        {
+            Ok(principal) => principal,
+            Err(why) => {
+                refused(&why.to_string());
+                let fatal = Fatal::new("authentication failed", Some(&frame));
+                return Err(match why {
+                    Refusal::Backoff { .. } => fatal.detail(why.to_string()),
+                    _ => fatal,
+                });
+            }
+        };
+        let bridge = frame.get(crate::network::BRIDGE_HEADER).is_some();
+        if bridge && !principal.bridge {
+            refused("the user may not open a network bridge");
+            return Err(Fatal::new(
+                format!("user {:?} may not open a network bridge", principal.user),
+                Some(&frame),
+            ));
+        }
+        self.sender = Some(Arc::from(principal.user.as_str()));
+        self.principal = Some(principal);
+        // Logged in: frames may be as large as the broker allows.
+        self.limits.max_frame_size = self.core.limits.max_frame_size;
+        let (cx, cy) = parse_heart_beat(frame.get("heart-beat"));
+        let ours = self.core.limits.heart_beat.as_millis() as u64;
+        // We send every max(ours, what the client wants to receive), and
+        // expect from it every max(ours, what it offers to send).
+        let send = (cy > 0 && ours > 0).then(|| cy.max(ours));
+        let expect = (cx > 0 && ours > 0).then(|| cx.max(ours));
+        let mut connected = Frame::new(Command::Connected);
+        if bridge {
+            connected = connected.header(crate::network::BRIDGE_HEADER, self.core.name.clone());
+            self.bridge = Some(frame.clone());
+        }
+        let connected = connected
+            .header("version", self.version.as_str())
+            .header(
+                "server",
+                format!("portico-broker/{}", env!("CARGO_PKG_VERSION")),
+            )
+            .header("session", format!("{}-{}", self.core.name, self.id))
+            .header(
+                "heart-beat",
+                format!("{},{}", send.unwrap_or(0), expect.unwrap_or(0)),
+            );
+        let _ = self.control.send(connected.to_bytes_as(self.version)).await;
+        Ok((
+            send.map(Duration::from_millis),
+            expect.map(Duration::from_millis),
+        ))
+    }
+
+    pub(super) async fn run<R: AsyncRead + Unpin>(
+        &mut self,
+        reader: &mut R,
+        expect_every: Option<Duration>,
+    ) -> Result<(), Fatal> {
+        while let Some(frame) = self
+            .next_frame(
+                reader,
+                expect_every,
+                "no heart-beat or frame from the client in time",
+            )
+            .await?
+        {
+            let mut frame = frame;
+            if frame.command != Command::Send {
+                // Only SEND carries a body from a client: whatever came
+                // with another frame is not kept (a transaction holds
+                // ACKs, and must not hold what came with them).
+                frame.body = Vec::new();
+            }
+            let pipelined = matches!(frame.command, Command::Send | Command::Ack | Command::Nack)
+                && frame.get("transaction").is_none();
+            if !pipelined {
+                self.flush().await?;
+            }
+            if frame.command == Command::Disconnect {
+                self.receipt(&frame).await;
+                return Ok(());
+            }
+            self.handle(frame).await?;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn receipt(&self, frame: &Frame) {
+        if let Some(r) = frame.get("receipt") {
+            let _ = self.control.send(receipt_bytes(self.version, r)).await;
+        }
+    }
+
+    pub(super) async fn handle(&mut self, frame: Frame) -> Result<(), Fatal> {
+        match frame.command {
+            Command::Send | Command::Ack | Command::Nack if frame.get("transaction").is_some() => {
+                let tx = frame.get("transaction").unwrap_or_default().to_owned();
+                // Checked now, so a bad frame fails at once, not at COMMIT.
+                if frame.command == Command::Send {
+                    self.destination(&frame, Operation::Write)?;
+                } else {
+                    let id = ack_id(&frame)?;
+                    self.core
+                        .router
+                        .check_ack(self.id, id.to_owned())
+                        .await
+                        .map_err(|e| Fatal::new(e, Some(&frame)))?;
+                }
+                let receipt = frame.get("receipt").map(str::to_owned);
+                if let Err(e) = self.transactions.hold(&tx, frame) {
+                    return Err(Fatal::new(e, None).with_receipt(receipt));
+                }
+                if let Some(r) = receipt {
+                    let _ = self.control.send(receipt_bytes(self.version, r)).await;
+                }
+                Ok(())
+            }
+            Command::Send => {
+                let receipt = frame.get("receipt").map(str::to_owned);
+                self.send(frame, receipt).await
+            }
+            Command::Subscribe => {
+                let destination = self.destination(&frame, Operation::Read)?;
+                let id = match frame.get("id") {
+                    Some(id) => id.to_owned(),
+                    None if self.version == Version::V1_0 => destination.stomp(),
+                    None => return Err(Fatal::new("SUBSCRIBE needs an id header", Some(&frame))),
+                };
+                let ack = match frame.get("ack").unwrap_or("auto") {
+                    "auto" => AckMode::Auto,
+                    "client" => AckMode::Client,
+                    "client-individual" => AckMode::ClientIndividual,
+                    other => {
+                        return Err(Fatal::new(
+                            format!("invalid ack mode {other:?}"),
+                            Some(&frame),
+                        ))
+                    }
+                };
+                let prefetch = frame
+                    .get("activemq.prefetchSize")
+                    .and_then(|p| p.parse::<usize>().ok())
+                    .unwrap_or(DEFAULT_PREFETCH)
+                    .min(self.core.limits.max_prefetch);
+                self.core
+                    .router
+                    .subscribe(self.id, id, destination, ack, prefetch)
+                    .await
+                    .map_err(|e| Fatal::new(e, Some(&frame)))?;
+                self.receipt(&frame).await;
+                Ok(())
+            }
+            Command::Unsubscribe => {
+                let id = frame
+                    .get("id")
+                    .or_else(|| frame.get("destination"))
+                    .ok_or_else(|| Fatal::new("UNSUBSCRIBE needs an id header", Some(&frame)))?
+                    .to_owned();
+                self.core
+                    .router
+                    .unsubscribe(self.id, id)
+                    .await
+                    .map_err(|e| Fatal::new(e, Some(&frame)))?;
+                self.receipt(&frame).await;
+                Ok(())
+            }
+            Command::Ack | Command::Nack => {
+                self.ack(&frame, frame.get("receipt").map(str::to_owned))
+                    .await
+            }
+            Command::Begin => {
+                let tx = frame
+                    .get("transaction")
+                    .ok_or_else(|| Fatal::new("BEGIN needs a transaction header", Some(&frame)))?;
+                self.transactions
+                    .begin(tx)
+                    .map_err(|e| Fatal::new(e, Some(&frame)))?;
+                self.receipt(&frame).await;
+                Ok(())
+            }
+            Command::Commit | Command::Abort => {
+                let tx = frame.get("transaction").ok_or_else(|| {
+                    Fatal::new("COMMIT and ABORT need a transaction header", Some(&frame))
+                })?;
+                let frames = self
+                    .transactions
+                    .finish(tx)
+                    .map_err(|e| Fatal::new(e, Some(&frame)))?;
+                if frame.command == Command::Commit {
+                    for f in frames {
+                        match f.command {
+                            Command::Send => self.send(f, None).await?,
+                            _ => self.ack(&f, None).await?,
+                        }
+                    }
+                    self.flush().await?;
+                }
+                self.receipt(&frame).await;
+                Ok(())
+            }
+            other => Err(Fatal::new(
+                format!("unexpected frame {other}"),
+                Some(&frame),
+            )),
+        }
+    }
+
+    pub(super) fn destination(&self, frame: &Frame, op: Operation) -> Result<Destination, Fatal> {
+        let text = frame.get("destination").ok_or_else(|| {
+            Fatal::new(
+                format!("{} needs a destination header", frame.command),
+                Some(frame),
+            )
+        })?;
+        let destination = Destination::parse(text).map_err(|e| Fatal::new(e, Some(frame)))?;
+        if destination.is_wildcard() && op == Operation::Write {
+            return Err(Fatal::new(
+                "cannot send to a wildcard destination",
+                Some(frame),
+            ));
+        }
+        let principal = self.principal.as_ref();
+        if !principal.is_some_and(|p| self.core.auth.allows(p, op, &destination)) {
+            let verb = if op == Operation::Write {
+                "write to"
+            } else {
+                "read from"
+            };
+            return Err(Fatal::new(
+                format!(
+                    "user {} is not authorized to {verb} {destination}",
+                    principal.map_or("anonymous", |p| p.user.as_str())
+                ),
+                Some(frame),
+            ));
+        }
+        Ok(destination)
+    }
+
+    /// Journals (if stored) and routes a SEND through the pipeline; the
+    /// receipt goes out once it is routed.
+    /// Journals (if stored) and routes a SEND through the pipeline; the
+    /// receipt goes out once it is routed. The frame's body becomes the
+    /// message's (moved, not copied).
+    pub(super) async fn send(
+        &mut self,
+        mut frame: Frame,
+        receipt: Option<String>,
+    ) -> Result<(), Fatal> {
+        let destination = self.destination(&frame, Operation::Write)?;
+        let body = std::mem::take(&mut frame.body);
+        // Errors name the frame's own receipt, whatever the pipeline's
+        // (looked up only when there is an error).
+        let headers_of_frame = &frame.headers;
+        let fail = |message: &str| {
+            let receipt = headers_of_frame
+                .iter()
+                .find(|(n, _)| n == "receipt")
+                .map(|(_, v)| v.clone());
+            Fatal::new(message, None).with_receipt(receipt)
+        };
+        if !self.known.contains(&destination) {
+            // New to this connection: the broker may be at its maximum of
+            // destinations (checked before anything is stored).
+            if let Err(e) = self.core.router.ensure(destination.clone()).await {
+                return Err(fail(&e));
+            }
+            if self.known.len() < KNOWN_DESTINATIONS {
+                self.known.insert(destination.clone());
+            }
+        }
+        let Some(pipeline) = &self.pipeline else {
+            return Err(fail("not connected"));
+        };
+        // The connection's own budget first, then the broker's: a
+        // connection held back waits on its own, not on everyone's.
+        let cost = u32::try_from(body.len())
+            .unwrap_or(u32::MAX)
+            .clamp(1, PIPELINE_BYTES);
+        let closing = || fail("the connection is closing");
+        let budgets = (
+            pipeline.budget.clone().try_acquire_many_owned(cost),
+            self.core.intake.clone().try_acquire_many_owned(cost),
+        );
+        let (permit, intake) = match budgets {
+            (Ok(permit), Ok(intake)) => (permit, intake),
+            (permit, _) => {
+                // About to wait: what the read buffer holds beyond its
+                // unread bytes goes back first.
+                self.buf.trim();
+                let permit = match permit {
+                    Ok(p) => p,
+                    Err(_) => pipeline
+                        .budget
+                        .clone()
+                        .acquire_many_owned(cost)
+                        .await
+                        .map_err(|_| closing())?,
+                };
+                let intake = self
+                    .core
+                    .intake
+                    .clone()
+                    .acquire_many_owned(cost)
+                    .await
+                    .map_err(|_| closing())?;
+                (permit, intake)
+            }
+        };
+        let sender = self.sender.clone();
+        let dedup = match (&sender, frame.get(crate::client::DEDUP_HEADER)) {
+            (Some(sender), Some(id)) => Some(Key::Client { sender, id }),
+            _ => None,
+        };
+        let arriving = Arriving {
+            source: Source::Client,
+            destination,
+            headers: &frame.headers,
+            body,
+            persistent: frame.get("persistent") == Some("true"),
+            sender: sender.clone(),
+            dedup,
+            message_id: None,
+        };
+        let accepted = intake::accept(&self.core, arriving)
+            .await
+            .map_err(|e| fail("the message could not be stored").detail(e.to_string()))?;
+        let item = match accepted {
+            Accepted::Duplicate => {
+                // A failover client re-sent what was already accepted.
+                debug!(conn = self.id, "dropping a duplicate SEND");
+                Piped::Receipt(receipt)
+            }
+            Accepted::Taken { message, durable } => Piped::Send {
+                durable,
+                message,
+                receipt,
+                _permit: (permit, intake),
+            },
+        };
+        pipeline.tx.send(item).await.map_err(|_| closing())
+    }
+
+    /// Acknowledges through the pipeline: the journal records of stored
+    /// messages are written in the same group commits as SENDs, and the
+    /// receipt (if any) goes out once they are on disk.
+    pub(super) async fn ack(&self, frame: &Frame, receipt: Option<String>) -> Result<(), Fatal> {
+        let id = ack_id(frame)?.to_owned();
+        if frame.command == Command::Nack {
+            self.core
+                .router
+                .nack(self.id, id)
+                .await
+                .map_err(|e| Fatal::new(e, Some(frame)))?;
+            return self.pipe(Piped::Receipt(receipt)).await;
+        }
+        let stored = self
+            .core
+            .router
+            .ack(self.id, id)
+            .await
+            .map_err(|e| Fatal::new(e, Some(frame)))?;
+        if stored.is_empty() {
+            return self.pipe(Piped::Receipt(receipt)).await;
+        }
+        let durable = self.core.journal.acknowledge(stored).await.map_err(|e| {
+            Fatal::new("the acknowledgement could not be stored", Some(frame)).detail(e.to_string())
+        })?;
+        self.pipe(Piped::Durable { durable, receipt }).await
+    }
+}
+
+/// The message an ACK or NACK names: `id` (STOMP 1.2) or `message-id`
+/// (1.0 and 1.1).
+pub(super) fn ack_id(frame: &Frame) -> Result<&str, Fatal> {
+    frame
+        .get("id")
+        .or_else(|| frame.get("message-id"))
+        .ok_or_else(|| Fatal::new(format!("{} needs an id header", frame.command), Some(frame)))
+}
