@@ -1,0 +1,427 @@
+//! A connected bridge, either end: frames from the peer (its demand, what
+//! it forwards, its ACKs), arrivals stored and routed in order, and
+//! deliveries written back with the path they crossed.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use super::{BridgeState, Link, Reader, Writer, HOPS_HEADER, ORIGIN_HEADER};
+use crate::auth::Operation;
+use crate::dedup::Key;
+use crate::intake::{self, Accepted, Arriving, Source};
+use crate::router::{
+    ConnectionInfo, Delivery, Destination, Kind, Message, NetworkLink, Outbox, PATH_HEADER,
+};
+use crate::stomp::{Command, Decoded, Frame, FrameBuffer, Limits};
+use crate::store::Durable;
+use crate::transport::writer::{self, Encoder, Outgoing};
+use crate::BrokerCore;
+
+/// What a peer may send over a bridge: what a client of this broker may
+/// send, plus room for the headers the network adds on the way (a
+/// message that fits a client's frame fits a bridge's).
+pub(super) fn bridge_limits(limits: &crate::config::Limits) -> Limits {
+    const HEADROOM: usize = 64 * 1024;
+    Limits {
+        max_frame_size: limits.max_frame_size.saturating_add(HEADROOM),
+        max_headers: limits.max_headers.saturating_add(16),
+        max_header_length: limits.max_header_length.saturating_add(HEADROOM / 16),
+    }
+}
+
+/// The next frame from the peer; an error if it breaks the bridge, or if
+/// nothing (not even a heart-beat) came within `silence`.
+pub(super) async fn read_frame(
+    reader: &mut Reader,
+    buf: &mut FrameBuffer,
+    limits: &Limits,
+    silence: Option<Duration>,
+) -> Result<Frame, String> {
+    loop {
+        match buf.next(limits) {
+            Ok(Some(Decoded::Frame(f))) => return Ok(f),
+            Ok(Some(Decoded::HeartBeat)) => continue,
+            Ok(None) => {}
+            Err(e) => return Err(format!("bad frame from the peer: {e}")),
+        }
+        let read = reader.read_buf(buf.spare(64 * 1024));
+        let n = match silence {
+            Some(limit) => tokio::time::timeout(limit, read)
+                .await
+                .map_err(|_| format!("the peer went silent (no heart-beat for {limit:?})"))?,
+            None => read.await,
+        }
+        .map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("the peer closed the bridge".into());
+        }
+    }
+}
+
+/// Runs one end of a connected bridge until it breaks or the broker stops.
+pub(super) async fn run(
+    core: Arc<BrokerCore>,
+    mut reader: Reader,
+    writer: Writer,
+    mut buf: FrameBuffer,
+    link: Link,
+    state: Arc<BridgeState>,
+    stop: CancellationToken,
+) -> String {
+    let conn = core.next_connection();
+    let (outbox, outbox_rx) = Outbox::new(256);
+    let (frames_tx, frames_rx) = mpsc::channel::<Vec<u8>>(256);
+    let (stalled, evicted) = (outbox.stalled.clone(), outbox.evicted.clone());
+    core.router
+        .register(
+            conn,
+            outbox,
+            ConnectionInfo {
+                id: conn,
+                remote: state.remote_address.clone(),
+                user: format!("bridge:{}", link.peer),
+                transport: "bridge".into(),
+                version: "1.2".into(),
+                connected_at: crate::router::rfc3339(SystemTime::now()),
+                subscriptions: 0,
+            },
+        )
+        .await;
+    let ended = CancellationToken::new();
+    let writer_task = tokio::spawn(writer::run(
+        Outgoing {
+            core: core.clone(),
+            conn,
+            control: frames_rx,
+            outbox: outbox_rx,
+            stalled,
+            evicted,
+            beat: link.beats.send,
+            done: ended.clone(),
+            encoder: BridgeEncoder {
+                me: core.name.clone(),
+            },
+        },
+        writer,
+    ));
+    if link.forward {
+        for (i, dest) in link.statics.iter().enumerate() {
+            let network = NetworkLink {
+                peer: link.peer.clone(),
+                hops: 1,
+                message_ttl: link.message_ttl,
+            };
+            if let Err(e) = core
+                .router
+                .subscribe_network(conn, format!("static-{i}"), dest.clone(), network)
+                .await
+            {
+                warn!(destination = %dest, error = %e, "cannot forward statically");
+            }
+        }
+    }
+    let (arrivals_tx, arrivals_rx) = mpsc::channel(256);
+    let arrivals_task = tokio::spawn(take_arrivals(
+        core.clone(),
+        arrivals_rx,
+        frames_tx.clone(),
+        state.clone(),
+        ended.clone(),
+    ));
+    let advertiser = link.advertise.then(|| {
+        tokio::spawn(super::demand::advertise(
+            core.clone(),
+            link.clone(),
+            frames_tx.clone(),
+            ended.clone(),
+        ))
+    });
+    let limits = bridge_limits(&core.limits);
+    let mut peer = FromPeer {
+        core: &core,
+        conn,
+        link: &link,
+        state: &state,
+        arrivals: &arrivals_tx,
+        known: HashSet::new(),
+    };
+    let end = loop {
+        let frame = tokio::select! {
+            _ = stop.cancelled() => break "the broker is stopping".to_owned(),
+            _ = ended.cancelled() => break "the bridge's writer stopped".to_owned(),
+            f = read_frame(&mut reader, &mut buf, &limits, link.beats.expect) => match f {
+                Ok(f) => f,
+                Err(e) => break e,
+            },
+        };
+        if let Err(e) = peer.handle(frame).await {
+            break e;
+        }
+    };
+    // What arrived is stored and routed before the bridge goes.
+    drop(arrivals_tx);
+    let _ = arrivals_task.await;
+    ended.cancel();
+    if let Some(a) = advertiser {
+        a.abort();
+    }
+    core.router.unregister(conn).await;
+    drop(frames_tx);
+    let _ = writer_task.await;
+    end
+}
+
+/// What the reading end of a bridge works with.
+pub(super) struct FromPeer<'a> {
+    core: &'a BrokerCore,
+    conn: u64,
+    link: &'a Link,
+    state: &'a BridgeState,
+    arrivals: &'a mpsc::Sender<Arrival>,
+    /// Destinations known to exist here (more are asked about).
+    known: HashSet<Destination>,
+}
+
+/// Destinations a bridge remembers as existing.
+pub(super) const KNOWN_DESTINATIONS: usize = 1024;
+
+impl FromPeer<'_> {
+    /// One frame from the peer.
+    async fn handle(&mut self, frame: Frame) -> Result<(), String> {
+        let (core, conn, link, state) = (self.core, self.conn, self.link, self.state);
+        match frame.command {
+            Command::Subscribe if link.forward => {
+                let (Some(dest), Some(id)) = (frame.get("destination"), frame.get("id")) else {
+                    return Err("bridge SUBSCRIBE without destination or id".into());
+                };
+                let destination = Destination::parse(dest)?;
+                if !link.admits(&destination) {
+                    return Ok(());
+                }
+                if !link.allows(core, Operation::Read, &destination) {
+                    warn!(remote = ?link.peer, destination = %destination, "the bridge's user may not read this destination: its demand is ignored");
+                    return Ok(());
+                }
+                let hops = frame
+                    .get(HOPS_HEADER)
+                    .and_then(|h| h.parse().ok())
+                    .unwrap_or(1);
+                let network = NetworkLink {
+                    peer: link.peer.clone(),
+                    hops,
+                    message_ttl: link.message_ttl,
+                };
+                core.router
+                    .subscribe_network(conn, id.to_owned(), destination, network)
+                    .await
+            }
+            Command::Subscribe => Ok(()), // one-way: this end does not forward
+            Command::Unsubscribe => {
+                if let Some(id) = frame.get("id") {
+                    let _ = core.router.unsubscribe(conn, id.to_owned()).await;
+                }
+                Ok(())
+            }
+            Command::Message => self.receive(frame).await,
+            Command::Ack => {
+                let Some(id) = frame.get("id") else {
+                    return Ok(());
+                };
+                // The peer stored (or dropped as seen) what we forwarded. The
+                // ack record is not waited for: if a crash loses it, the message
+                // is forwarded again and the peer drops it as seen.
+                if let Ok(stored) = core.router.ack(conn, id.to_owned()).await {
+                    state.forwarded.fetch_add(1, Ordering::Relaxed);
+                    if !stored.is_empty() {
+                        core.journal
+                            .acknowledge(stored)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                    }
+                }
+                Ok(())
+            }
+            Command::Error => Err(format!(
+                "the peer sent ERROR: {:?}",
+                frame.get("message").unwrap_or("")
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// A message forwarded by the peer: store, route, then acknowledge.
+    async fn receive(&mut self, mut frame: Frame) -> Result<(), String> {
+        let (core, link, arrivals) = (self.core, self.link, self.arrivals);
+        let body = std::mem::take(&mut frame.body);
+        let ack = frame.get("ack").map(str::to_owned);
+        let destination = Destination::parse(frame.get("destination").unwrap_or_default())?;
+        if destination.is_wildcard() {
+            return Err(format!("the peer forwarded to a wildcard {destination}"));
+        }
+        if !link.allows(core, Operation::Write, &destination) {
+            // Neither stored nor acknowledged: it stays with the peer (nothing
+            // is lost) until the bridge's user is granted the right.
+            warn!(remote = ?link.peer, destination = %destination, "the bridge's user may not write this destination: a forwarded message is refused");
+            return Ok(());
+        }
+        if !self.known.contains(&destination) {
+            if let Err(e) = core.router.ensure(destination.clone()).await {
+                // As above: it waits on the peer until this broker has room.
+                warn!(remote = ?link.peer, error = %e, "a forwarded message is refused");
+                return Ok(());
+            }
+            if self.known.len() < KNOWN_DESTINATIONS {
+                self.known.insert(destination.clone());
+            }
+        }
+        let origin = frame
+            .get(ORIGIN_HEADER)
+            .or_else(|| frame.get("message-id"))
+            .unwrap_or_default()
+            .to_owned();
+        let path = frame.get(PATH_HEADER).unwrap_or_default();
+        // A topic message back on a broker it crossed, or seen here already by
+        // another route, is dropped. A queue message may come back when demand
+        // moved; only the same hop twice (an ACK lost on the way) is a duplicate.
+        let (looped, seen_key) = match destination.kind {
+            Kind::Topic => (
+                path.split(',').any(|b| b == core.name),
+                Key::Forwarded {
+                    origin: &origin,
+                    path: None,
+                },
+            ),
+            Kind::Queue => (
+                false,
+                Key::Forwarded {
+                    origin: &origin,
+                    path: Some(path),
+                },
+            ),
+        };
+        let accepted = if looped {
+            Accepted::Duplicate
+        } else {
+            let arriving = Arriving {
+                source: Source::Bridge,
+                destination,
+                headers: &frame.headers,
+                body,
+                persistent: frame.get("persistent") == Some("true"),
+                sender: None,
+                dedup: Some(seen_key),
+                message_id: Some(origin.clone()),
+            };
+            intake::accept(core, arriving)
+                .await
+                .map_err(|e| e.to_string())?
+        };
+        let arrival = match accepted {
+            Accepted::Duplicate => Arrival {
+                durable: None,
+                message: None,
+                ack,
+            },
+            Accepted::Taken { message, durable } => Arrival {
+                durable,
+                message: Some(message),
+                ack,
+            },
+        };
+        arrivals
+            .send(arrival)
+            .await
+            .map_err(|_| "the bridge is closing".into())
+    }
+}
+
+/// A forwarded message on its way in: stored (group-committed with
+/// others), then routed, then acknowledged to the peer, in arrival order.
+pub(super) struct Arrival {
+    durable: Option<Durable>,
+    message: Option<Arc<Message>>,
+    ack: Option<String>,
+}
+
+pub(super) async fn take_arrivals(
+    core: Arc<BrokerCore>,
+    mut arrivals: mpsc::Receiver<Arrival>,
+    frames: mpsc::Sender<Vec<u8>>,
+    state: Arc<BridgeState>,
+    ended: CancellationToken,
+) {
+    let mut batch = Vec::new();
+    while arrivals.recv_many(&mut batch, 1024).await > 0 {
+        // The journal completes in order: once the last is on disk, all are.
+        let mut last = None;
+        for arrival in &mut batch {
+            if let Some(durable) = arrival.durable.take() {
+                last = Some(durable);
+            }
+        }
+        if let Some(durable) = last {
+            if let Err(e) = durable.wait().await {
+                warn!(error = %e, "cannot store a forwarded message; closing the bridge");
+                ended.cancel();
+                return;
+            }
+        }
+        let mut acks = Vec::new();
+        for arrival in batch.drain(..) {
+            if let Some(message) = arrival.message {
+                core.router.send(message).await;
+                state.received.fetch_add(1, Ordering::Relaxed);
+            }
+            if let Some(id) = arrival.ack {
+                Frame::new(Command::Ack).header("id", id).encode(&mut acks);
+            }
+        }
+        if !acks.is_empty() && frames.send(acks).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A bridge's deliveries: MESSAGE frames carrying the path they crossed.
+pub(super) struct BridgeEncoder {
+    me: String,
+}
+
+impl Encoder for BridgeEncoder {
+    fn encode(&self, delivery: &Delivery, out: &mut Vec<u8>, _acks: &mut Vec<u64>) {
+        encode(&self.me, delivery, out);
+    }
+
+    fn slow_consumer(&self) -> Option<Vec<u8>> {
+        None
+    }
+}
+
+/// A MESSAGE to the peer: this broker joins the path.
+pub(super) fn encode(me: &str, d: &Delivery, buf: &mut Vec<u8>) {
+    let m = &d.message;
+    let mut path: Vec<&str> = m.path();
+    path.push(me);
+    let mut frame = Frame::new(Command::Message)
+        .header("destination", m.destination.stomp())
+        .header("message-id", m.message_id.clone())
+        .header(ORIGIN_HEADER, m.message_id.clone())
+        .header(PATH_HEADER, path.join(","));
+    if let Some(ack) = &d.ack {
+        frame = frame.header("ack", ack.clone());
+    }
+    for (name, value) in &m.headers {
+        if name != PATH_HEADER && name != ORIGIN_HEADER {
+            frame.headers.push((name.clone(), value.clone()));
+        }
+    }
+    frame.body = m.body.clone();
+    frame.encode(buf);
+}
