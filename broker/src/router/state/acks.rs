@@ -1,0 +1,141 @@
+//! Delivered and not yet acknowledged: the window a subscription and its
+//! connection may have open, and what ACK and NACK do to it.
+
+use super::{parse_ack, total_size, State};
+use crate::router::{AckMode, ConnId, Kind, Message};
+use std::sync::Arc;
+
+impl State {
+    /// Whether a client-ack subscriber may be given `size` more bytes now:
+    /// within its prefetch window and its connection's bound on
+    /// unacknowledged bytes (one message always fits). A connection held
+    /// back by that bound is marked, so an acknowledgement resumes it.
+    pub(super) fn may_deliver(&mut self, key: u64, size: usize) -> bool {
+        let Some(sub) = self.subs.get(&key) else {
+            return false;
+        };
+        if !sub.acks() {
+            return true;
+        }
+        if sub.inflight.len() >= sub.prefetch {
+            return false;
+        }
+        let max = self.limits.max_inflight_bytes;
+        let Some(c) = self.conns.get_mut(&sub.conn) else {
+            return false;
+        };
+        let fits = c.inflight_bytes == 0 || c.inflight_bytes + size <= max;
+        c.starved |= !fits;
+        fits
+    }
+
+    pub(super) fn find(&self, conn: ConnId, ack: &str) -> Result<(u64, u64), String> {
+        let (key, seq) = parse_ack(ack)
+            .or_else(|| {
+                // STOMP 1.0/1.1 clients acknowledge by message-id.
+                let seq = ack.rsplit('-').next()?.parse().ok()?;
+                let c = self.conns.get(&conn)?;
+                let key = c.subs.values().copied().find(|k| {
+                    self.subs
+                        .get(k)
+                        .is_some_and(|s| s.inflight.iter().any(|m| m.seq == seq))
+                })?;
+                Some((key, seq))
+            })
+            .ok_or_else(|| format!("no message to acknowledge with id {ack:?}"))?;
+        match self.subs.get(&key) {
+            Some(sub) if sub.conn == conn && sub.inflight.iter().any(|m| m.seq == seq) => {
+                Ok((key, seq))
+            }
+            _ => Err(format!("no message to acknowledge with id {ack:?}")),
+        }
+    }
+
+    /// Takes acknowledged (or refused) messages out of a subscription's
+    /// window: in `client` mode the one named and every one delivered
+    /// before it (cumulative), in `client-individual` mode that one only.
+    /// The connection's unacknowledged bytes go down by theirs.
+    pub(super) fn settle(
+        &mut self,
+        conn: ConnId,
+        ack: &str,
+    ) -> Result<(u64, Vec<Arc<Message>>), String> {
+        let (key, seq) = self.find(conn, ack)?;
+        let Some(sub) = self.subs.get_mut(&key) else {
+            return Err("subscription gone".into());
+        };
+        let at = sub.inflight.iter().position(|m| m.seq == seq).unwrap_or(0);
+        let settled: Vec<Arc<Message>> = match sub.ack {
+            AckMode::ClientIndividual => sub.inflight.remove(at).into_iter().collect(),
+            _ => sub.inflight.drain(..=at).collect(),
+        };
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.inflight_bytes = c.inflight_bytes.saturating_sub(total_size(&settled));
+        }
+        Ok((key, settled))
+    }
+
+    /// After an acknowledgement: a connection that was held back by its
+    /// bound on unacknowledged bytes gets its other subscriptions served.
+    pub(super) fn unstarve(&mut self, conn: ConnId) {
+        let starved = self
+            .conns
+            .get_mut(&conn)
+            .is_some_and(|c| std::mem::take(&mut c.starved));
+        if starved {
+            self.resume(conn);
+        }
+    }
+
+    /// Acknowledges; returns the journal ids of stored messages acknowledged.
+    pub(super) fn ack(&mut self, conn: ConnId, ack: &str) -> Result<Vec<u64>, String> {
+        let (key, acked) = self.settle(conn, ack)?;
+        let size = total_size(&acked);
+        self.memory = self.memory.saturating_sub(size);
+        let Some(sub) = self.subs.get(&key) else {
+            return Err("subscription gone".into());
+        };
+        let name = sub.destination.name.clone();
+        let count = acked.len() as u64;
+        match sub.destination.kind {
+            Kind::Queue => {
+                if let Some(q) = self.queues.get_mut(&name) {
+                    q.dequeued += count;
+                    q.bytes = q.bytes.saturating_sub(size);
+                }
+                self.dispatch(&name);
+            }
+            Kind::Topic => self.drain_topic_subscription(key),
+        }
+        self.unstarve(conn);
+        Ok(acked.iter().filter(|m| m.stored).map(|m| m.seq).collect())
+    }
+
+    /// Gives messages back (see [`Self::settle`] for which): queue messages
+    /// go back to the front of their queue in their order, marked
+    /// redelivered; topic messages are dropped.
+    pub(super) fn nack(&mut self, conn: ConnId, ack: &str) -> Result<(), String> {
+        let (key, returned) = self.settle(conn, ack)?;
+        let Some(sub) = self.subs.get(&key) else {
+            return Err("subscription gone".into());
+        };
+        let name = sub.destination.name.clone();
+        match sub.destination.kind {
+            Kind::Queue => {
+                if let Some(q) = self.queues.get_mut(&name) {
+                    q.give_back(returned);
+                }
+                self.dispatch(&name);
+            }
+            Kind::Topic => {
+                self.memory = self.memory.saturating_sub(total_size(&returned));
+                if let Some(t) = self.topics.get_mut(&name) {
+                    t.dequeued += returned.len() as u64;
+                }
+                self.drain_topic_subscription(key);
+            }
+        }
+        self.unstarve(conn);
+        Ok(())
+    }
+}

@@ -1,0 +1,199 @@
+//! Queues: each message to one consumer with room, round robin, local
+//! consumers before bridges; held-back senders let in as room frees up.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::{ack_id, Pending, State};
+use crate::router::{Delivery, Message, Purged, QueueActionError};
+use tokio::sync::mpsc;
+
+impl State {
+    /// Gives a queue's messages to consumers with room, round robin,
+    /// local consumers first; network consumers (bridges) get what no local
+    /// consumer can take. Held-back senders come in as room frees up.
+    pub(super) fn dispatch(&mut self, name: &str) {
+        loop {
+            self.deliver(name, false);
+            self.deliver(name, true);
+            let mut released = false;
+            loop {
+                let Some(queue) = self.queues.get(name) else {
+                    return;
+                };
+                let Some((message, _)) = queue.parked.front() else {
+                    break;
+                };
+                let size = message.size();
+                if !queue.has_room(size, self.limits.queue_memory) || !self.has_room(size) {
+                    break;
+                }
+                let Some((message, reply)) =
+                    self.queues.get_mut(name).and_then(|q| q.parked.pop_front())
+                else {
+                    break;
+                };
+                self.enqueue(name, message);
+                let _ = reply.send(());
+                released = true;
+            }
+            if !released {
+                return;
+            }
+        }
+    }
+
+    /// One pass over a queue's local (or network) consumers.
+    pub(super) fn deliver(&mut self, name: &str, network: bool) {
+        let Some(queue) = self.queues.get(name) else {
+            return;
+        };
+        if queue.messages.is_empty() {
+            return;
+        }
+        let eligible: Vec<u64> = queue
+            .consumers
+            .iter()
+            .copied()
+            .filter(|k| {
+                self.subs
+                    .get(k)
+                    .is_some_and(|s| s.network.is_some() == network)
+            })
+            .collect();
+        if eligible.is_empty() {
+            return;
+        }
+        let mut skipped = 0;
+        loop {
+            let Some(queue) = self.queues.get_mut(name) else {
+                return;
+            };
+            if queue.messages.is_empty() || skipped >= eligible.len() {
+                return;
+            }
+            let key = eligible[queue.next % eligible.len()];
+            queue.next = queue.next.wrapping_add(1);
+            let Some(size) = queue.messages.front().map(|p| p.message.size()) else {
+                return;
+            };
+            if !self.may_deliver(key, size) {
+                skipped += 1;
+                continue;
+            }
+            let Some(head) = self.queues.get(name).and_then(|q| q.messages.front()) else {
+                return;
+            };
+            let Some(sub) = self.subs.get(&key) else {
+                skipped += 1;
+                continue;
+            };
+            let Some(conn) = self.conns.get(&sub.conn) else {
+                skipped += 1;
+                continue;
+            };
+            let head_ok = sub
+                .network
+                .as_ref()
+                .is_none_or(|n| n.may_forward(&head.message));
+            if !head_ok || conn.outbox.stalled.load(Ordering::Acquire) {
+                skipped += 1;
+                continue;
+            }
+            let acks = sub.acks();
+            let delivery = Delivery {
+                subscription: sub.id.clone(),
+                ack: acks.then(|| ack_id(key, head.message.seq)),
+                message: head.message.clone(),
+                redelivered: head.redelivered,
+                ack_mode: sub.ack,
+            };
+            match conn.outbox.offer(delivery) {
+                Ok(()) => {}
+                Err(e) => {
+                    if matches!(e, mpsc::error::TrySendError::Full(_)) {
+                        conn.outbox.stalled.store(true, Ordering::Release);
+                    }
+                    skipped += 1;
+                    continue;
+                }
+            }
+            skipped = 0;
+            let conn_id = sub.conn;
+            let queue = self.queues.get_mut(name).expect("looked up above");
+            let pending = queue.messages.pop_front().expect("head exists");
+            if acks {
+                if let Some(sub) = self.subs.get_mut(&key) {
+                    sub.inflight.push_back(pending.message);
+                }
+                if let Some(c) = self.conns.get_mut(&conn_id) {
+                    c.inflight_bytes += size;
+                }
+            } else {
+                // Auto-acknowledged: done once handed to the connection.
+                queue.bytes = queue.bytes.saturating_sub(size);
+                queue.dequeued += 1;
+                self.memory = self.memory.saturating_sub(size);
+            }
+        }
+    }
+
+    pub(super) fn purge(&mut self, name: &str, delete: bool) -> Result<Purged, QueueActionError> {
+        let queue = self
+            .queues
+            .get_mut(name)
+            .ok_or_else(|| QueueActionError::NotFound(name.to_owned()))?;
+        if delete && !queue.consumers.is_empty() {
+            return Err(QueueActionError::HasConsumers {
+                name: name.to_owned(),
+                consumers: queue.consumers.len(),
+            });
+        }
+        let mut purged = Purged::default();
+        let mut take = |message: &Message| {
+            purged.messages += 1;
+            if message.stored {
+                purged.stored.push(message.seq);
+            }
+        };
+        let mut freed = 0;
+        for pending in queue.messages.drain(..) {
+            freed += pending.message.size();
+            take(&pending.message);
+        }
+        queue.bytes = queue.bytes.saturating_sub(freed);
+        for (message, sender) in queue.parked.drain(..) {
+            queue.enqueued += 1;
+            take(&message);
+            let _ = sender.send(());
+        }
+        queue.dequeued += purged.messages as u64;
+        self.memory = self.memory.saturating_sub(freed);
+        if delete {
+            self.queues.remove(name);
+        }
+        Ok(purged)
+    }
+
+    /// Puts recovered messages back in their queues (all of them, whatever
+    /// the limits: nothing stored is dropped).
+    pub(super) fn restore(&mut self, messages: Vec<Arc<Message>>) {
+        let mut names = Vec::new();
+        for message in messages {
+            let name = message.destination.name.clone();
+            let size = message.size();
+            let queue = self.queues.entry(name.clone()).or_default();
+            queue.bytes += size;
+            queue.messages.push_back(Pending {
+                message,
+                redelivered: true,
+            });
+            self.memory += size;
+            names.push(name);
+        }
+        names.dedup();
+        for name in names {
+            self.dispatch(&name);
+        }
+    }
+}

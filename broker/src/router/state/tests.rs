@@ -1,0 +1,358 @@
+//! The router's state, driven op by op with no task and no socket: what
+//! each connection's outbox gets, what is held back and what is counted.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::sync::{oneshot, watch};
+
+use super::State;
+use crate::router::{
+    AckMode, ConnId, ConnectionInfo, Destination, Message, Op, Outbox, OutboxReceiver,
+    RouterLimits, Stats,
+};
+
+/// What one delivery looked like: (subscription, body, ack id, redelivered).
+type Seen = (String, String, Option<String>, bool);
+
+struct Harness {
+    state: State,
+    outboxes: HashMap<ConnId, OutboxReceiver>,
+    next_seq: u64,
+}
+
+impl Harness {
+    fn new(limits: RouterLimits) -> Self {
+        let (demand, _) = watch::channel(0);
+        Self {
+            state: State::new(limits, demand),
+            outboxes: HashMap::new(),
+            next_seq: 1,
+        }
+    }
+
+    fn connect(&mut self, conn: ConnId) {
+        let (outbox, rx) = Outbox::new(256);
+        let info = ConnectionInfo {
+            id: conn,
+            remote: "test".into(),
+            user: "test".into(),
+            transport: "test".into(),
+            version: "1.2".into(),
+            connected_at: String::new(),
+            subscriptions: 0,
+        };
+        self.state.handle(Op::Register { conn, outbox, info });
+        self.outboxes.insert(conn, rx);
+    }
+
+    fn ask<T>(&mut self, op: impl FnOnce(oneshot::Sender<T>) -> Op) -> Option<T> {
+        let (reply, mut answer) = oneshot::channel();
+        self.state.handle(op(reply));
+        answer.try_recv().ok()
+    }
+
+    fn subscribe(
+        &mut self,
+        conn: ConnId,
+        id: &str,
+        destination: &str,
+        ack: AckMode,
+        prefetch: usize,
+    ) -> Result<(), String> {
+        let destination = Destination::parse(destination).unwrap();
+        self.ask(|reply| Op::Subscribe {
+            conn,
+            id: id.into(),
+            destination,
+            ack,
+            prefetch,
+            network: None,
+            reply,
+        })
+        .expect("answered at once")
+    }
+
+    /// Sends a message of `size` body bytes; the receiver of its reply
+    /// (it has a value once the router took the message).
+    fn send(&mut self, destination: &str, body: &str, size: usize) -> oneshot::Receiver<()> {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let mut bytes = body.as_bytes().to_vec();
+        bytes.resize(size.max(bytes.len()), b' ');
+        let message = Arc::new(Message {
+            seq,
+            message_id: format!("ID:test-{seq}"),
+            destination: Destination::parse(destination).unwrap(),
+            headers: Vec::new(),
+            body: bytes,
+            stored: false,
+            sender: None,
+        });
+        let (reply, answer) = oneshot::channel();
+        self.state.handle(Op::Send { message, reply });
+        answer
+    }
+
+    fn taken(&mut self, destination: &str, body: &str) {
+        let mut answer = self.send(destination, body, 0);
+        assert!(answer.try_recv().is_ok(), "{body} was held back");
+    }
+
+    /// What `conn`'s outbox got since last asked.
+    fn delivered(&mut self, conn: ConnId) -> Vec<Seen> {
+        let rx = self.outboxes.get_mut(&conn).unwrap();
+        let mut seen = Vec::new();
+        while let Some(d) = rx.try_recv() {
+            let body = String::from_utf8_lossy(&d.message.body)
+                .trim_end()
+                .to_owned();
+            seen.push((d.subscription, body, d.ack, d.redelivered));
+        }
+        seen
+    }
+
+    fn ack(&mut self, conn: ConnId, ack: &str) -> Result<Vec<u64>, String> {
+        let ack = ack.to_owned();
+        self.ask(|reply| Op::Ack { conn, ack, reply })
+            .expect("answered at once")
+    }
+
+    fn nack(&mut self, conn: ConnId, ack: &str) -> Result<(), String> {
+        let ack = ack.to_owned();
+        self.ask(|reply| Op::Nack { conn, ack, reply })
+            .expect("answered at once")
+    }
+
+    fn stats(&mut self) -> Stats {
+        self.ask(|reply| Op::Stats { reply }).unwrap()
+    }
+
+    fn dequeued(&mut self, queue: &str) -> u64 {
+        let stats = self.stats();
+        stats
+            .queues
+            .iter()
+            .find(|q| q.name == queue)
+            .unwrap()
+            .dequeued
+    }
+}
+
+fn bodies(seen: &[Seen]) -> Vec<&str> {
+    seen.iter().map(|s| s.1.as_str()).collect()
+}
+
+#[test]
+fn queue_messages_go_round_robin_to_consumers_with_room() {
+    let mut h = Harness::new(RouterLimits::default());
+    for conn in [1, 2] {
+        h.connect(conn);
+        h.subscribe(conn, "s", "/queue/q", AckMode::Auto, 1000)
+            .unwrap();
+    }
+    for i in 0..4 {
+        h.taken("/queue/q", &format!("m{i}"));
+    }
+    assert_eq!(bodies(&h.delivered(1)), ["m0", "m2"]);
+    assert_eq!(bodies(&h.delivered(2)), ["m1", "m3"]);
+    assert_eq!(h.dequeued("q"), 4, "auto mode: done once handed over");
+}
+
+/// Three messages delivered (m0, m1, m2), then one ACK or NACK of `m1`.
+#[test]
+fn acknowledgement_modes() {
+    struct Case {
+        mode: AckMode,
+        nack: bool,
+        dequeued: u64,
+        redelivered: &'static [&'static str],
+    }
+    let cases = [
+        // Cumulative: m1 and everything delivered before it.
+        Case {
+            mode: AckMode::Client,
+            nack: false,
+            dequeued: 2,
+            redelivered: &[],
+        },
+        Case {
+            mode: AckMode::ClientIndividual,
+            nack: false,
+            dequeued: 1,
+            redelivered: &[],
+        },
+        // A NACK is cumulative in client mode too, and keeps the order.
+        Case {
+            mode: AckMode::Client,
+            nack: true,
+            dequeued: 0,
+            redelivered: &["m0", "m1"],
+        },
+        Case {
+            mode: AckMode::ClientIndividual,
+            nack: true,
+            dequeued: 0,
+            redelivered: &["m1"],
+        },
+    ];
+    for case in cases {
+        let mut h = Harness::new(RouterLimits::default());
+        h.connect(1);
+        // A window of three: whatever is given back comes again at once.
+        h.subscribe(1, "s", "/queue/q", case.mode, 3).unwrap();
+        for i in 0..3 {
+            h.taken("/queue/q", &format!("m{i}"));
+        }
+        let first = h.delivered(1);
+        assert_eq!(bodies(&first), ["m0", "m1", "m2"]);
+        let ack = first[1].2.clone().unwrap();
+        if case.nack {
+            h.nack(1, &ack).unwrap();
+        } else {
+            h.ack(1, &ack).unwrap();
+        }
+        let again = h.delivered(1);
+        assert_eq!(
+            bodies(&again),
+            case.redelivered,
+            "{:?} nack={}",
+            case.mode,
+            case.nack
+        );
+        assert!(again.iter().all(|s| s.3), "marked redelivered");
+        assert_eq!(
+            h.dequeued("q"),
+            case.dequeued,
+            "{:?} nack={}",
+            case.mode,
+            case.nack
+        );
+        if !case.nack {
+            // An id acknowledged already is no longer known.
+            assert!(h.ack(1, &ack).is_err());
+        }
+    }
+}
+
+#[test]
+fn a_full_queue_holds_its_sender_until_acknowledgements_make_room() {
+    let mut h = Harness::new(RouterLimits {
+        queue_memory: 3 * 1024,
+        ..RouterLimits::default()
+    });
+    h.connect(1);
+    h.subscribe(1, "s", "/queue/q", AckMode::ClientIndividual, 1000)
+        .unwrap();
+    // Unacknowledged deliveries count against the queue.
+    let mut answers: Vec<_> = (0..4)
+        .map(|i| h.send("/queue/q", &format!("m{i}"), 1000))
+        .collect();
+    let taken: Vec<bool> = answers.iter_mut().map(|a| a.try_recv().is_ok()).collect();
+    assert_eq!(taken, [true, true, false, false]);
+    let seen = h.delivered(1);
+    assert_eq!(bodies(&seen), ["m0", "m1"]);
+    assert_eq!(h.stats().memory.held_senders, 2);
+    h.ack(1, seen[0].2.as_ref().unwrap()).unwrap();
+    assert!(answers[2].try_recv().is_ok(), "room for one more");
+    assert!(answers[3].try_recv().is_err());
+    assert_eq!(bodies(&h.delivered(1)), ["m2"]);
+}
+
+#[test]
+fn the_broker_memory_limit_holds_every_sender() {
+    let mut h = Harness::new(RouterLimits {
+        memory_limit: 3 * 1024,
+        ..RouterLimits::default()
+    });
+    // No consumers: messages wait in two queues, against one limit.
+    let mut a = h.send("/queue/a", "a0", 1000);
+    let mut b = h.send("/queue/b", "b0", 1000);
+    let mut c = h.send("/queue/a", "a1", 1000);
+    assert!(a.try_recv().is_ok() && b.try_recv().is_ok());
+    assert!(c.try_recv().is_err(), "over the broker's limit");
+    let stats = h.stats();
+    assert!(stats.memory.used <= 3 * 1024, "{:?}", stats.memory);
+    assert_eq!(stats.memory.held_senders, 1);
+    // A consumer takes queue b's message (auto): the held sender gets in.
+    h.connect(1);
+    h.subscribe(1, "s", "/queue/b", AckMode::Auto, 1000)
+        .unwrap();
+    assert_eq!(bodies(&h.delivered(1)), ["b0"]);
+    assert!(c.try_recv().is_ok());
+}
+
+#[test]
+fn prefetch_and_unacknowledged_bytes_bound_what_a_connection_holds() {
+    let mut h = Harness::new(RouterLimits {
+        max_inflight_bytes: 2500,
+        ..RouterLimits::default()
+    });
+    h.connect(1);
+    h.subscribe(1, "small", "/queue/small", AckMode::Client, 2)
+        .unwrap();
+    h.subscribe(1, "big", "/queue/big", AckMode::Client, 1000)
+        .unwrap();
+    for i in 0..3 {
+        h.taken("/queue/small", &format!("s{i}"));
+    }
+    assert_eq!(bodies(&h.delivered(1)), ["s0", "s1"], "a window of 2");
+    for i in 0..3 {
+        let mut answer = h.send("/queue/big", &format!("b{i}"), 1000);
+        assert!(answer.try_recv().is_ok());
+    }
+    // Two messages of about 1 KiB fit in 2,500 bytes with the small ones.
+    let big = h.delivered(1);
+    assert_eq!(bodies(&big), ["b0", "b1"]);
+    // Acknowledging frees the bytes: the third comes.
+    h.ack(1, big[1].2.as_ref().unwrap()).unwrap();
+    assert_eq!(bodies(&h.delivered(1)), ["b2"]);
+}
+
+#[test]
+fn destinations_and_subscriptions_are_capped() {
+    let mut h = Harness::new(RouterLimits {
+        max_destinations: 2,
+        max_subscriptions_per_connection: 2,
+        ..RouterLimits::default()
+    });
+    h.connect(1);
+    h.subscribe(1, "a", "/queue/a", AckMode::Auto, 1).unwrap();
+    h.subscribe(1, "b", "/topic/b", AckMode::Auto, 1).unwrap();
+    let third = h
+        .subscribe(1, "c", "/queue/c", AckMode::Auto, 1)
+        .unwrap_err();
+    assert!(third.contains("at most 2 subscriptions"), "{third}");
+    h.connect(2);
+    let new = h
+        .subscribe(2, "c", "/queue/c", AckMode::Auto, 1)
+        .unwrap_err();
+    assert!(new.contains("maximum of 2 destinations"), "{new}");
+    // Existing destinations are fine.
+    h.subscribe(2, "a", "/queue/a", AckMode::Auto, 1).unwrap();
+    assert!(
+        h.subscribe(2, "a", "/queue/a", AckMode::Auto, 1).is_err(),
+        "id in use"
+    );
+}
+
+#[test]
+fn a_consumer_that_leaves_gives_its_messages_back_redelivered() {
+    let mut h = Harness::new(RouterLimits::default());
+    h.connect(1);
+    h.subscribe(1, "s", "/queue/q", AckMode::ClientIndividual, 1000)
+        .unwrap();
+    for i in 0..2 {
+        h.taken("/queue/q", &format!("m{i}"));
+    }
+    assert_eq!(h.delivered(1).len(), 2);
+    h.state.handle(Op::Unregister { conn: 1 });
+    h.connect(2);
+    h.subscribe(2, "s", "/queue/q", AckMode::ClientIndividual, 1000)
+        .unwrap();
+    let again = h.delivered(2);
+    assert_eq!(bodies(&again), ["m0", "m1"]);
+    assert!(again.iter().all(|s| s.3));
+    let stats = h.stats();
+    assert_eq!(stats.queues[0].dequeued, 0);
+}
