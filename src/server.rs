@@ -339,10 +339,12 @@ impl Runtime {
             Err(e) => {
                 self.shared.metrics.config_reload(false);
                 let message = e.to_string();
+                // Recorded before it is logged: whoever reads the line finds
+                // /healthz already saying so.
+                *lock(&self.shared.reload_error) = Some(message.clone());
                 for line in message.lines() {
                     error!("reload failed, the running configuration stays: {line}");
                 }
-                *lock(&self.shared.reload_error) = Some(message);
             }
         }
         result

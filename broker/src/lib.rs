@@ -96,8 +96,8 @@ fn intake_bytes(limits: &Limits) -> usize {
 }
 
 impl BrokerCore {
-    pub(crate) fn next_connection(&self) -> u64 {
-        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    pub(crate) fn next_connection(&self) -> router::ConnId {
+        router::ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed))
     }
 
     pub(crate) fn next_seq(&self) -> u64 {

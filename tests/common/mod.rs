@@ -245,11 +245,25 @@ pub struct Console {
     task: JoinHandle<()>,
 }
 
+/// Binds `ip:port`; a port a console of this test just let go of may take
+/// a moment to be free (its task is being cancelled): tried until the deadline.
+async fn bind_again(ip: &str, port: u16) -> TcpListener {
+    let addr = (ip.parse::<IpAddr>().unwrap(), port);
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        match TcpListener::bind(addr).await {
+            Ok(listener) => return listener,
+            Err(_) if port != 0 && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(POLL).await;
+            }
+            Err(e) => panic!("cannot bind {ip}:{port}: {e}"),
+        }
+    }
+}
+
 impl Console {
     pub async fn open(ip: &str, port: u16) -> Self {
-        let listener = TcpListener::bind((ip.parse::<IpAddr>().unwrap(), port))
-            .await
-            .unwrap();
+        let listener = bind_again(ip, port).await;
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
             loop {
@@ -273,9 +287,7 @@ impl Console {
     }
 
     async fn serve_http(ip: &str, port: u16, status: u16, tls: Option<TlsAcceptor>) -> Self {
-        let listener = TcpListener::bind((ip.parse::<IpAddr>().unwrap(), port))
-            .await
-            .unwrap();
+        let listener = bind_again(ip, port).await;
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
             loop {

@@ -17,7 +17,8 @@ use crate::auth::Operation;
 use crate::dedup::Key;
 use crate::intake::{self, Accepted, Arriving, Source};
 use crate::router::{
-    ConnectionInfo, Delivery, Destination, Kind, Message, NetworkLink, Outbox, PATH_HEADER,
+    AckId, ConnId, ConnectionInfo, Delivery, Destination, Kind, Message, NetworkLink, Outbox,
+    PATH_HEADER,
 };
 use crate::stomp::{Command, Decoded, Frame, FrameBuffer, Limits};
 use crate::store::Durable;
@@ -181,7 +182,7 @@ pub(super) async fn run(
 /// What the reading end of a bridge works with.
 pub(super) struct FromPeer<'a> {
     core: &'a BrokerCore,
-    conn: u64,
+    conn: ConnId,
     link: &'a Link,
     state: &'a BridgeState,
     arrivals: &'a mpsc::Sender<Arrival>,
@@ -221,6 +222,7 @@ impl FromPeer<'_> {
                 core.router
                     .subscribe_network(conn, id.to_owned(), destination, network)
                     .await
+                    .map_err(|e| e.to_string())
             }
             Command::Subscribe => Ok(()), // one-way: this end does not forward
             Command::Unsubscribe => {
@@ -237,7 +239,10 @@ impl FromPeer<'_> {
                 // The peer stored (or dropped as seen) what we forwarded. The
                 // ack record is not waited for: if a crash loses it, the message
                 // is forwarded again and the peer drops it as seen.
-                if let Ok(stored) = core.router.ack(conn, id.to_owned()).await {
+                let Some(id) = AckId::parse(id) else {
+                    return Ok(());
+                };
+                if let Ok(stored) = core.router.ack(conn, id).await {
                     state.forwarded.fetch_add(1, Ordering::Relaxed);
                     if !stored.is_empty() {
                         core.journal

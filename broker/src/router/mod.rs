@@ -18,6 +18,8 @@
 //! make room.
 
 pub mod destination;
+mod error;
+mod ids;
 mod outbox;
 mod state;
 
@@ -28,6 +30,8 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use destination::{Destination, Filter, Kind};
+pub use error::RouterError;
+pub use ids::{AckId, ConnId, SubKey};
 pub use outbox::{Outbox, OutboxReceiver, OUTBOX_BYTES};
 
 /// A message as the router holds it.
@@ -89,8 +93,6 @@ pub struct Delivery {
     pub redelivered: bool,
     pub ack_mode: AckMode,
 }
-
-pub type ConnId = u64;
 
 /// What the console shows of a connection.
 #[derive(Debug, Clone, Serialize)]
@@ -158,7 +160,7 @@ enum Op {
         ack: AckMode,
         prefetch: usize,
         network: Option<NetworkLink>,
-        reply: oneshot::Sender<Result<(), String>>,
+        reply: oneshot::Sender<Result<(), RouterError>>,
     },
     Demand {
         exclude_peer: String,
@@ -167,11 +169,11 @@ enum Op {
     Unsubscribe {
         conn: ConnId,
         id: String,
-        reply: oneshot::Sender<Result<(), String>>,
+        reply: oneshot::Sender<Result<(), RouterError>>,
     },
     Ensure {
         destination: Destination,
-        reply: oneshot::Sender<Result<(), String>>,
+        reply: oneshot::Sender<Result<(), RouterError>>,
     },
     Send {
         message: Arc<Message>,
@@ -179,18 +181,18 @@ enum Op {
     },
     Ack {
         conn: ConnId,
-        ack: String,
-        reply: oneshot::Sender<Result<Vec<u64>, String>>,
+        ack: AckId,
+        reply: oneshot::Sender<Result<Vec<u64>, RouterError>>,
     },
     Nack {
         conn: ConnId,
-        ack: String,
-        reply: oneshot::Sender<Result<(), String>>,
+        ack: AckId,
+        reply: oneshot::Sender<Result<(), RouterError>>,
     },
     CheckAck {
         conn: ConnId,
-        ack: String,
-        reply: oneshot::Sender<Result<(), String>>,
+        ack: AckId,
+        reply: oneshot::Sender<Result<(), RouterError>>,
     },
     Resume {
         conn: ConnId,
@@ -312,7 +314,7 @@ impl Router {
         destination: Destination,
         ack: AckMode,
         prefetch: usize,
-    ) -> Result<(), String> {
+    ) -> Result<(), RouterError> {
         self.ask(|reply| Op::Subscribe {
             conn,
             id,
@@ -323,7 +325,7 @@ impl Router {
             reply,
         })
         .await
-        .unwrap_or_else(|| Err("the broker is stopping".into()))
+        .unwrap_or(Err(RouterError::Stopping))
     }
 
     /// A bridge's subscription: demand of the broker on its other side.
@@ -333,7 +335,7 @@ impl Router {
         id: String,
         destination: Destination,
         link: NetworkLink,
-    ) -> Result<(), String> {
+    ) -> Result<(), RouterError> {
         self.ask(|reply| Op::Subscribe {
             conn,
             id,
@@ -344,7 +346,7 @@ impl Router {
             reply,
         })
         .await
-        .unwrap_or_else(|| Err("the broker is stopping".into()))
+        .unwrap_or(Err(RouterError::Stopping))
     }
 
     /// Where this broker has demand, leaving out what `exclude_peer`
@@ -365,18 +367,18 @@ impl Router {
         self.demand.clone()
     }
 
-    pub async fn unsubscribe(&self, conn: ConnId, id: String) -> Result<(), String> {
+    pub async fn unsubscribe(&self, conn: ConnId, id: String) -> Result<(), RouterError> {
         self.ask(|reply| Op::Unsubscribe { conn, id, reply })
             .await
-            .unwrap_or_else(|| Err("the broker is stopping".into()))
+            .unwrap_or(Err(RouterError::Stopping))
     }
 
     /// Makes sure `destination` exists: an error once the broker has its
     /// maximum of destinations and this one is new.
-    pub async fn ensure(&self, destination: Destination) -> Result<(), String> {
+    pub async fn ensure(&self, destination: Destination) -> Result<(), RouterError> {
         self.ask(|reply| Op::Ensure { destination, reply })
             .await
-            .unwrap_or_else(|| Err("the broker is stopping".into()))
+            .unwrap_or(Err(RouterError::Stopping))
     }
 
     /// Routes a message; returns once the destination has accepted it
@@ -386,24 +388,24 @@ impl Router {
     }
 
     /// Acknowledges; returns the journal ids of stored messages acknowledged.
-    pub async fn ack(&self, conn: ConnId, ack: String) -> Result<Vec<u64>, String> {
+    pub async fn ack(&self, conn: ConnId, ack: AckId) -> Result<Vec<u64>, RouterError> {
         self.ask(|reply| Op::Ack { conn, ack, reply })
             .await
-            .unwrap_or_else(|| Err("the broker is stopping".into()))
+            .unwrap_or(Err(RouterError::Stopping))
     }
 
-    pub async fn nack(&self, conn: ConnId, ack: String) -> Result<(), String> {
+    pub async fn nack(&self, conn: ConnId, ack: AckId) -> Result<(), RouterError> {
         self.ask(|reply| Op::Nack { conn, ack, reply })
             .await
-            .unwrap_or_else(|| Err("the broker is stopping".into()))
+            .unwrap_or(Err(RouterError::Stopping))
     }
 
     /// Whether `ack` names a message delivered to `conn` and not yet
     /// acknowledged (an ACK held in a transaction is checked when it comes).
-    pub async fn check_ack(&self, conn: ConnId, ack: String) -> Result<(), String> {
+    pub async fn check_ack(&self, conn: ConnId, ack: AckId) -> Result<(), RouterError> {
         self.ask(|reply| Op::CheckAck { conn, ack, reply })
             .await
-            .unwrap_or_else(|| Err("the broker is stopping".into()))
+            .unwrap_or(Err(RouterError::Stopping))
     }
 
     pub async fn resume(&self, conn: ConnId) {

@@ -73,7 +73,7 @@ pub(crate) async fn serve<S>(
             let bytes = fatal.frame().to_bytes_as(session.version);
             let _ = writer.write_all(&bytes).await;
             let _ = writer.shutdown().await;
-            debug!(conn = id, client.addr = %remote, error = %fatal.message, "connection refused");
+            debug!(conn = %id, client.addr = %remote, error = %fatal.message, "connection refused");
             return;
         }
     };
@@ -143,7 +143,7 @@ pub(crate) async fn serve<S>(
         tx: pipe_tx,
         budget: Arc::new(Semaphore::new(PIPELINE_BYTES as usize)),
     });
-    info!(conn = id, client.addr = %remote, user = %principal.user, transport = %transport, "client connected");
+    info!(conn = %id, client.addr = %remote, user = %principal.user, transport = %transport, "client connected");
     let writer_done = CancellationToken::new();
     let writer_task = tokio::spawn(writer::run(
         Outgoing {
@@ -169,7 +169,7 @@ pub(crate) async fn serve<S>(
     };
     if let Err(fatal) = outcome {
         core.metrics_error();
-        debug!(conn = id, error = %fatal.message, "closing with ERROR");
+        debug!(conn = %id, error = %fatal.message, "closing with ERROR");
         let _ = session
             .control
             .send(fatal.frame().to_bytes_as(session.version))
@@ -182,5 +182,5 @@ pub(crate) async fn serve<S>(
     core.router.unregister(id).await;
     drop(session);
     let _ = writer_task.await;
-    info!(conn = id, client.addr = %remote, "client disconnected");
+    info!(conn = %id, client.addr = %remote, "client disconnected");
 }

@@ -18,7 +18,7 @@ use crate::auth::{Operation, Principal};
 use crate::dedup::Key;
 use crate::intake::{self, Accepted, Arriving, Source};
 use crate::logins::Refusal;
-use crate::router::{AckMode, Destination};
+use crate::router::{AckId, AckMode, ConnId, Destination};
 use crate::stomp::{
     parse_heart_beat, Command, Decoded, Frame, FrameBuffer, Limits as FrameLimits, Version,
 };
@@ -35,9 +35,9 @@ pub(super) struct Fatal {
 }
 
 impl Fatal {
-    pub(super) fn new(message: impl Into<String>, frame: Option<&Frame>) -> Self {
+    pub(super) fn new(message: impl std::fmt::Display, frame: Option<&Frame>) -> Self {
         Self {
-            message: message.into(),
+            message: message.to_string(),
             detail: String::new(),
             receipt: frame.and_then(|f| f.get("receipt")).map(str::to_owned),
         }
@@ -70,7 +70,7 @@ impl Fatal {
 
 pub(super) struct Session {
     pub(super) core: Arc<BrokerCore>,
-    pub(super) id: u64,
+    pub(super) id: ConnId,
     pub(super) buf: FrameBuffer,
     pub(super) limits: FrameLimits,
     pub(super) control: mpsc::Sender<Vec<u8>>,
@@ -292,7 +292,7 @@ impl Session {
                     let id = ack_id(&frame)?;
                     self.core
                         .router
-                        .check_ack(self.id, id.to_owned())
+                        .check_ack(self.id, id)
                         .await
                         .map_err(|e| Fatal::new(e, Some(&frame)))?;
                 }
@@ -453,7 +453,7 @@ impl Session {
             // New to this connection: the broker may be at its maximum of
             // destinations (checked before anything is stored).
             if let Err(e) = self.core.router.ensure(destination.clone()).await {
-                return Err(fail(&e));
+                return Err(fail(&e.to_string()));
             }
             if self.known.len() < KNOWN_DESTINATIONS {
                 self.known.insert(destination.clone());
@@ -518,7 +518,7 @@ impl Session {
         let item = match accepted {
             Accepted::Duplicate => {
                 // A failover client re-sent what was already accepted.
-                debug!(conn = self.id, "dropping a duplicate SEND");
+                debug!(conn = %self.id, "dropping a duplicate SEND");
                 Piped::Receipt(receipt)
             }
             Accepted::Taken { message, durable } => Piped::Send {
@@ -535,7 +535,7 @@ impl Session {
     /// messages are written in the same group commits as SENDs, and the
     /// receipt (if any) goes out once they are on disk.
     pub(super) async fn ack(&self, frame: &Frame, receipt: Option<String>) -> Result<(), Fatal> {
-        let id = ack_id(frame)?.to_owned();
+        let id = ack_id(frame)?;
         if frame.command == Command::Nack {
             self.core
                 .router
@@ -561,10 +561,16 @@ impl Session {
 }
 
 /// The message an ACK or NACK names: `id` (STOMP 1.2) or `message-id`
-/// (1.0 and 1.1).
-pub(super) fn ack_id(frame: &Frame) -> Result<&str, Fatal> {
-    frame
+/// (1.0 and 1.1), read once, here.
+pub(super) fn ack_id(frame: &Frame) -> Result<AckId, Fatal> {
+    let text = frame
         .get("id")
         .or_else(|| frame.get("message-id"))
-        .ok_or_else(|| Fatal::new(format!("{} needs an id header", frame.command), Some(frame)))
+        .ok_or_else(|| Fatal::new(format!("{} needs an id header", frame.command), Some(frame)))?;
+    AckId::parse(text).ok_or_else(|| {
+        Fatal::new(
+            format!("no message to acknowledge with id {text:?}"),
+            Some(frame),
+        )
+    })
 }

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::router::{Delivery, OutboxReceiver};
+use crate::router::{ConnId, Delivery, OutboxReceiver};
 use crate::BrokerCore;
 
 /// How a connection writes what the router delivers to it.
@@ -29,7 +29,7 @@ pub(crate) trait Encoder: Send + 'static {
 /// What a connection's writer owns.
 pub(crate) struct Outgoing<E> {
     pub(crate) core: Arc<BrokerCore>,
-    pub(crate) conn: u64,
+    pub(crate) conn: ConnId,
     /// Frames other than deliveries (receipts, errors, a bridge's ACKs).
     pub(crate) control: mpsc::Receiver<Vec<u8>>,
     pub(crate) outbox: OutboxReceiver,

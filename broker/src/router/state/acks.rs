@@ -1,8 +1,8 @@
 //! Delivered and not yet acknowledged: the window a subscription and its
 //! connection may have open, and what ACK and NACK do to it.
 
-use super::{parse_ack, total_size, State};
-use crate::router::{AckMode, ConnId, Kind, Message};
+use super::{total_size, State};
+use crate::router::{AckId, AckMode, ConnId, Kind, Message, RouterError, SubKey};
 use std::sync::Arc;
 
 impl State {
@@ -10,7 +10,7 @@ impl State {
     /// within its prefetch window and its connection's bound on
     /// unacknowledged bytes (one message always fits). A connection held
     /// back by that bound is marked, so an acknowledgement resumes it.
-    pub(super) fn may_deliver(&mut self, key: u64, size: usize) -> bool {
+    pub(super) fn may_deliver(&mut self, key: SubKey, size: usize) -> bool {
         let Some(sub) = self.subs.get(&key) else {
             return false;
         };
@@ -29,25 +29,25 @@ impl State {
         fits
     }
 
-    pub(super) fn find(&self, conn: ConnId, ack: &str) -> Result<(u64, u64), String> {
-        let (key, seq) = parse_ack(ack)
-            .or_else(|| {
-                // STOMP 1.0/1.1 clients acknowledge by message-id.
-                let seq = ack.rsplit('-').next()?.parse().ok()?;
-                let c = self.conns.get(&conn)?;
-                let key = c.subs.values().copied().find(|k| {
-                    self.subs
-                        .get(k)
-                        .is_some_and(|s| s.inflight.iter().any(|m| m.seq == seq))
-                })?;
-                Some((key, seq))
-            })
-            .ok_or_else(|| format!("no message to acknowledge with id {ack:?}"))?;
-        match self.subs.get(&key) {
-            Some(sub) if sub.conn == conn && sub.inflight.iter().any(|m| m.seq == seq) => {
-                Ok((key, seq))
-            }
-            _ => Err(format!("no message to acknowledge with id {ack:?}")),
+    /// The subscription and message an ACK names, if it names one
+    /// delivered to `conn` and not yet acknowledged.
+    pub(super) fn find(&self, conn: ConnId, ack: AckId) -> Result<(SubKey, u64), RouterError> {
+        let unknown = || RouterError::NoSuchMessage(ack.to_string());
+        let in_flight = |key: &SubKey, seq: u64| {
+            self.subs
+                .get(key)
+                .is_some_and(|s| s.conn == conn && s.inflight.iter().any(|m| m.seq == seq))
+        };
+        match ack {
+            AckId::Delivery { sub, seq } if in_flight(&sub, seq) => Ok((sub, seq)),
+            AckId::Delivery { .. } => Err(unknown()),
+            // STOMP 1.0/1.1 clients acknowledge by message-id.
+            AckId::Message { seq } => self
+                .conns
+                .get(&conn)
+                .and_then(|c| c.subs.values().copied().find(|k| in_flight(k, seq)))
+                .map(|key| (key, seq))
+                .ok_or_else(unknown),
         }
     }
 
@@ -58,11 +58,11 @@ impl State {
     pub(super) fn settle(
         &mut self,
         conn: ConnId,
-        ack: &str,
-    ) -> Result<(u64, Vec<Arc<Message>>), String> {
+        ack: AckId,
+    ) -> Result<(SubKey, Vec<Arc<Message>>), RouterError> {
         let (key, seq) = self.find(conn, ack)?;
         let Some(sub) = self.subs.get_mut(&key) else {
-            return Err("subscription gone".into());
+            return Err(RouterError::SubscriptionGone(key));
         };
         let at = sub.inflight.iter().position(|m| m.seq == seq).unwrap_or(0);
         let settled: Vec<Arc<Message>> = match sub.ack {
@@ -88,12 +88,12 @@ impl State {
     }
 
     /// Acknowledges; returns the journal ids of stored messages acknowledged.
-    pub(super) fn ack(&mut self, conn: ConnId, ack: &str) -> Result<Vec<u64>, String> {
+    pub(super) fn ack(&mut self, conn: ConnId, ack: AckId) -> Result<Vec<u64>, RouterError> {
         let (key, acked) = self.settle(conn, ack)?;
         let size = total_size(&acked);
         self.memory = self.memory.saturating_sub(size);
         let Some(sub) = self.subs.get(&key) else {
-            return Err("subscription gone".into());
+            return Err(RouterError::SubscriptionGone(key));
         };
         let name = sub.destination.name.clone();
         let count = acked.len() as u64;
@@ -114,10 +114,10 @@ impl State {
     /// Gives messages back (see [`Self::settle`] for which): queue messages
     /// go back to the front of their queue in their order, marked
     /// redelivered; topic messages are dropped.
-    pub(super) fn nack(&mut self, conn: ConnId, ack: &str) -> Result<(), String> {
+    pub(super) fn nack(&mut self, conn: ConnId, ack: AckId) -> Result<(), RouterError> {
         let (key, returned) = self.settle(conn, ack)?;
         let Some(sub) = self.subs.get(&key) else {
-            return Err("subscription gone".into());
+            return Err(RouterError::SubscriptionGone(key));
         };
         let name = sub.destination.name.clone();
         match sub.destination.kind {

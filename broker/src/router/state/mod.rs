@@ -27,8 +27,9 @@ mod tests;
 mod topic;
 
 use super::{
-    AckMode, ConnId, ConnectionInfo, Destination, Kind, MemoryStats, Message, NetworkLink, Op,
-    Outbox, QueueStats, RouterLimits, Stats, TopicStats, SLOW_CONSUMER_GRACE,
+    AckId, AckMode, ConnId, ConnectionInfo, Destination, Kind, MemoryStats, Message, NetworkLink,
+    Op, Outbox, QueueStats, RouterError, RouterLimits, Stats, SubKey, TopicStats,
+    SLOW_CONSUMER_GRACE,
 };
 
 /// A sender waiting for room, with the reply that releases it.
@@ -44,7 +45,7 @@ struct Queue {
     messages: VecDeque<Pending>,
     /// Waiting and delivered-but-unacknowledged messages, in bytes.
     bytes: usize,
-    consumers: Vec<u64>,
+    consumers: Vec<SubKey>,
     next: usize,
     enqueued: u64,
     dequeued: u64,
@@ -75,7 +76,7 @@ impl Queue {
 
 #[derive(Default)]
 struct Topic {
-    subscribers: Vec<u64>,
+    subscribers: Vec<SubKey>,
     enqueued: u64,
     dequeued: u64,
 }
@@ -84,7 +85,7 @@ struct Conn {
     outbox: Outbox,
     info: ConnectionInfo,
     /// Subscription id → key.
-    subs: HashMap<String, u64>,
+    subs: HashMap<String, SubKey>,
     /// Bytes delivered in client ack modes and not yet acknowledged.
     inflight_bytes: usize,
     /// A delivery waited for `inflight_bytes` to go down: acknowledging
@@ -129,13 +130,8 @@ impl Subscription {
 }
 
 /// `ack` header values: `{subscription key}-{message seq}`.
-fn ack_id(sub: u64, seq: u64) -> String {
-    format!("{sub}-{seq}")
-}
-
-fn parse_ack(text: &str) -> Option<(u64, u64)> {
-    let (sub, seq) = text.split_once('-')?;
-    Some((sub.parse().ok()?, seq.parse().ok()?))
+fn ack_id(sub: SubKey, seq: u64) -> String {
+    AckId::header(sub, seq)
 }
 
 fn total_size(messages: &[Arc<Message>]) -> usize {
@@ -148,7 +144,7 @@ pub(super) struct State {
     queues: HashMap<String, Queue>,
     topics: HashMap<String, Topic>,
     conns: HashMap<ConnId, Conn>,
-    subs: HashMap<u64, Subscription>,
+    subs: HashMap<SubKey, Subscription>,
     next_sub: u64,
     /// Bytes of messages held, in all.
     memory: usize,
@@ -222,7 +218,7 @@ impl State {
                         self.demand_changed();
                         Ok(())
                     }
-                    None => Err(format!("no subscription with id {id:?}")),
+                    None => Err(RouterError::NoSubscription(id)),
                 };
                 let _ = reply.send(result);
             }
@@ -231,13 +227,13 @@ impl State {
             }
             Op::Send { message, reply } => self.route(message, reply),
             Op::Ack { conn, ack, reply } => {
-                let _ = reply.send(self.ack(conn, &ack));
+                let _ = reply.send(self.ack(conn, ack));
             }
             Op::Nack { conn, ack, reply } => {
-                let _ = reply.send(self.nack(conn, &ack));
+                let _ = reply.send(self.nack(conn, ack));
             }
             Op::CheckAck { conn, ack, reply } => {
-                let _ = reply.send(self.find(conn, &ack).map(|_| ()));
+                let _ = reply.send(self.find(conn, ack).map(|_| ()));
             }
             Op::Resume { conn } => self.resume(conn),
             Op::Restore { messages } => self.restore(messages),
@@ -287,7 +283,7 @@ impl State {
 
     /// Makes sure `destination` exists, creating it if the broker has room
     /// for one more.
-    fn ensure(&mut self, destination: &Destination) -> Result<(), String> {
+    fn ensure(&mut self, destination: &Destination) -> Result<(), RouterError> {
         let exists = match destination.kind {
             Kind::Queue => self.queues.contains_key(&destination.name),
             Kind::Topic => self.topics.contains_key(&destination.name),
@@ -297,10 +293,10 @@ impl State {
         }
         let count = self.queues.len() + self.topics.len();
         if count >= self.limits.max_destinations {
-            return Err(format!(
-                "cannot create {destination}: the broker has its maximum of {} destinations",
-                self.limits.max_destinations
-            ));
+            return Err(RouterError::TooManyDestinations {
+                destination: destination.clone(),
+                max: self.limits.max_destinations,
+            });
         }
         match destination.kind {
             Kind::Queue => self.queues.entry(destination.name.clone()).or_default(),
@@ -320,22 +316,20 @@ impl State {
         ack: AckMode,
         prefetch: usize,
         network: Option<NetworkLink>,
-    ) -> Result<(), String> {
+    ) -> Result<(), RouterError> {
         let Some(c) = self.conns.get(&conn) else {
-            return Err("not connected".into());
+            return Err(RouterError::NotConnected);
         };
         if c.subs.contains_key(&id) {
-            return Err(format!(
-                "subscription id {id:?} is already in use on this connection"
-            ));
+            return Err(RouterError::SubscriptionInUse(id));
         }
         // A bridge's demand is one subscription per destination: not capped.
         let max = self.limits.max_subscriptions_per_connection;
         if network.is_none() && c.subs.len() >= max {
-            return Err(format!("a connection may hold at most {max} subscriptions"));
+            return Err(RouterError::TooManySubscriptions { max });
         }
         self.ensure(&destination)?;
-        let key = self.next_sub;
+        let key = SubKey(self.next_sub);
         self.next_sub += 1;
         if let Some(c) = self.conns.get_mut(&conn) {
             c.subs.insert(id.clone(), key);
@@ -384,8 +378,8 @@ impl State {
     /// messages go back to the front of their queue, marked redelivered;
     /// a topic subscriber's backlog and deliveries are dropped. Each queue
     /// and topic is visited once, however many of its subscriptions go.
-    fn remove_subscriptions(&mut self, keys: Vec<u64>) {
-        let gone: HashSet<u64> = keys.iter().copied().collect();
+    fn remove_subscriptions(&mut self, keys: Vec<SubKey>) {
+        let gone: HashSet<SubKey> = keys.iter().copied().collect();
         let mut queues: HashSet<String> = HashSet::new();
         let mut topics: HashSet<String> = HashSet::new();
         for key in keys {
@@ -492,7 +486,7 @@ impl State {
             return;
         };
         c.outbox.stalled.store(false, Ordering::Release);
-        let subs: Vec<(u64, Kind, String)> = c
+        let subs: Vec<(SubKey, Kind, String)> = c
             .subs
             .values()
             .filter_map(|k| {

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::{ack_id, Pending, State};
-use crate::router::{Delivery, Message, Purged, QueueActionError};
+use crate::router::{Delivery, Message, Purged, QueueActionError, SubKey};
 use tokio::sync::mpsc;
 
 impl State {
@@ -51,7 +51,7 @@ impl State {
         if queue.messages.is_empty() {
             return;
         }
-        let eligible: Vec<u64> = queue
+        let eligible: Vec<SubKey> = queue
             .consumers
             .iter()
             .copied()

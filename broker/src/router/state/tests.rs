@@ -8,7 +8,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::State;
 use crate::router::{
-    AckMode, ConnId, ConnectionInfo, Destination, Message, Op, Outbox, OutboxReceiver,
+    AckId, AckMode, ConnId, ConnectionInfo, Destination, Message, Op, Outbox, OutboxReceiver,
     RouterLimits, Stats,
 };
 
@@ -71,6 +71,7 @@ impl Harness {
             reply,
         })
         .expect("answered at once")
+        .map_err(|e| e.to_string())
     }
 
     /// Sends a message of `size` body bytes; the receiver of its reply
@@ -113,15 +114,17 @@ impl Harness {
     }
 
     fn ack(&mut self, conn: ConnId, ack: &str) -> Result<Vec<u64>, String> {
-        let ack = ack.to_owned();
+        let ack = AckId::parse(ack).unwrap();
         self.ask(|reply| Op::Ack { conn, ack, reply })
             .expect("answered at once")
+            .map_err(|e| e.to_string())
     }
 
     fn nack(&mut self, conn: ConnId, ack: &str) -> Result<(), String> {
-        let ack = ack.to_owned();
+        let ack = AckId::parse(ack).unwrap();
         self.ask(|reply| Op::Nack { conn, ack, reply })
             .expect("answered at once")
+            .map_err(|e| e.to_string())
     }
 
     fn stats(&mut self) -> Stats {
@@ -146,7 +149,7 @@ fn bodies(seen: &[Seen]) -> Vec<&str> {
 #[test]
 fn queue_messages_go_round_robin_to_consumers_with_room() {
     let mut h = Harness::new(RouterLimits::default());
-    for conn in [1, 2] {
+    for conn in [ConnId(1), ConnId(2)] {
         h.connect(conn);
         h.subscribe(conn, "s", "/queue/q", AckMode::Auto, 1000)
             .unwrap();
@@ -154,8 +157,8 @@ fn queue_messages_go_round_robin_to_consumers_with_room() {
     for i in 0..4 {
         h.taken("/queue/q", &format!("m{i}"));
     }
-    assert_eq!(bodies(&h.delivered(1)), ["m0", "m2"]);
-    assert_eq!(bodies(&h.delivered(2)), ["m1", "m3"]);
+    assert_eq!(bodies(&h.delivered(ConnId(1))), ["m0", "m2"]);
+    assert_eq!(bodies(&h.delivered(ConnId(2))), ["m1", "m3"]);
     assert_eq!(h.dequeued("q"), 4, "auto mode: done once handed over");
 }
 
@@ -198,21 +201,22 @@ fn acknowledgement_modes() {
     ];
     for case in cases {
         let mut h = Harness::new(RouterLimits::default());
-        h.connect(1);
+        h.connect(ConnId(1));
         // A window of three: whatever is given back comes again at once.
-        h.subscribe(1, "s", "/queue/q", case.mode, 3).unwrap();
+        h.subscribe(ConnId(1), "s", "/queue/q", case.mode, 3)
+            .unwrap();
         for i in 0..3 {
             h.taken("/queue/q", &format!("m{i}"));
         }
-        let first = h.delivered(1);
+        let first = h.delivered(ConnId(1));
         assert_eq!(bodies(&first), ["m0", "m1", "m2"]);
         let ack = first[1].2.clone().unwrap();
         if case.nack {
-            h.nack(1, &ack).unwrap();
+            h.nack(ConnId(1), &ack).unwrap();
         } else {
-            h.ack(1, &ack).unwrap();
+            h.ack(ConnId(1), &ack).unwrap();
         }
-        let again = h.delivered(1);
+        let again = h.delivered(ConnId(1));
         assert_eq!(
             bodies(&again),
             case.redelivered,
@@ -230,7 +234,7 @@ fn acknowledgement_modes() {
         );
         if !case.nack {
             // An id acknowledged already is no longer known.
-            assert!(h.ack(1, &ack).is_err());
+            assert!(h.ack(ConnId(1), &ack).is_err());
         }
     }
 }
@@ -241,8 +245,8 @@ fn a_full_queue_holds_its_sender_until_acknowledgements_make_room() {
         queue_memory: 3 * 1024,
         ..RouterLimits::default()
     });
-    h.connect(1);
-    h.subscribe(1, "s", "/queue/q", AckMode::ClientIndividual, 1000)
+    h.connect(ConnId(1));
+    h.subscribe(ConnId(1), "s", "/queue/q", AckMode::ClientIndividual, 1000)
         .unwrap();
     // Unacknowledged deliveries count against the queue.
     let mut answers: Vec<_> = (0..4)
@@ -250,13 +254,13 @@ fn a_full_queue_holds_its_sender_until_acknowledgements_make_room() {
         .collect();
     let taken: Vec<bool> = answers.iter_mut().map(|a| a.try_recv().is_ok()).collect();
     assert_eq!(taken, [true, true, false, false]);
-    let seen = h.delivered(1);
+    let seen = h.delivered(ConnId(1));
     assert_eq!(bodies(&seen), ["m0", "m1"]);
     assert_eq!(h.stats().memory.held_senders, 2);
-    h.ack(1, seen[0].2.as_ref().unwrap()).unwrap();
+    h.ack(ConnId(1), seen[0].2.as_ref().unwrap()).unwrap();
     assert!(answers[2].try_recv().is_ok(), "room for one more");
     assert!(answers[3].try_recv().is_err());
-    assert_eq!(bodies(&h.delivered(1)), ["m2"]);
+    assert_eq!(bodies(&h.delivered(ConnId(1))), ["m2"]);
 }
 
 #[test]
@@ -275,10 +279,10 @@ fn the_broker_memory_limit_holds_every_sender() {
     assert!(stats.memory.used <= 3 * 1024, "{:?}", stats.memory);
     assert_eq!(stats.memory.held_senders, 1);
     // A consumer takes queue b's message (auto): the held sender gets in.
-    h.connect(1);
-    h.subscribe(1, "s", "/queue/b", AckMode::Auto, 1000)
+    h.connect(ConnId(1));
+    h.subscribe(ConnId(1), "s", "/queue/b", AckMode::Auto, 1000)
         .unwrap();
-    assert_eq!(bodies(&h.delivered(1)), ["b0"]);
+    assert_eq!(bodies(&h.delivered(ConnId(1))), ["b0"]);
     assert!(c.try_recv().is_ok());
 }
 
@@ -288,25 +292,29 @@ fn prefetch_and_unacknowledged_bytes_bound_what_a_connection_holds() {
         max_inflight_bytes: 2500,
         ..RouterLimits::default()
     });
-    h.connect(1);
-    h.subscribe(1, "small", "/queue/small", AckMode::Client, 2)
+    h.connect(ConnId(1));
+    h.subscribe(ConnId(1), "small", "/queue/small", AckMode::Client, 2)
         .unwrap();
-    h.subscribe(1, "big", "/queue/big", AckMode::Client, 1000)
+    h.subscribe(ConnId(1), "big", "/queue/big", AckMode::Client, 1000)
         .unwrap();
     for i in 0..3 {
         h.taken("/queue/small", &format!("s{i}"));
     }
-    assert_eq!(bodies(&h.delivered(1)), ["s0", "s1"], "a window of 2");
+    assert_eq!(
+        bodies(&h.delivered(ConnId(1))),
+        ["s0", "s1"],
+        "a window of 2"
+    );
     for i in 0..3 {
         let mut answer = h.send("/queue/big", &format!("b{i}"), 1000);
         assert!(answer.try_recv().is_ok());
     }
     // Two messages of about 1 KiB fit in 2,500 bytes with the small ones.
-    let big = h.delivered(1);
+    let big = h.delivered(ConnId(1));
     assert_eq!(bodies(&big), ["b0", "b1"]);
     // Acknowledging frees the bytes: the third comes.
-    h.ack(1, big[1].2.as_ref().unwrap()).unwrap();
-    assert_eq!(bodies(&h.delivered(1)), ["b2"]);
+    h.ack(ConnId(1), big[1].2.as_ref().unwrap()).unwrap();
+    assert_eq!(bodies(&h.delivered(ConnId(1))), ["b2"]);
 }
 
 #[test]
@@ -316,22 +324,26 @@ fn destinations_and_subscriptions_are_capped() {
         max_subscriptions_per_connection: 2,
         ..RouterLimits::default()
     });
-    h.connect(1);
-    h.subscribe(1, "a", "/queue/a", AckMode::Auto, 1).unwrap();
-    h.subscribe(1, "b", "/topic/b", AckMode::Auto, 1).unwrap();
+    h.connect(ConnId(1));
+    h.subscribe(ConnId(1), "a", "/queue/a", AckMode::Auto, 1)
+        .unwrap();
+    h.subscribe(ConnId(1), "b", "/topic/b", AckMode::Auto, 1)
+        .unwrap();
     let third = h
-        .subscribe(1, "c", "/queue/c", AckMode::Auto, 1)
+        .subscribe(ConnId(1), "c", "/queue/c", AckMode::Auto, 1)
         .unwrap_err();
     assert!(third.contains("at most 2 subscriptions"), "{third}");
-    h.connect(2);
+    h.connect(ConnId(2));
     let new = h
-        .subscribe(2, "c", "/queue/c", AckMode::Auto, 1)
+        .subscribe(ConnId(2), "c", "/queue/c", AckMode::Auto, 1)
         .unwrap_err();
     assert!(new.contains("maximum of 2 destinations"), "{new}");
     // Existing destinations are fine.
-    h.subscribe(2, "a", "/queue/a", AckMode::Auto, 1).unwrap();
+    h.subscribe(ConnId(2), "a", "/queue/a", AckMode::Auto, 1)
+        .unwrap();
     assert!(
-        h.subscribe(2, "a", "/queue/a", AckMode::Auto, 1).is_err(),
+        h.subscribe(ConnId(2), "a", "/queue/a", AckMode::Auto, 1)
+            .is_err(),
         "id in use"
     );
 }
@@ -339,18 +351,18 @@ fn destinations_and_subscriptions_are_capped() {
 #[test]
 fn a_consumer_that_leaves_gives_its_messages_back_redelivered() {
     let mut h = Harness::new(RouterLimits::default());
-    h.connect(1);
-    h.subscribe(1, "s", "/queue/q", AckMode::ClientIndividual, 1000)
+    h.connect(ConnId(1));
+    h.subscribe(ConnId(1), "s", "/queue/q", AckMode::ClientIndividual, 1000)
         .unwrap();
     for i in 0..2 {
         h.taken("/queue/q", &format!("m{i}"));
     }
-    assert_eq!(h.delivered(1).len(), 2);
-    h.state.handle(Op::Unregister { conn: 1 });
-    h.connect(2);
-    h.subscribe(2, "s", "/queue/q", AckMode::ClientIndividual, 1000)
+    assert_eq!(h.delivered(ConnId(1)).len(), 2);
+    h.state.handle(Op::Unregister { conn: ConnId(1) });
+    h.connect(ConnId(2));
+    h.subscribe(ConnId(2), "s", "/queue/q", AckMode::ClientIndividual, 1000)
         .unwrap();
-    let again = h.delivered(2);
+    let again = h.delivered(ConnId(2));
     assert_eq!(bodies(&again), ["m0", "m1"]);
     assert!(again.iter().all(|s| s.3));
     let stats = h.stats();

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::{ack_id, State};
-use crate::router::{Delivery, Message};
+use crate::router::{Delivery, Message, SubKey};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::warn;
@@ -45,7 +45,7 @@ impl State {
             }
         }
         for conn in slow {
-            warn!(conn, topic = %name, "slow topic subscriber: disconnecting it");
+            warn!(conn = %conn, topic = %name, "slow topic subscriber: disconnecting it");
             if let Some(c) = self.conns.get(&conn) {
                 // The connection sees a closed outbox and ends with an ERROR.
                 c.outbox.evicted.store(true, Ordering::Release);
@@ -57,7 +57,7 @@ impl State {
     /// Moves a topic subscription's backlog into its connection's outbox,
     /// as far as the outbox, the prefetch window and the connection's
     /// unacknowledged bytes allow.
-    pub(super) fn drain_topic_subscription(&mut self, key: u64) {
+    pub(super) fn drain_topic_subscription(&mut self, key: SubKey) {
         let mut delivered = 0;
         let mut freed = 0;
         while let Some(size) = self
