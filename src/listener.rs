@@ -45,10 +45,14 @@ pub(crate) async fn run(
                 continue;
             }
         };
-        let state = shared.snapshot.load().listeners.get(&name).cloned();
-        let Some(state) = state else {
+        // One snapshot for the listener's state and its group: a session
+        // serves the configuration it was accepted under.
+        let snapshot = shared.snapshot.load();
+        let Some(state) = snapshot.listeners.get(&name).cloned() else {
             return;
         };
+        let group = snapshot.groups.get(&state.config.target_group).cloned();
+        drop(snapshot);
         if !state.config.allow.allows(client.ip()) {
             state.metrics.not_allowed.inc();
             debug!(listener = %name, client.addr = %client, "connection refused: source not in the allow list");
@@ -73,9 +77,14 @@ pub(crate) async fn run(
                 continue;
             }
         };
-        shared
-            .sessions
-            .spawn(session::run(shared.clone(), state, tcp, client, admitted));
+        shared.sessions.spawn(session::run(
+            shared.clone(),
+            state,
+            group,
+            tcp,
+            client,
+            admitted,
+        ));
     }
 }
 

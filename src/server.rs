@@ -3,7 +3,6 @@
 //! through one task that owns the listeners, so reloads never overlap.
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -51,7 +50,7 @@ pub enum StartError {
         source: tls::TlsError,
     },
     #[error("cannot set up the DNS resolver for hostname targets: {0}")]
-    Resolver(String),
+    Resolver(#[from] upstream::discovery::ResolverError),
 }
 
 /// Why a reload changed nothing.
@@ -114,6 +113,7 @@ impl Server {
                 listeners: Vec::new(),
                 target_groups: Vec::new(),
                 files: Vec::new(),
+                fingerprint: 0,
             }),
             listeners: HashMap::new(),
             groups: HashMap::new(),
@@ -317,8 +317,14 @@ impl Runtime {
     async fn reload(&mut self, forced: bool) -> Result<(), ReloadError> {
         let started = Instant::now();
         let path = self.shared.snapshot.load().config.path.clone();
-        let result = match Config::load(&path) {
-            Ok(config) if !forced && fingerprint(&config) == self.fingerprint => {
+        // Reading and parsing files (certificates, keys) blocks: not on a
+        // thread that serves connections.
+        let loading = path.clone();
+        let loaded = tokio::task::spawn_blocking(move || Config::load(&loading))
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        let result = match loaded {
+            Ok(config) if !forced && config.fingerprint == self.fingerprint => {
                 debug!(config = %path.display(), "configuration files touched but unchanged");
                 return Ok(());
             }
@@ -444,7 +450,7 @@ impl Runtime {
             })
             .collect();
 
-        self.fingerprint = fingerprint(&config);
+        self.fingerprint = config.fingerprint;
         let config = Arc::new(config);
         self.shared.snapshot.store(Arc::new(Snapshot {
             config: config.clone(),
@@ -533,20 +539,8 @@ impl Runtime {
                 return Ok(Some(resolver.clone()));
             }
         }
-        let resolver = Arc::new(
-            upstream::discovery::resolver(&config.resolver).map_err(StartError::Resolver)?,
-        );
+        let resolver = Arc::new(upstream::discovery::resolver(&config.resolver)?);
         self.resolver = Some((config.resolver.clone(), resolver.clone()));
         Ok(Some(resolver))
     }
-}
-
-/// A hash of the configuration file and every file it names.
-fn fingerprint(config: &Config) -> u64 {
-    let mut hasher = std::hash::DefaultHasher::new();
-    for path in std::iter::once(&config.path).chain(&config.files) {
-        path.hash(&mut hasher);
-        std::fs::read(path).unwrap_or_default().hash(&mut hasher);
-    }
-    hasher.finish()
 }

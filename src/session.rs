@@ -83,6 +83,7 @@ impl Report {
 pub(crate) async fn run(
     shared: Arc<Shared>,
     listener: Arc<ListenerState>,
+    group: Option<Arc<TargetGroup>>,
     tcp: TcpStream,
     client: SocketAddr,
     admitted: Admitted,
@@ -94,7 +95,7 @@ pub(crate) async fn run(
         client.addr = %client,
         listener = %listener.config.name,
     );
-    serve(shared, listener, tcp, client, admitted)
+    serve(shared, listener, group, tcp, client, admitted)
         .instrument(span)
         .await;
 }
@@ -102,6 +103,7 @@ pub(crate) async fn run(
 async fn serve(
     shared: Arc<Shared>,
     listener: Arc<ListenerState>,
+    group: Option<Arc<TargetGroup>>,
     tcp: TcpStream,
     client: SocketAddr,
     mut admitted: Admitted,
@@ -112,12 +114,6 @@ async fn serve(
     metrics.active.inc();
     let _ = tcp.set_nodelay(true);
     let local = tcp.local_addr().unwrap_or(client);
-    let group = shared
-        .snapshot
-        .load()
-        .groups
-        .get(&listener.config.target_group)
-        .cloned();
     let mut report = Report::new();
     if let Some(group) = group {
         let header = listener.config.proxy_protocol.then(|| {
@@ -176,18 +172,14 @@ impl Cx<'_> {
     /// Connects to a target of the listener's group. A reload may replace
     /// the group while this session picks from it (its removed targets then
     /// drain and refuse new connections): the session moves on to the
-    /// group now in service.
+    /// group that replaced it.
     async fn connect(&self) -> Option<(ConnectionGuard, UpstreamStream)> {
         let mut group = self.group.clone();
         for _ in 0..3 {
             if let Some(connected) = group.connect_any(self.client, self.proxy_header).await {
                 return Some(connected);
             }
-            if !group.cancel.is_cancelled() {
-                return None;
-            }
-            let name = &self.listener.config.target_group;
-            group = self.shared.snapshot.load().groups.get(name)?.clone();
+            group = group.replacement()?;
         }
         None
     }

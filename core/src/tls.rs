@@ -145,7 +145,8 @@ pub fn prefers_chacha20(offered: &[CipherSuite]) -> bool {
     offered.iter().find_map(|suite| Cipher::of(*suite)) == Some(Cipher::ChaCha20Poly1305)
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+/// Reads a file for TLS, naming it in the error.
+pub fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|source| TlsError::Read {
         path: path.to_owned(),
         source,
@@ -170,8 +171,15 @@ fn pem_problem(e: &rustls_pki_types::pem::Error) -> String {
 
 /// Reads every certificate of a PEM file (a chain: leaf first).
 pub fn load_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem = read(path)?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
+    parse_certificates(path, &read(path)?)
+}
+
+/// Every certificate of `pem`, the contents of `path` (named in errors).
+pub fn parse_certificates(
+    path: &Path,
+    pem: &[u8],
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| TlsError::Pem {
             path: path.to_owned(),
@@ -189,11 +197,21 @@ pub fn load_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, Tl
 /// together and that the certificate is valid now. A key file that group or
 /// others may read is served, with a warning.
 pub fn load_certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
-    let chain = load_certificates(cert)?;
+    let cert_pem = read(cert)?;
+    let key_pem = read(key)?;
+    parse_certified_key((cert, &cert_pem), (key, &key_pem))
+}
+
+/// `load_certified_key` on contents already read: each a path (named in
+/// errors, its permissions checked) and its bytes.
+pub fn parse_certified_key(
+    (cert, cert_pem): (&Path, &[u8]),
+    (key, key_pem): (&Path, &[u8]),
+) -> Result<Arc<CertifiedKey>, TlsError> {
+    let chain = parse_certificates(cert, cert_pem)?;
     check_validity(cert, &chain[0], time::OffsetDateTime::now_utc())?;
     warn_if_readable_by_others(key);
-    let key_pem = read(key)?;
-    let key_der = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| match e {
+    let key_der = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| match e {
         rustls_pki_types::pem::Error::NoItemsFound => TlsError::NoKey {
             path: key.to_owned(),
         },
@@ -266,7 +284,12 @@ fn warn_if_readable_by_others(key: &Path) {
 
 /// Reads a CA bundle into a root store; every certificate must be usable.
 pub fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
-    let certs = load_certificates(path)?;
+    parse_roots(path, &read(path)?)
+}
+
+/// `load_roots` on the contents of `path`, already read.
+pub fn parse_roots(path: &Path, pem: &[u8]) -> Result<RootCertStore, TlsError> {
+    let certs = parse_certificates(path, pem)?;
     let mut roots = RootCertStore::empty();
     for cert in certs {
         roots.add(cert).map_err(|e| TlsError::BadCa {

@@ -2,6 +2,7 @@
 //! file it names, and every problem reported with its position.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -17,6 +18,8 @@ use toml::Spanned;
 use super::file::*;
 use super::model::*;
 use super::{parse_duration, Diagnoser};
+use crate::tls::TlsError;
+use rustls::RootCertStore;
 
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(350);
 const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -27,6 +30,9 @@ pub(super) struct Checker<'a> {
     pub(super) d: Diagnoser<'a>,
     pub(super) base: PathBuf,
     pub(super) files: Vec<PathBuf>,
+    /// Of the configuration text and of every file as it was read and
+    /// parsed: what a reload compares.
+    pub(super) fingerprint: DefaultHasher,
 }
 
 /// The `name` of every `[[key]]` table, whether or not the rest of it is valid.
@@ -100,6 +106,7 @@ impl Checker<'_> {
             listeners,
             target_groups,
             files: std::mem::take(&mut self.files),
+            fingerprint: self.fingerprint.finish(),
         })
     }
 
@@ -205,10 +212,20 @@ impl Checker<'_> {
         Some(d)
     }
 
-    fn path(&mut self, value: &Spanned<String>) -> PathBuf {
+    /// Reads the file `value` names (relative to the configuration's
+    /// folder), taking it into the fingerprint.
+    fn read(&mut self, value: &Spanned<String>) -> Result<(PathBuf, Vec<u8>), TlsError> {
         let path = self.base.join(value.get_ref());
         self.files.push(path.clone());
-        path
+        let bytes = crate::tls::read(&path)?;
+        path.hash(&mut self.fingerprint);
+        bytes.hash(&mut self.fingerprint);
+        Ok((path, bytes))
+    }
+
+    fn roots(&mut self, ca: &Spanned<String>) -> Result<RootCertStore, TlsError> {
+        let (path, pem) = self.read(ca)?;
+        crate::tls::parse_roots(&path, &pem)
     }
 
     fn admin(&mut self, admin: FileAdmin) -> Option<AdminConfig> {
@@ -395,12 +412,15 @@ impl Checker<'_> {
         let mut certificates = Vec::new();
         for c in &l.certificate {
             let c = c.get_ref();
-            let (cert, key) = (self.path(&c.cert), self.path(&c.key));
-            match crate::tls::load_certified_key(&cert, &key) {
+            let loaded = self.read(&c.cert).and_then(|(cert, cert_pem)| {
+                let (key, key_pem) = self.read(&c.key)?;
+                crate::tls::parse_certified_key((&cert, &cert_pem), (&key, &key_pem))
+            });
+            match loaded {
                 Ok(ck) => certificates.push(ck),
                 Err(e) => {
                     let span = match e.path() {
-                        Some(p) if p == cert => c.cert.span(),
+                        Some(p) if p == self.base.join(c.cert.get_ref()) => c.cert.span(),
                         _ => c.key.span(),
                     };
                     self.d.error(span, e.to_string());
@@ -420,7 +440,7 @@ impl Checker<'_> {
             }
         }
         let client_ca = match &tls.client_ca {
-            Some(ca) if !ca.get_ref().is_empty() => match crate::tls::load_roots(&self.path(ca)) {
+            Some(ca) if !ca.get_ref().is_empty() => match self.roots(ca) {
                 Ok(roots) => Some(Arc::new(roots)),
                 Err(e) => {
                     self.d.error(ca.span(), e.to_string());
@@ -517,7 +537,7 @@ impl Checker<'_> {
 
     fn upstream_tls(&mut self, span: Range<usize>, g: &FileTargetGroup) -> Option<UpstreamTls> {
         let roots = match &g.ca {
-            Some(ca) => match crate::tls::load_roots(&self.path(ca)) {
+            Some(ca) => match self.roots(ca) {
                 Ok(roots) => Some(Arc::new(roots)),
                 Err(e) => {
                     self.d.error(ca.span(), e.to_string());

@@ -10,6 +10,7 @@ mod file;
 mod model;
 mod watch;
 
+use std::hash::{DefaultHasher, Hash};
 use std::path::Path;
 
 use check::Checker;
@@ -32,10 +33,14 @@ impl Config {
     /// relative paths (to its folder).
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let base = path.parent().unwrap_or(Path::new("")).to_owned();
+        let mut fingerprint = DefaultHasher::new();
+        path.hash(&mut fingerprint);
+        text.hash(&mut fingerprint);
         let mut checker = Checker {
             d: Diagnoser::new(path, text),
             base,
             files: Vec::new(),
+            fingerprint,
         };
         let config = checker.config(text, path);
         checker.d.finish()?;

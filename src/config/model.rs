@@ -24,6 +24,9 @@ pub struct Config {
     /// Every certificate, key and CA file it read: a change to one of them
     /// is a reason to reload.
     pub files: Vec<PathBuf>,
+    /// Of the configuration text and every file above, as they were read
+    /// and parsed: equal fingerprints, nothing to reload.
+    pub fingerprint: u64,
 }
 
 /// Where `[admin]` listens when it names no `bind`: this host only.

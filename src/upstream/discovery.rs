@@ -10,10 +10,12 @@ use hickory_resolver::config::{
     LookupIpStrategy, NameServerConfig, ResolverConfig as HickoryConfig,
 };
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::NetError;
 use hickory_resolver::TokioResolver;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use super::keeper::Event;
 use super::TargetGroup;
 use crate::config::{ResolverConfig, TargetSpec};
 
@@ -24,10 +26,19 @@ const MAX_REFRESH: Duration = Duration::from_secs(300);
 /// After a failed lookup (old addresses are kept meanwhile).
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(2);
 
+/// Why the resolver could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolverError {
+    #[error("system resolver configuration: {0}")]
+    System(#[source] NetError),
+    #[error("resolver: {0}")]
+    Build(#[source] NetError),
+}
+
 /// Builds the resolver: the configured name servers, or the system's.
-pub(crate) fn resolver(config: &ResolverConfig) -> Result<TokioResolver, String> {
+pub(crate) fn resolver(config: &ResolverConfig) -> Result<TokioResolver, ResolverError> {
     let mut builder = if config.nameservers.is_empty() {
-        TokioResolver::builder_tokio().map_err(|e| format!("system resolver configuration: {e}"))?
+        TokioResolver::builder_tokio().map_err(ResolverError::System)?
     } else {
         let servers = config
             .nameservers
@@ -46,7 +57,7 @@ pub(crate) fn resolver(config: &ResolverConfig) -> Result<TokioResolver, String>
         )
     };
     builder.options_mut().ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
-    builder.build().map_err(|e| format!("resolver: {e}"))
+    builder.build().map_err(ResolverError::Build)
 }
 
 /// Keeps the group's hostname targets resolved until the group is cancelled.
@@ -85,7 +96,9 @@ pub(crate) async fn run(group: Arc<TargetGroup>, resolver: Arc<TokioResolver>) {
                 }
             }
         }
-        group.set_resolved(resolved);
+        if group.report(Event::Resolved(resolved)).await.is_err() {
+            return;
+        }
         let next = next.clamp(now + MIN_REFRESH, now + MAX_REFRESH);
         tokio::select! {
             _ = group.cancel.cancelled() => return,

@@ -4,6 +4,7 @@
 pub(crate) mod discovery;
 mod drain;
 mod health;
+mod keeper;
 mod select;
 pub(crate) mod target;
 
@@ -12,7 +13,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -24,17 +25,20 @@ use rustls_pki_types::ServerName;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{debug, warn};
 
 use crate::config::{TargetGroupConfig, TargetSpec};
 use crate::metrics::Metrics;
 use crate::read_ahead::ReadAhead;
 pub(crate) use drain::Drains;
+pub(crate) use health::ProbeError;
+use keeper::Event;
 pub(crate) use target::ConnectionGuard;
-use target::{Health, Target, Transition};
+use target::{Health, Target};
 
 /// Why connecting to one target failed.
 #[derive(Debug, thiserror::Error)]
@@ -146,8 +150,11 @@ struct Pair {
 
 /// A running target group: its targets, their health, and how to reach them.
 ///
-/// A reload builds a new group from the new configuration, carrying over
-/// the targets that stay (with their health), and stops the old one.
+/// Anyone may read the targets; only the group's keeper task changes them
+/// (see `keeper`). A reload builds a new group from the new configuration,
+/// carrying over the targets that stay (with their health), and the old
+/// group's checks stop before the new group's start, so a target has one
+/// writer at a time.
 #[derive(Debug)]
 pub(crate) struct TargetGroup {
     pub(crate) config: TargetGroupConfig,
@@ -161,9 +168,17 @@ pub(crate) struct TargetGroup {
     metrics: Arc<Metrics>,
     drains: Arc<Drains>,
     tasks: TaskTracker,
-    /// Stops the group's discovery and health checks.
+    /// To the keeper, the one writer of the targets.
+    events: mpsc::Sender<Event>,
+    /// The group that replaced this one at a reload: late events go there.
+    successor: OnceLock<Weak<Self>>,
+    /// Stops the group's keeper, discovery and health checks.
     pub(crate) cancel: CancellationToken,
 }
+
+/// The group was stopped and nobody took it over.
+#[derive(Debug)]
+pub(crate) struct Stopped;
 
 /// What a group needs from the server that runs it.
 #[derive(Debug, Clone)]
@@ -185,6 +200,10 @@ impl TargetGroup {
         cancel: CancellationToken,
         previous: Option<&Self>,
     ) -> Arc<Self> {
+        if let Some(previous) = previous {
+            // Its checks and keeper stop before ours start.
+            previous.cancel.cancel();
+        }
         let pairs = config
             .pairs
             .iter()
@@ -208,6 +227,7 @@ impl TargetGroup {
             .filter(|(spec, _)| config.targets.contains(spec))
             .collect();
         let carried = previous.map(|p| p.targets.load_full()).unwrap_or_default();
+        let (events, receiver) = mpsc::channel(keeper::QUEUE);
         let group = Arc::new(Self {
             upstream_tls: config.tls.as_ref().map(crate::tls::upstream_config),
             health_tls: crate::tls::health_check_config(),
@@ -218,9 +238,14 @@ impl TargetGroup {
             metrics: cx.metrics.clone(),
             drains: cx.drains.clone(),
             tasks: cx.tasks.clone(),
+            events,
+            successor: OnceLock::new(),
             cancel,
             config,
         });
+        if let Some(previous) = previous {
+            let _ = previous.successor.set(Arc::downgrade(&group));
+        }
         let list = group.assemble(&resolved, &carried);
         for target in &list {
             group
@@ -229,6 +254,7 @@ impl TargetGroup {
         }
         group.targets.store(Arc::new(list));
         *group.resolved() = resolved;
+        group.tasks.spawn(keeper::run(group.clone(), receiver));
         let has_hosts = group
             .config
             .targets
@@ -285,96 +311,44 @@ impl TargetGroup {
         list
     }
 
-    /// Applies a new resolution of the hostname targets: new addresses
-    /// become targets (checked from now on), vanished ones drain.
-    pub(crate) fn set_resolved(self: &Arc<Self>, resolved: HashMap<TargetSpec, Vec<SocketAddr>>) {
-        let current = self.targets.load_full();
-        let list = self.assemble(&resolved, &current);
-        for target in &list {
-            if !current.iter().any(|t| Arc::ptr_eq(t, target)) {
-                self.tasks.spawn(health::run(self.clone(), target.clone()));
-            }
-        }
-        for old in current.iter() {
-            if !list.iter().any(|t| Arc::ptr_eq(t, old)) {
-                self.drains.retire(
-                    &self.config.name,
-                    old,
-                    self.config.deregistration_delay,
-                    "its hostname no longer resolves to this address",
-                );
-            }
-        }
-        self.targets.store(Arc::new(list));
-        *self.resolved() = resolved;
+    /// Hands `event` to the keeper, waiting for room; a replaced group's
+    /// events go to its successor's keeper.
+    pub(crate) async fn report(&self, event: Event) -> Result<(), Stopped> {
+        self.keeper()?.send(event).await.map_err(|_| Stopped)
     }
 
-    /// Logs a health transition (named as `/targets` names states: the
-    /// down node of a pair whose partner serves is `standby`) and
-    /// re-evaluates the pairs.
-    pub(crate) fn health_changed(&self, target: &Target, change: Transition) {
-        let reason = target.reason();
-        let targets = self.targets.load();
-        let from = self.shown_state(&targets, target, change.from);
-        let to = self.shown_state(&targets, target, change.to);
-        if from != to {
-            info!(
-                group = %self.config.name,
-                target = %target.label,
-                address = %target.addr,
-                from,
-                to,
-                reason = %reason,
-                "target health changed"
-            );
-        }
-        self.evaluate_pairs();
-    }
-
-    fn evaluate_pairs(&self) {
-        if self.pairs.is_empty() {
+    /// Hands `event` to the keeper if there is room, without waiting.
+    fn report_now(&self, event: Event) {
+        let Ok(keeper) = self.keeper() else {
             return;
+        };
+        if keeper.try_send(event).is_err() {
+            debug!(group = %self.config.name, "health events queued to the limit; one dropped");
         }
-        let targets = self.targets.load();
-        for pair in &self.pairs {
-            let members: Vec<Option<bool>> = pair
-                .members
-                .iter()
-                .map(|spec| {
-                    let of_spec: Vec<_> = targets.iter().filter(|t| t.spec == *spec).collect();
-                    if of_spec.iter().any(|t| t.is_healthy()) {
-                        Some(true)
-                    } else if of_spec.is_empty()
-                        || of_spec.iter().any(|t| t.health() == Health::Initial)
-                    {
-                        None
-                    } else {
-                        Some(false)
-                    }
-                })
-                .collect();
-            let active = members.iter().filter(|m| **m == Some(true)).count() as u8;
-            let known = members.iter().all(Option::is_some);
-            if !known && active < 2 {
-                continue;
-            }
-            pair.active_nodes.set(i64::from(active));
-            if pair.last.swap(active, Ordering::AcqRel) == active {
-                continue;
-            }
-            match active {
-                1 => {
-                    let node = pair.members[usize::from(members[0] != Some(true))].to_string();
-                    info!(group = %self.config.name, pair = %pair.label, active = %node, "pair has one active node");
-                }
-                0 => {
-                    warn!(group = %self.config.name, pair = %pair.label, "pair has no active node")
-                }
-                _ => {
-                    warn!(group = %self.config.name, pair = %pair.label, "pair has two active nodes")
-                }
-            }
+    }
+
+    /// The way to the keeper of this group while it runs, else of the
+    /// group that replaced it.
+    fn keeper(&self) -> Result<mpsc::Sender<Event>, Stopped> {
+        if !self.cancel.is_cancelled() {
+            return Ok(self.events.clone());
         }
+        self.replacement()
+            .map(|group| group.events.clone())
+            .ok_or(Stopped)
+    }
+
+    /// The running group that replaced this one at a reload (through any
+    /// number of reloads), if this one was replaced and not removed.
+    pub(crate) fn replacement(&self) -> Option<Arc<Self>> {
+        let mut next = self.successor.get().and_then(Weak::upgrade);
+        while let Some(group) = next {
+            if !group.cancel.is_cancelled() {
+                return Some(group);
+            }
+            next = group.successor.get().and_then(Weak::upgrade);
+        }
+        None
     }
 
     /// Picks a healthy target not yet tried (see `select::choose`).
@@ -456,9 +430,10 @@ impl TargetGroup {
                         error = %why,
                         "upstream connect failed; trying the next target"
                     );
-                    if let Some(change) = target.mark_down(&why) {
-                        self.health_changed(&target, change);
-                    }
+                    self.report_now(Event::ConnectFailed {
+                        target: target.clone(),
+                        error: why,
+                    });
                     tried.push(target);
                 }
             }

@@ -72,7 +72,9 @@ mod tests {
                 let result = if healthy[usize::from(i)] {
                     Ok(())
                 } else {
-                    Err("down".into())
+                    Err(crate::upstream::ProbeError::Timeout(
+                        std::time::Duration::from_secs(1),
+                    ))
                 };
                 t.record_check(result, &HealthCheckConfig::default());
                 Arc::new(t)

@@ -7,6 +7,7 @@ use std::time::SystemTime;
 
 use tokio_util::sync::CancellationToken;
 
+use super::ProbeError;
 use crate::config::{HealthCheckConfig, TargetSpec};
 use crate::metrics::TargetMetrics;
 
@@ -133,7 +134,7 @@ impl Target {
     /// its first success; after a failure it needs the healthy threshold.
     pub(crate) fn record_check(
         &self,
-        result: Result<(), String>,
+        result: Result<(), ProbeError>,
         config: &HealthCheckConfig,
     ) -> Option<Transition> {
         let mut detail = self.detail();
@@ -230,6 +231,13 @@ mod tests {
         }
     }
 
+    fn refused() -> Result<(), ProbeError> {
+        Err(ProbeError::Status {
+            status: 503,
+            path: "/refused".into(),
+        })
+    }
+
     #[test]
     fn initial_target_is_admitted_on_its_first_success() {
         let t = target();
@@ -242,7 +250,7 @@ mod tests {
         let t = target();
         let cfg = config(3, 2);
         assert_eq!(
-            t.record_check(Err("refused".into()), &cfg).map(|c| c.to),
+            t.record_check(refused(), &cfg).map(|c| c.to),
             Some(Health::Unhealthy)
         );
         assert_eq!(t.record_check(Ok(()), &cfg), None);
@@ -260,14 +268,15 @@ mod tests {
 
     #[test]
     fn a_healthy_target_goes_down_at_the_unhealthy_threshold() {
+        let x = || Err(ProbeError::Timeout(std::time::Duration::from_secs(1)));
         let t = target();
         let cfg = config(2, 3);
         t.record_check(Ok(()), &cfg);
-        assert_eq!(t.record_check(Err("x".into()), &cfg), None);
-        assert_eq!(t.record_check(Err("x".into()), &cfg), None);
+        assert_eq!(t.record_check(x(), &cfg), None);
+        assert_eq!(t.record_check(x(), &cfg), None);
         assert!(t.is_healthy());
         assert_eq!(
-            t.record_check(Err("x".into()), &cfg).map(|c| c.to),
+            t.record_check(x(), &cfg).map(|c| c.to),
             Some(Health::Unhealthy)
         );
     }
