@@ -17,8 +17,8 @@ use std::sync::Arc;
 use crate::client::DEDUP_HEADER;
 use crate::dedup::Key;
 use crate::router::{Destination, Kind, Message};
+use crate::shared::BrokerCore;
 use crate::store::{Durable, JournalError, StoredMessage};
-use crate::BrokerCore;
 
 /// The namespace of the broker network's own headers.
 pub(crate) const INTERNAL_PREFIX: &str = "portico-";

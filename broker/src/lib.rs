@@ -13,10 +13,10 @@ pub mod store;
 mod console;
 mod dedup;
 mod intake;
+mod shared;
 mod transport;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,9 +27,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use auth::Auth;
-use config::{BrokerConfig, Limits};
-use router::{Destination, Message, Router, RouterLimits};
+use config::BrokerConfig;
+use shared::BrokerCore;
 use store::{Journal, JournalError};
 
 /// Why a broker could not start.
@@ -60,100 +59,6 @@ pub enum StartError {
         #[source]
         source: JournalError,
     },
-}
-
-/// What every connection of a broker shares.
-#[derive(Debug)]
-pub(crate) struct BrokerCore {
-    pub(crate) name: String,
-    pub(crate) router: Router,
-    pub(crate) journal: Journal,
-    pub(crate) auth: Arc<Auth>,
-    pub(crate) logins: logins::Logins,
-    pub(crate) limits: Limits,
-    next_conn: AtomicU64,
-    next_seq: AtomicU64,
-    errors: AtomicU64,
-    failed_logins: AtomicU64,
-    /// Connections closed at accept: over their source's share.
-    refused: AtomicU64,
-    pub(crate) slots: Arc<transport::Slots>,
-    /// Bytes of SENDs on their way to the router, from all connections
-    /// together: while the router holds senders back, this fills and
-    /// connections stop reading, so what waits is bounded broker-wide.
-    pub(crate) intake: Arc<tokio::sync::Semaphore>,
-    /// Recent `portico-dedup-id`s: a re-sent message already stored is dropped.
-    recent: std::sync::Mutex<dedup::Dedup>,
-    pub(crate) bridges: network::Bridges,
-}
-
-/// Bytes of SENDs all connections together may have on their way to the
-/// router: 64 MiB, or two of the largest frames if that is more.
-fn intake_bytes(limits: &Limits) -> usize {
-    (64 * 1024 * 1024usize)
-        .max(2 * limits.max_frame_size)
-        .min(u32::MAX as usize)
-}
-
-impl BrokerCore {
-    pub(crate) fn next_connection(&self) -> router::ConnId {
-        router::ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed))
-    }
-
-    pub(crate) fn next_seq(&self) -> u64 {
-        self.next_seq.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// False if a message with this key was already accepted.
-    pub(crate) fn first_time(&self, key: dedup::Key<'_>) -> bool {
-        self.recent
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key)
-    }
-
-    pub(crate) fn connection_refused(&self) {
-        self.refused.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn login_failed(&self) {
-        self.failed_logins.fetch_add(1, Ordering::Relaxed);
-        self.errors.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn metrics_error(&self) {
-        self.errors.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn summary(&self, memory: router::MemoryStats) -> Summary {
-        Summary {
-            memory,
-            name: self.name.clone(),
-            role: "active",
-            connections_total: self.next_conn.load(Ordering::Relaxed) - 1,
-            protocol_errors: self.errors.load(Ordering::Relaxed),
-            failed_logins: self.failed_logins.load(Ordering::Relaxed),
-            refused_connections: self.refused.load(Ordering::Relaxed),
-        }
-    }
-}
-
-/// `GET /api/broker`: the node and its counters.
-#[derive(Debug, serde::Serialize)]
-pub(crate) struct Summary {
-    name: String,
-    /// Messages held in memory, against `memory_limit`.
-    memory: router::MemoryStats,
-    role: &'static str,
-    /// Client connections accepted since start.
-    connections_total: u64,
-    /// Connections closed with an ERROR: bad frames, limits, refused logins.
-    protocol_errors: u64,
-    /// CONNECTs refused: a wrong user or password, or a bridge opened by a
-    /// user without the right to.
-    failed_logins: u64,
-    /// Connections closed at accept: over `max_connections_per_source`.
-    refused_connections: u64,
 }
 
 /// A running broker node.
@@ -191,71 +96,7 @@ impl Broker {
                 path: config.data_dir.clone(),
                 source,
             })?;
-        let router = Router::start(RouterLimits::from(&config.limits));
-        let restored: Vec<Arc<Message>> = recovered
-            .messages
-            .into_iter()
-            .filter_map(|m| {
-                let destination = Destination::parse(&m.destination).ok()?;
-                Some(Arc::new(Message {
-                    seq: m.id,
-                    message_id: format!("ID:{}-{}", config.name, m.id),
-                    destination,
-                    headers: m.headers,
-                    body: m.body,
-                    stored: true,
-                    sender: m.sender.map(Arc::from),
-                }))
-            })
-            .collect();
-        if !restored.is_empty() {
-            info!(messages = restored.len(), "restoring persistent messages");
-        }
-        let mut recent = dedup::Dedup::default();
-        for m in &restored {
-            let header = |name: &str| {
-                m.headers
-                    .iter()
-                    .find(|(k, _)| k == name)
-                    .map(|(_, v)| v.as_str())
-            };
-            if let (Some(sender), Some(id)) = (&m.sender, header(client::DEDUP_HEADER)) {
-                recent.insert(dedup::Key::Client { sender, id });
-            }
-            // A forwarded message stored before a restart is not taken twice.
-            if let Some(origin) = header(network::ORIGIN_HEADER) {
-                let path = header(router::PATH_HEADER).unwrap_or_default();
-                recent.insert(dedup::Key::Forwarded {
-                    origin,
-                    path: Some(path),
-                });
-            }
-        }
-        router.restore(restored).await;
-        let auth = Arc::new(Auth::new(
-            config.users.clone(),
-            config.authorization.clone(),
-        ));
-        let core = Arc::new(BrokerCore {
-            name: config.name.clone(),
-            router,
-            journal,
-            auth: auth.clone(),
-            logins: logins::Logins::new(auth),
-            limits: config.limits,
-            next_conn: AtomicU64::new(1),
-            next_seq: AtomicU64::new(recovered.next_id.max(1)),
-            errors: AtomicU64::new(0),
-            failed_logins: AtomicU64::new(0),
-            refused: AtomicU64::new(0),
-            intake: Arc::new(tokio::sync::Semaphore::new(intake_bytes(&config.limits))),
-            slots: transport::Slots::new(
-                config.limits.max_connections,
-                config.limits.max_connections_per_source,
-            ),
-            recent: std::sync::Mutex::new(recent),
-            bridges: network::Bridges::default(),
-        });
+        let core = BrokerCore::restore(&config, journal, recovered).await;
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
         let mut sockets = Vec::new();

@@ -25,7 +25,7 @@ use tracing::{info, warn};
 
 use crate::auth::Operation;
 use crate::router::{Destination, Kind, QueueActionError, Stats};
-use crate::BrokerCore;
+use crate::shared::BrokerCore;
 
 /// Console connections open at once; more wait in the kernel's backlog.
 const CONNECTIONS: usize = 128;

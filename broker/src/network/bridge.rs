@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use super::{BridgeState, Link, Reader, Writer, HOPS_HEADER, ORIGIN_HEADER};
+use super::{BridgeError, BridgeState, Link, Reader, Writer, HOPS_HEADER, ORIGIN_HEADER};
 use crate::auth::Operation;
 use crate::dedup::Key;
 use crate::intake::{self, Accepted, Arriving, Source};
@@ -20,10 +20,10 @@ use crate::router::{
     AckId, ConnId, ConnectionInfo, Delivery, Destination, Kind, Message, NetworkLink, Outbox,
     PATH_HEADER,
 };
+use crate::shared::BrokerCore;
 use crate::stomp::{Command, Decoded, Frame, FrameBuffer, Limits};
 use crate::store::Durable;
 use crate::transport::writer::{self, Encoder, Outgoing};
-use crate::BrokerCore;
 
 /// What a peer may send over a bridge: what a client of this broker may
 /// send, plus room for the headers the network adds on the way (a
@@ -44,24 +44,23 @@ pub(super) async fn read_frame(
     buf: &mut FrameBuffer,
     limits: &Limits,
     silence: Option<Duration>,
-) -> Result<Frame, String> {
+) -> Result<Frame, BridgeError> {
     loop {
         match buf.next(limits) {
             Ok(Some(Decoded::Frame(f))) => return Ok(f),
             Ok(Some(Decoded::HeartBeat)) => continue,
             Ok(None) => {}
-            Err(e) => return Err(format!("bad frame from the peer: {e}")),
+            Err(e) => return Err(e.into()),
         }
         let read = reader.read_buf(buf.spare(64 * 1024));
         let n = match silence {
             Some(limit) => tokio::time::timeout(limit, read)
                 .await
-                .map_err(|_| format!("the peer went silent (no heart-beat for {limit:?})"))?,
+                .map_err(|_| BridgeError::Silent(limit))?,
             None => read.await,
-        }
-        .map_err(|e| e.to_string())?;
+        }?;
         if n == 0 {
-            return Err("the peer closed the bridge".into());
+            return Err(BridgeError::Closed);
         }
     }
 }
@@ -75,7 +74,7 @@ pub(super) async fn run(
     link: Link,
     state: Arc<BridgeState>,
     stop: CancellationToken,
-) -> String {
+) -> BridgeError {
     let conn = core.next_connection();
     let (outbox, outbox_rx) = Outbox::new(256);
     let (frames_tx, frames_rx) = mpsc::channel::<Vec<u8>>(256);
@@ -155,8 +154,8 @@ pub(super) async fn run(
     };
     let end = loop {
         let frame = tokio::select! {
-            _ = stop.cancelled() => break "the broker is stopping".to_owned(),
-            _ = ended.cancelled() => break "the bridge's writer stopped".to_owned(),
+            _ = stop.cancelled() => break BridgeError::Stopping,
+            _ = ended.cancelled() => break BridgeError::WriterStopped,
             f = read_frame(&mut reader, &mut buf, &limits, link.beats.expect) => match f {
                 Ok(f) => f,
                 Err(e) => break e,
@@ -195,14 +194,14 @@ pub(super) const KNOWN_DESTINATIONS: usize = 1024;
 
 impl FromPeer<'_> {
     /// One frame from the peer.
-    async fn handle(&mut self, frame: Frame) -> Result<(), String> {
+    async fn handle(&mut self, frame: Frame) -> Result<(), BridgeError> {
         let (core, conn, link, state) = (self.core, self.conn, self.link, self.state);
         match frame.command {
             Command::Subscribe if link.forward => {
                 let (Some(dest), Some(id)) = (frame.get("destination"), frame.get("id")) else {
-                    return Err("bridge SUBSCRIBE without destination or id".into());
+                    return Err(BridgeError::IncompleteSubscribe);
                 };
-                let destination = Destination::parse(dest)?;
+                let destination = Destination::parse(dest).map_err(BridgeError::Destination)?;
                 if !link.admits(&destination) {
                     return Ok(());
                 }
@@ -222,7 +221,7 @@ impl FromPeer<'_> {
                 core.router
                     .subscribe_network(conn, id.to_owned(), destination, network)
                     .await
-                    .map_err(|e| e.to_string())
+                    .map_err(BridgeError::from)
             }
             Command::Subscribe => Ok(()), // one-way: this end does not forward
             Command::Unsubscribe => {
@@ -245,30 +244,27 @@ impl FromPeer<'_> {
                 if let Ok(stored) = core.router.ack(conn, id).await {
                     state.forwarded.fetch_add(1, Ordering::Relaxed);
                     if !stored.is_empty() {
-                        core.journal
-                            .acknowledge(stored)
-                            .await
-                            .map_err(|e| e.to_string())?;
+                        core.journal.acknowledge(stored).await?;
                     }
                 }
                 Ok(())
             }
-            Command::Error => Err(format!(
-                "the peer sent ERROR: {:?}",
-                frame.get("message").unwrap_or("")
+            Command::Error => Err(BridgeError::PeerError(
+                frame.get("message").unwrap_or("").to_owned(),
             )),
             _ => Ok(()),
         }
     }
 
     /// A message forwarded by the peer: store, route, then acknowledge.
-    async fn receive(&mut self, mut frame: Frame) -> Result<(), String> {
+    async fn receive(&mut self, mut frame: Frame) -> Result<(), BridgeError> {
         let (core, link, arrivals) = (self.core, self.link, self.arrivals);
         let body = std::mem::take(&mut frame.body);
         let ack = frame.get("ack").map(str::to_owned);
-        let destination = Destination::parse(frame.get("destination").unwrap_or_default())?;
+        let destination = Destination::parse(frame.get("destination").unwrap_or_default())
+            .map_err(BridgeError::Destination)?;
         if destination.is_wildcard() {
-            return Err(format!("the peer forwarded to a wildcard {destination}"));
+            return Err(BridgeError::Wildcard(destination.to_string()));
         }
         if !link.allows(core, Operation::Write, &destination) {
             // Neither stored nor acknowledged: it stays with the peer (nothing
@@ -324,9 +320,7 @@ impl FromPeer<'_> {
                 dedup: Some(seen_key),
                 message_id: Some(origin.clone()),
             };
-            intake::accept(core, arriving)
-                .await
-                .map_err(|e| e.to_string())?
+            intake::accept(core, arriving).await?
         };
         let arrival = match accepted {
             Accepted::Duplicate => Arrival {
@@ -343,7 +337,7 @@ impl FromPeer<'_> {
         arrivals
             .send(arrival)
             .await
-            .map_err(|_| "the bridge is closing".into())
+            .map_err(|_| BridgeError::Closing)
     }
 }
 

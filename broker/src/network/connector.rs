@@ -11,13 +11,13 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use super::{
-    BridgeState, HeartBeats, Link, Reader, Writer, BRIDGE_HEADER, CONSUMER_TTL_HEADER,
+    BridgeError, BridgeState, HeartBeats, Link, Reader, Writer, BRIDGE_HEADER, CONSUMER_TTL_HEADER,
     DUPLEX_HEADER, MESSAGE_TTL_HEADER, MISSED_BEATS,
 };
 use crate::client::Endpoint;
 use crate::config::NetworkConnectorConfig;
+use crate::shared::BrokerCore;
 use crate::stomp::{Command, Frame, FrameBuffer};
-use crate::BrokerCore;
 
 /// Starts one outbound bridge per peer of every connector.
 pub(crate) fn start(
@@ -61,7 +61,13 @@ pub(super) async fn outbound(
     let mut attempt = 0u32;
     loop {
         match connect(&core, &connector, &peer).await {
-            Ok((reader, writer, buf, remote, beats)) => {
+            Ok(Connected {
+                reader,
+                writer,
+                buf,
+                remote,
+                beats,
+            }) => {
                 attempt = 0;
                 info!(bridge = %connector.name, remote = %remote, address = %peer, duplex = connector.duplex, "bridge connected");
                 *state
@@ -118,28 +124,37 @@ pub(super) async fn outbound(
     }
 }
 
+/// A bridge the peer accepted.
+pub(super) struct Connected {
+    reader: Reader,
+    writer: Writer,
+    /// What was read past the CONNECTED frame.
+    buf: FrameBuffer,
+    /// The peer broker's name.
+    remote: String,
+    beats: HeartBeats,
+}
+
 pub(super) async fn connect(
     core: &BrokerCore,
     connector: &NetworkConnectorConfig,
     peer: &Endpoint,
-) -> Result<(Reader, Writer, FrameBuffer, String, HeartBeats), String> {
+) -> Result<Connected, BridgeError> {
     let tcp = tokio::time::timeout(
         Duration::from_secs(10),
         tokio::net::TcpStream::connect((peer.host.as_str(), peer.port)),
     )
     .await
-    .map_err(|_| "connect timed out".to_owned())?
-    .map_err(|e| e.to_string())?;
+    .map_err(|_| BridgeError::ConnectTimeout)??;
     let _ = tcp.set_nodelay(true);
     let (mut reader, mut writer): (Reader, Writer) = if peer.tls {
-        let roots = connector.ca.clone().ok_or("no CA for an ssl:// peer")?;
+        let roots = connector.ca.clone().ok_or(BridgeError::NoCa)?;
         let config = portico_core::tls::client_config(roots);
-        let name = rustls::pki_types::ServerName::try_from(peer.host.clone())
-            .map_err(|e| e.to_string())?;
+        let name = rustls::pki_types::ServerName::try_from(peer.host.clone())?;
         let tls = tokio_rustls::TlsConnector::from(config)
             .connect(name, tcp)
             .await
-            .map_err(|e| format!("TLS: {e}"))?;
+            .map_err(BridgeError::Tls)?;
         let (r, w) = tokio::io::split(tls);
         (Box::new(r), Box::new(w))
     } else {
@@ -164,11 +179,8 @@ pub(super) async fn connect(
     if let Some(password) = &connector.password {
         connect = connect.header("passcode", password.reveal());
     }
-    writer
-        .write_all(&connect.to_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
-    writer.flush().await.map_err(|e| e.to_string())?;
+    writer.write_all(&connect.to_bytes()).await?;
+    writer.flush().await?;
     let mut buf = FrameBuffer::new();
     let reply = tokio::time::timeout(
         Duration::from_secs(10),
@@ -180,7 +192,7 @@ pub(super) async fn connect(
         ),
     )
     .await
-    .map_err(|_| "no CONNECTED in time".to_owned())??;
+    .map_err(|_| BridgeError::NoConnected)??;
     match reply.command {
         Command::Connected => match reply.get(BRIDGE_HEADER) {
             Some(remote) => {
@@ -190,14 +202,19 @@ pub(super) async fn connect(
                     send: (sy > 0).then(|| Duration::from_millis(sy)),
                     expect: (sx > 0).then(|| Duration::from_millis(sx) * MISSED_BEATS),
                 };
-                Ok((reader, writer, buf, remote.to_owned(), beats))
+                Ok(Connected {
+                    reader,
+                    writer,
+                    buf,
+                    remote: remote.to_owned(),
+                    beats,
+                })
             }
-            None => Err("the peer is not a portico broker (no bridge header in CONNECTED)".into()),
+            None => Err(BridgeError::NotABroker),
         },
-        Command::Error => Err(format!(
-            "refused by the peer: {:?}",
-            reply.get("message").unwrap_or("ERROR")
+        Command::Error => Err(BridgeError::Refused(
+            reply.get("message").unwrap_or("ERROR").to_owned(),
         )),
-        other => Err(format!("expected CONNECTED, got {other}")),
+        other => Err(BridgeError::Unexpected(other)),
     }
 }

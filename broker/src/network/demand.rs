@@ -10,8 +10,8 @@ use tokio_util::sync::CancellationToken;
 use super::{Link, HOPS_HEADER};
 use crate::auth::Operation;
 use crate::router::Destination;
+use crate::shared::BrokerCore;
 use crate::stomp::{Command, Frame};
-use crate::BrokerCore;
 
 /// Tells the peer where this broker has demand, and keeps it current.
 pub(super) async fn advertise(

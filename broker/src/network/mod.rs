@@ -19,7 +19,10 @@
 mod bridge;
 mod connector;
 mod demand;
+mod error;
 mod status;
+
+pub use error::BridgeError;
 
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
@@ -31,8 +34,8 @@ use tracing::info;
 
 use crate::auth::{Operation, Principal};
 use crate::router::{Destination, Filter};
+use crate::shared::BrokerCore;
 use crate::stomp::{Frame, FrameBuffer};
-use crate::BrokerCore;
 
 pub(crate) use connector::start;
 pub use status::BridgeInfo;

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
+pub use record::Corruption;
 use record::Record;
 pub use record::StoredMessage;
 
@@ -33,7 +34,7 @@ pub enum JournalError {
     Corrupt {
         path: PathBuf,
         offset: u64,
-        detail: String,
+        detail: Corruption,
     },
     #[error("cannot write the journal in {path}: {detail}")]
     Write { path: PathBuf, detail: String },
@@ -223,7 +224,7 @@ impl Writer {
                         return Err(JournalError::Corrupt {
                             path,
                             offset: offset as u64,
-                            detail: "truncated record before the last segment".into(),
+                            detail: Corruption::Truncated,
                         })
                     }
                     Err(detail) => {

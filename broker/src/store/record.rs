@@ -56,7 +56,7 @@ impl Record {
 
     /// Reads the record at the front of `buf`: `Ok(None)` if `buf` ends
     /// before the record does (a torn tail), `Err` if it is corrupt.
-    pub(super) fn decode(buf: &[u8]) -> Result<Option<(Self, usize)>, String> {
+    pub(super) fn decode(buf: &[u8]) -> Result<Option<(Self, usize)>, Corruption> {
         if buf.len() < HEADER {
             return Ok(None);
         }
@@ -66,7 +66,7 @@ impl Record {
             return Ok(None);
         };
         if crc32fast::hash(payload) != crc {
-            return Err("checksum mismatch".into());
+            return Err(Corruption::Checksum);
         }
         let mut r = Reader(payload);
         let record = match r.u8()? {
@@ -93,10 +93,25 @@ impl Record {
                 })
             }
             ACK => Self::Ack { id: r.u64()? },
-            other => return Err(format!("unknown record kind {other}")),
+            other => return Err(Corruption::UnknownKind(other)),
         };
         Ok(Some((record, HEADER + len)))
     }
+}
+
+/// What is wrong with a record that is all there.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Corruption {
+    #[error("checksum mismatch")]
+    Checksum,
+    #[error("record shorter than its fields")]
+    Short,
+    #[error("invalid UTF-8 in a record")]
+    Utf8,
+    #[error("unknown record kind {0}")]
+    UnknownKind(u8),
+    #[error("truncated record before the last segment")]
+    Truncated,
 }
 
 fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -107,38 +122,38 @@ fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
 struct Reader<'a>(&'a [u8]);
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], Corruption> {
         if self.0.len() < n {
-            return Err("record shorter than its fields".into());
+            return Err(Corruption::Short);
         }
         let (head, rest) = self.0.split_at(n);
         self.0 = rest;
         Ok(head)
     }
 
-    fn u8(&mut self) -> Result<u8, String> {
+    fn u8(&mut self) -> Result<u8, Corruption> {
         Ok(self.take(1)?[0])
     }
 
-    fn u32(&mut self) -> Result<u32, String> {
+    fn u32(&mut self) -> Result<u32, Corruption> {
         Ok(u32::from_le_bytes(
             self.take(4)?.try_into().unwrap_or_default(),
         ))
     }
 
-    fn u64(&mut self) -> Result<u64, String> {
+    fn u64(&mut self) -> Result<u64, Corruption> {
         Ok(u64::from_le_bytes(
             self.take(8)?.try_into().unwrap_or_default(),
         ))
     }
 
-    fn bytes(&mut self) -> Result<&'a [u8], String> {
+    fn bytes(&mut self) -> Result<&'a [u8], Corruption> {
         let len = self.u32()? as usize;
         self.take(len)
     }
 
-    fn string(&mut self) -> Result<String, String> {
-        String::from_utf8(self.bytes()?.to_vec()).map_err(|_| "invalid UTF-8 in a record".into())
+    fn string(&mut self) -> Result<String, Corruption> {
+        String::from_utf8(self.bytes()?.to_vec()).map_err(|_| Corruption::Utf8)
     }
 }
 

@@ -19,8 +19,8 @@ use super::transactions::Transactions;
 use super::writer::{self, Outgoing};
 use crate::auth::Principal;
 use crate::router::{ConnectionInfo, Outbox};
+use crate::shared::BrokerCore;
 use crate::stomp::{FrameBuffer, Limits as FrameLimits, Version};
-use crate::BrokerCore;
 
 /// Deliveries a connection may have queued for writing.
 const OUTBOX: usize = 256;

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 
-use crate::BrokerCore;
+use crate::shared::BrokerCore;
 
 /// Connections the broker's transports may have open: in all, and from one
 /// source address. A slot is taken before `accept`, so once every slot is

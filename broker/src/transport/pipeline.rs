@@ -7,9 +7,9 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::router::Message;
+use crate::shared::BrokerCore;
 use crate::stomp::{Command, Frame, Version};
 use crate::store::Durable;
-use crate::BrokerCore;
 
 /// The SENDs of one connection in flight: each is journaled (fsynced in
 /// groups), then routed, then receipted, in the order they arrived, while

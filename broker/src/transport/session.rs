@@ -19,10 +19,10 @@ use crate::dedup::Key;
 use crate::intake::{self, Accepted, Arriving, Source};
 use crate::logins::Refusal;
 use crate::router::{AckId, AckMode, ConnId, Destination};
+use crate::shared::BrokerCore;
 use crate::stomp::{
     parse_heart_beat, Command, Decoded, Frame, FrameBuffer, Limits as FrameLimits, Version,
 };
-use crate::BrokerCore;
 
 /// Default queue prefetch, as ActiveMQ's.
 pub(super) const DEFAULT_PREFETCH: usize = 1000;

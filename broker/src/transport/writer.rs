@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::router::{ConnId, Delivery, OutboxReceiver};
-use crate::BrokerCore;
+use crate::shared::BrokerCore;
 
 /// How a connection writes what the router delivers to it.
 pub(crate) trait Encoder: Send + 'static {
