@@ -156,16 +156,9 @@ targets = ["{target}"]
     config
 }
 
-fn pki() -> Pki {
-    let pki = Pki::new();
-    pki.issue("front", &["mq.localhost"]);
-    pki.issue("broker", &["broker.internal"]);
-    pki
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_reports_its_address_serves_and_stops_on_sigterm() {
-    let pki = pki();
+    let pki = Pki::front_and_broker();
     let backend = Backend::tls("b1", "127.0.0.1", 0, &pki, "broker").await;
     let portico = Portico::start(&write_config(&pki, backend.addr), &["--grace", "5s"]);
     let addr = portico.listening();
@@ -189,7 +182,7 @@ async fn serve_reports_its_address_serves_and_stops_on_sigterm() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_live_streams_finish_within_the_grace_period() {
-    let pki = pki();
+    let pki = Pki::front_and_broker();
     let backend = Backend::tls("b1", "127.0.0.1", 0, &pki, "broker").await;
     let portico = Portico::start(&write_config(&pki, backend.addr), &["--grace", "30s"]);
     let addr = portico.listening();
@@ -218,7 +211,7 @@ async fn sigterm_lets_live_streams_finish_within_the_grace_period() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_closes_what_is_left_when_the_grace_period_ends() {
-    let pki = pki();
+    let pki = Pki::front_and_broker();
     let backend = Backend::tls("b1", "127.0.0.1", 0, &pki, "broker").await;
     let portico = Portico::start(&write_config(&pki, backend.addr), &["--grace", "500ms"]);
     let addr = portico.listening();
@@ -242,7 +235,7 @@ async fn sigterm_closes_what_is_left_when_the_grace_period_ends() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_the_configuration() {
-    let pki = pki();
+    let pki = Pki::front_and_broker();
     let a = Backend::tls("a", "127.0.0.1", 0, &pki, "broker").await;
     let b = Backend::tls("b", "127.0.0.1", 0, &pki, "broker").await;
     let config = write_config(&pki, a.addr);
@@ -286,7 +279,7 @@ fn write_config_with_admin(pki: &Pki, target: SocketAddr) -> std::path::PathBuf 
 /// what it was sent (32 × 4 MiB per kind).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_input_on_every_port_is_closed_with_bounded_memory() {
-    let pki = pki();
+    let pki = Pki::front_and_broker();
     let backend = Backend::tls("b1", "127.0.0.1", 0, &pki, "broker").await;
     let config = write_config_with_admin(&pki, backend.addr);
     let portico = Portico::start(&config, &[]);
@@ -320,7 +313,7 @@ async fn hostile_input_on_every_port_is_closed_with_bounded_memory() {
 /// `/metrics`: neither the listener's private key nor the backend's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_key_material_in_logs_or_admin_endpoints() {
-    let pki = pki();
+    let pki = Pki::front_and_broker();
     let backend = Backend::tls("b1", "127.0.0.1", 0, &pki, "broker").await;
     let config = write_config_with_admin(&pki, backend.addr);
     let portico = Portico::start_logging(&config, &[], "debug");
@@ -359,7 +352,7 @@ async fn no_key_material_in_logs_or_admin_endpoints() {
 /// `/targets` does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_is_reported_the_same_way_everywhere() {
-    let pki = pki();
+    let pki = Pki::front_and_broker();
     let port = same_port_on("127.0.0.2", "127.0.0.3").await;
     let console_port = same_port_on("127.0.0.2", "127.0.0.3").await;
     let a = Backend::tls("a", "127.0.0.2", port, &pki, "broker").await;

@@ -13,6 +13,28 @@ async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     http(addr, "GET", path, &[]).await
 }
 
+/// The named figures of one queue in the console's `/api/queues`.
+async fn queue_figures<const N: usize>(
+    console: std::net::SocketAddr,
+    queue: &str,
+    figures: [&str; N],
+) -> [u64; N] {
+    let (status, body) = get(console, "/api/queues").await;
+    assert_eq!(status, 200, "{body}");
+    let queues: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let found = queues
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == queue)
+        .unwrap_or_else(|| panic!("no queue {queue} in {body}"));
+    figures.map(|f| {
+        found[f]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no {f} in {found}"))
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_shows_live_figures_as_html_and_json() {
     let dir = BrokerDir::new("");
@@ -41,22 +63,9 @@ async fn the_console_shows_live_figures_as_html_and_json() {
         .await;
     assert_eq!(client.next().await.unwrap().command, Command::Receipt);
 
-    let (status, body) = get(console, "/api/queues").await;
-    assert_eq!(status, 200);
-    let queues: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let orders = queues
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|q| q["name"] == "Orders")
-        .unwrap();
     assert_eq!(
-        (
-            orders["pending"].as_u64(),
-            orders["enqueued"].as_u64(),
-            orders["consumers"].as_u64()
-        ),
-        (Some(3), Some(3), Some(0))
+        queue_figures(console, "Orders", ["pending", "enqueued", "consumers"]).await,
+        [3, 3, 0]
     );
 
     // A consumer takes them: the figures move.
@@ -70,21 +79,9 @@ async fn the_console_shows_live_figures_as_html_and_json() {
     for _ in 0..3 {
         assert_eq!(client.next().await.unwrap().command, Command::Message);
     }
-    let (_, body) = get(console, "/api/queues").await;
-    let queues: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let orders = queues
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|q| q["name"] == "Orders")
-        .unwrap();
     assert_eq!(
-        (
-            orders["pending"].as_u64(),
-            orders["dequeued"].as_u64(),
-            orders["consumers"].as_u64()
-        ),
-        (Some(0), Some(3), Some(1))
+        queue_figures(console, "Orders", ["pending", "dequeued", "consumers"]).await,
+        [0, 3, 1]
     );
 
     let (_, topics) = get(console, "/api/topics").await;

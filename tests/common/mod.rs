@@ -16,6 +16,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
+mod front;
+
+pub use front::*;
 pub use portico_test_support::{hostile, wait_for, DEADLINE, POLL};
 
 /// A dev CA and a folder of certificates issued by it.
@@ -25,6 +28,15 @@ pub struct Pki {
 }
 
 impl Pki {
+    /// A PKI with a `front` certificate for `mq.localhost` and a `broker`
+    /// one for `broker.internal`.
+    pub fn front_and_broker() -> Self {
+        let pki = Self::new();
+        pki.issue("front", &["mq.localhost"]);
+        pki.issue("broker", &["broker.internal"]);
+        pki
+    }
+
     pub fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let ca = DevCa::generate().unwrap();
@@ -375,6 +387,14 @@ pub async fn tls_connect(
         .await
         .map_err(|_| std::io::Error::other("handshake timed out"))??;
     let mut reader = BufReader::new(stream);
+    let line = greeting(&mut reader).await?;
+    Ok((reader.into_inner(), line))
+}
+
+/// The first line a backend sends: its name.
+async fn greeting<S: tokio::io::AsyncRead + Unpin>(
+    reader: &mut BufReader<S>,
+) -> std::io::Result<String> {
     let mut line = String::new();
     tokio::time::timeout(DEADLINE, reader.read_line(&mut line))
         .await
@@ -385,7 +405,7 @@ pub async fn tls_connect(
             "closed before greeting",
         ));
     }
-    Ok((reader.into_inner(), line.trim_end().to_owned()))
+    Ok(line.trim_end().to_owned())
 }
 
 /// Which backend answers a new TLS connection (its greeting).
@@ -398,18 +418,7 @@ pub async fn who(addr: SocketAddr, config: Arc<ClientConfig>) -> std::io::Result
 /// Connects through a TCP listener and reads the greeting line.
 pub async fn tcp_who(addr: SocketAddr) -> std::io::Result<String> {
     let tcp = TcpStream::connect(addr).await?;
-    let mut reader = BufReader::new(tcp);
-    let mut line = String::new();
-    tokio::time::timeout(DEADLINE, reader.read_line(&mut line))
-        .await
-        .map_err(|_| std::io::Error::other("greeting timed out"))??;
-    if line.is_empty() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            "closed before greeting",
-        ));
-    }
-    Ok(line.trim_end().to_owned())
+    greeting(&mut BufReader::new(tcp)).await
 }
 
 /// GET from the admin server: (status, body).
