@@ -128,17 +128,8 @@ async fn sources_outside_the_allow_list_are_refused_at_accept() {
     let front = server.listener_addr("front").unwrap();
     assert!(who(front, pki.client_config()).await.is_err());
 
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
-    let tcp = socket.connect(front).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from("mq.localhost").unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(pki.client_config())
-        .connect(name, tcp)
-        .await
-        .unwrap();
-    let mut greeting = [0u8; 3];
-    tls.read_exact(&mut greeting).await.unwrap();
-    assert_eq!(&greeting, b"b1\n");
+    let (_tls, name) = tls_from("127.0.0.2", front, &pki).await.unwrap();
+    assert_eq!(name, "b1");
     let metrics = server.metrics().render();
     assert!(metrics.contains("reason=\"not_allowed\"} 1"), "{metrics}");
 }

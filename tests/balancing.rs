@@ -6,8 +6,6 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use tokio::io::AsyncReadExt;
-use tokio::net::TcpSocket;
 use tokio::time::Instant;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -182,18 +180,9 @@ async fn flow_hash_spreads_client_addresses_over_the_targets() {
     // Sixteen client addresses (the mapping of one address to one target is
     // checked in the selection's unit tests): both targets get some.
     for i in 0..16u8 {
-        let socket = TcpSocket::new_v4().unwrap();
-        socket
-            .bind(format!("127.0.1.{}:0", i + 1).parse().unwrap())
-            .unwrap();
-        let tcp = socket.connect(front).await.unwrap();
-        let name = rustls::pki_types::ServerName::try_from("mq.localhost").unwrap();
-        let mut tls = tokio_rustls::TlsConnector::from(pki.client_config())
-            .connect(name, tcp)
+        tls_from(&format!("127.0.1.{}", i + 1), front, &pki)
             .await
             .unwrap();
-        let mut greeting = [0u8; 2];
-        tls.read_exact(&mut greeting).await.unwrap();
     }
     assert_eq!(a.served() + b.served(), 16);
     assert!(

@@ -79,22 +79,33 @@ pub async fn front_door_with(extra: &str) -> (Pki, Backend, portico::Server, std
     (pki, backend, server, front)
 }
 
-/// Opens a TLS connection from `source` and reads the backend's greeting.
-pub async fn greeted_from(
+/// Opens a TLS connection from `source` (a loopback address) and reads
+/// the greeting: the stream and the name of the backend that answered.
+pub async fn tls_from(
     source: &str,
     front: std::net::SocketAddr,
     pki: &Pki,
-) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+) -> std::io::Result<(tokio_rustls::client::TlsStream<TcpStream>, String)> {
     let socket = TcpSocket::new_v4()?;
     socket.bind(format!("{source}:0").parse().unwrap())?;
     let tcp = socket.connect(front).await?;
     let name = rustls::pki_types::ServerName::try_from("mq.localhost").unwrap();
     let connect = tokio_rustls::TlsConnector::from(pki.client_config()).connect(name, tcp);
-    let mut tls = tokio::time::timeout(Duration::from_secs(5), connect)
+    let tls = tokio::time::timeout(DEADLINE, connect)
         .await
         .map_err(|_| std::io::Error::other("handshake timed out"))??;
-    let mut greeting = [0u8; 3];
-    tls.read_exact(&mut greeting).await?;
-    assert_eq!(&greeting, b"b1\n");
+    let mut reader = tokio::io::BufReader::new(tls);
+    let name = greeting(&mut reader).await?;
+    Ok((reader.into_inner(), name))
+}
+
+/// `tls_from`, answered by the backend `b1` of `front_door_with`.
+pub async fn greeted_from(
+    source: &str,
+    front: std::net::SocketAddr,
+    pki: &Pki,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let (tls, name) = tls_from(source, front, pki).await?;
+    assert_eq!(name, "b1");
     Ok(tls)
 }

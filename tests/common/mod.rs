@@ -392,7 +392,7 @@ pub async fn tls_connect(
 }
 
 /// The first line a backend sends: its name.
-async fn greeting<S: tokio::io::AsyncRead + Unpin>(
+pub async fn greeting<S: tokio::io::AsyncRead + Unpin>(
     reader: &mut BufReader<S>,
 ) -> std::io::Result<String> {
     let mut line = String::new();
