@@ -2,15 +2,13 @@
 //! file it names, and every problem reported with its position.
 
 use std::collections::{HashMap, HashSet};
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::{DefaultHasher, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use rustls_pki_types::ServerName;
 use serde::Deserialize;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 use toml::Spanned;
@@ -18,8 +16,6 @@ use toml::Spanned;
 use super::file::*;
 use super::model::*;
 use super::{parse_duration, Diagnoser};
-use crate::tls::TlsError;
-use rustls::RootCertStore;
 
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(350);
 const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -212,22 +208,6 @@ impl Checker<'_> {
         Some(d)
     }
 
-    /// Reads the file `value` names (relative to the configuration's
-    /// folder), taking it into the fingerprint.
-    fn read(&mut self, value: &Spanned<String>) -> Result<(PathBuf, Vec<u8>), TlsError> {
-        let path = self.base.join(value.get_ref());
-        self.files.push(path.clone());
-        let bytes = crate::tls::read(&path)?;
-        path.hash(&mut self.fingerprint);
-        bytes.hash(&mut self.fingerprint);
-        Ok((path, bytes))
-    }
-
-    fn roots(&mut self, ca: &Spanned<String>) -> Result<RootCertStore, TlsError> {
-        let (path, pem) = self.read(ca)?;
-        crate::tls::parse_roots(&path, &pem)
-    }
-
     fn admin(&mut self, admin: FileAdmin) -> Option<AdminConfig> {
         let bind = match &admin.bind {
             Some(bind) => self.socket_addr(bind, "admin bind address")?,
@@ -393,76 +373,6 @@ impl Checker<'_> {
         (nets.len() == list.len()).then_some(AllowList(nets))
     }
 
-    /// `Some(Some(tls))` when valid, `None` when an error was reported.
-    fn listener_tls(
-        &mut self,
-        span: Range<usize>,
-        l: &FileListener,
-    ) -> Option<Option<ListenerTls>> {
-        if l.certificate.is_empty() {
-            self.d.error(
-                span,
-                format!(
-                    "tls listener {:?} needs at least one [[listener.certificate]] with cert and key",
-                    l.name.get_ref()
-                ),
-            );
-            return None;
-        }
-        let mut certificates = Vec::new();
-        for c in &l.certificate {
-            let c = c.get_ref();
-            let loaded = self.read(&c.cert).and_then(|(cert, cert_pem)| {
-                let (key, key_pem) = self.read(&c.key)?;
-                crate::tls::parse_certified_key((&cert, &cert_pem), (&key, &key_pem))
-            });
-            match loaded {
-                Ok(ck) => certificates.push(ck),
-                Err(e) => {
-                    let span = match e.path() {
-                        Some(p) if p == self.base.join(c.cert.get_ref()) => c.cert.span(),
-                        _ => c.key.span(),
-                    };
-                    self.d.error(span, e.to_string());
-                }
-            }
-        }
-        let default_tls = Spanned::new(0..0, FileListenerTls::default());
-        let tls = l.tls.as_ref().unwrap_or(&default_tls).get_ref();
-        let mut alpn = Vec::new();
-        for proto in &tls.alpn {
-            let p = proto.get_ref();
-            if p.is_empty() || p.len() > 255 {
-                self.d
-                    .error(proto.span(), "ALPN protocol names are 1 to 255 bytes long");
-            } else {
-                alpn.push(p.as_bytes().to_vec());
-            }
-        }
-        let client_ca = match &tls.client_ca {
-            Some(ca) if !ca.get_ref().is_empty() => match self.roots(ca) {
-                Ok(roots) => Some(Arc::new(roots)),
-                Err(e) => {
-                    self.d.error(ca.span(), e.to_string());
-                    None
-                }
-            },
-            _ => None,
-        };
-        if certificates.len() != l.certificate.len() || alpn.len() != tls.alpn.len() {
-            return None;
-        }
-        Some(Some(ListenerTls {
-            certificates,
-            min_version: match tls.min_version {
-                FileTlsVersion::V12 => TlsVersion::V12,
-                FileTlsVersion::V13 => TlsVersion::V13,
-            },
-            alpn,
-            client_ca,
-        }))
-    }
-
     fn target_group(
         &mut self,
         span: Range<usize>,
@@ -532,50 +442,6 @@ impl Checker<'_> {
             targets,
             pairs: pairs?,
             health_check: health_check?,
-        })
-    }
-
-    fn upstream_tls(&mut self, span: Range<usize>, g: &FileTargetGroup) -> Option<UpstreamTls> {
-        let roots = match &g.ca {
-            Some(ca) => match self.roots(ca) {
-                Ok(roots) => Some(Arc::new(roots)),
-                Err(e) => {
-                    self.d.error(ca.span(), e.to_string());
-                    None
-                }
-            },
-            None => {
-                self.d.error(
-                    span,
-                    format!(
-                        "tls target group {:?} needs `ca`, the CA bundle that verifies its targets' certificates",
-                        g.name.get_ref()
-                    ),
-                );
-                None
-            }
-        };
-        let server_name = match &g.server_name {
-            Some(name) if !name.get_ref().is_empty() => {
-                match ServerName::try_from(name.get_ref().clone()) {
-                    Ok(n) => Some(Some(n)),
-                    Err(_) => {
-                        self.d.error(
-                            name.span(),
-                            format!(
-                                "invalid server_name {:?}: expected a DNS name or an IP address",
-                                name.get_ref()
-                            ),
-                        );
-                        None
-                    }
-                }
-            }
-            _ => Some(None),
-        };
-        Some(UpstreamTls {
-            roots: roots?,
-            server_name: server_name?,
         })
     }
 

@@ -6,6 +6,7 @@
 //! with its `file:line:column`.
 
 mod check;
+mod check_tls;
 mod file;
 mod model;
 mod watch;

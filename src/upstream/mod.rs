@@ -311,13 +311,18 @@ impl TargetGroup {
         list
     }
 
-    /// Hands `event` to the keeper, waiting for room; a replaced group's
-    /// events go to its successor's keeper.
+    /// Hands the result of this group's own checks or discovery to its
+    /// keeper, waiting for room; once the group is replaced or stopped they
+    /// are the successor's to make, and this fails.
     pub(crate) async fn report(&self, event: Event) -> Result<(), Stopped> {
-        self.keeper()?.send(event).await.map_err(|_| Stopped)
+        if self.cancel.is_cancelled() {
+            return Err(Stopped);
+        }
+        self.events.send(event).await.map_err(|_| Stopped)
     }
 
-    /// Hands `event` to the keeper if there is room, without waiting.
+    /// Hands what a client's connection found to the keeper if there is
+    /// room, without waiting; a replaced group's go to its successor.
     fn report_now(&self, event: Event) {
         let Ok(keeper) = self.keeper() else {
             return;

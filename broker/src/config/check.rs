@@ -1,268 +1,21 @@
-//! The broker's configuration (`broker.toml`): serde mirrors checked into a
-//! typed `BrokerConfig`, every error reported with `file:line:column`.
+//! From the file as written to a `BrokerConfig`: every problem reported
+//! together, each at its place in the file.
 
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use portico_core::diagnostics::{ConfigError, Diagnoser};
-use rustls::sign::CertifiedKey;
+use portico_core::diagnostics::Diagnoser;
 use serde::Deserialize;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 use toml::Spanned;
 
+use super::file::*;
+use super::model::*;
 use crate::auth::Secret;
 use crate::router::Filter;
-
-/// Where `[console]` listens when it names no `bind`: this host only.
-pub const DEFAULT_CONSOLE_BIND: &str = "127.0.0.1:8162";
-
-/// A checked broker configuration.
-#[derive(Debug, Clone)]
-pub struct BrokerConfig {
-    pub path: PathBuf,
-    pub name: String,
-    pub data_dir: PathBuf,
-    pub transports: Vec<TransportConfig>,
-    pub console: Option<SocketAddr>,
-    pub users: Vec<UserConfig>,
-    pub authorization: Vec<AuthorizationEntry>,
-    pub limits: Limits,
-    pub ha: crate::ha::HaSettings,
-    pub network_connectors: Vec<NetworkConnectorConfig>,
-}
-
-/// A network connector: bridges from this broker to others.
-#[derive(Debug, Clone)]
-pub struct NetworkConnectorConfig {
-    pub name: String,
-    /// One bridge per address of `static:(…)`.
-    pub peers: Vec<crate::client::Endpoint>,
-    pub duplex: bool,
-    pub message_ttl: u32,
-    pub consumer_ttl: u32,
-    pub user: Option<String>,
-    pub password: Option<Secret>,
-    /// Verifies `ssl://` peers.
-    pub ca: Option<Arc<rustls::RootCertStore>>,
-    /// Concrete destinations forwarded whether or not there is demand.
-    pub statically_included: Vec<crate::router::Destination>,
-    pub dynamically_included: Vec<Filter>,
-    pub excluded: Vec<Filter>,
-}
-
-#[derive(Debug, Clone)]
-pub struct TransportConfig {
-    pub name: String,
-    pub bind: SocketAddr,
-    /// `None` for plain `stomp`.
-    pub tls: Option<Arc<CertifiedKey>>,
-    /// Each connection starts with a PROXY protocol v2 header (from the
-    /// front door) naming the real client.
-    pub proxy_protocol: bool,
-}
-
-#[derive(Debug, Clone)]
-pub struct UserConfig {
-    pub name: String,
-    pub secret: Secret,
-    pub groups: Vec<String>,
-    /// May open network bridges to this broker (another broker's
-    /// `[[network_connector]]` logs in as this user).
-    pub bridge: bool,
-}
-
-#[derive(Debug, Clone)]
-pub struct AuthorizationEntry {
-    pub destination: Filter,
-    pub read: Vec<String>,
-    pub write: Vec<String>,
-    pub admin: Vec<String>,
-}
-
-/// What clients may cost the broker: each one, and all of them together.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub max_frame_size: usize,
-    pub max_headers: usize,
-    pub max_header_length: usize,
-    /// Bytes of a frame before CONNECT succeeded (a login is small).
-    pub max_login_frame_size: usize,
-    /// Bytes of messages a queue holds (waiting, delivered and not yet
-    /// acknowledged) before it slows its senders.
-    pub queue_memory: usize,
-    /// Bytes of messages the broker holds in all (queues and topic
-    /// subscribers' backlogs) before it slows every sender.
-    pub memory_limit: usize,
-    /// Queues and topics in all.
-    pub max_destinations: usize,
-    /// Connections open at once, on all transports together.
-    pub max_connections: usize,
-    /// Connections open at once from one source address (0: no limit).
-    pub max_connections_per_source: usize,
-    /// TLS handshake and CONNECT, together, within this.
-    pub connect_timeout: Duration,
-    /// The broker's heart-beat preference, both ways.
-    pub heart_beat: Duration,
-    /// Frames one transaction may buffer.
-    pub max_transaction_frames: usize,
-    /// Bytes of frames all of a connection's open transactions may buffer.
-    pub max_transaction_bytes: usize,
-    /// Subscriptions one connection may hold.
-    pub max_subscriptions_per_connection: usize,
-    /// The largest prefetch window (`activemq.prefetchSize`) granted.
-    pub max_prefetch: usize,
-    /// Bytes of messages delivered to one connection and not yet
-    /// acknowledged; more wait until it acknowledges.
-    pub max_inflight_bytes: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            max_frame_size: 4 * 1024 * 1024,
-            max_headers: 64,
-            max_header_length: 8 * 1024,
-            max_login_frame_size: 64 * 1024,
-            queue_memory: 64 * 1024 * 1024,
-            memory_limit: 512 * 1024 * 1024,
-            max_destinations: 10_000,
-            max_connections: 1000,
-            max_connections_per_source: 0,
-            connect_timeout: Duration::from_secs(10),
-            heart_beat: Duration::from_secs(1),
-            max_transaction_frames: 10_000,
-            max_transaction_bytes: 16 * 1024 * 1024,
-            max_subscriptions_per_connection: 1000,
-            max_prefetch: 1000,
-            max_inflight_bytes: 64 * 1024 * 1024,
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileBroker {
-    name: Spanned<String>,
-    data_dir: Spanned<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileTransport {
-    name: Spanned<String>,
-    bind: Spanned<String>,
-    cert: Option<Spanned<String>>,
-    key: Option<Spanned<String>>,
-    #[serde(default)]
-    proxy_protocol: bool,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConsole {
-    /// Default: [`DEFAULT_CONSOLE_BIND`], loopback only.
-    bind: Option<Spanned<String>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileUser {
-    name: Spanned<String>,
-    password_hash: Option<Spanned<String>>,
-    password_env: Option<Spanned<String>>,
-    password_file: Option<Spanned<String>>,
-    #[serde(default)]
-    groups: Vec<String>,
-    #[serde(default)]
-    bridge: bool,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileAuthorization {
-    destination: Spanned<String>,
-    #[serde(default)]
-    read: Vec<String>,
-    #[serde(default)]
-    write: Vec<String>,
-    #[serde(default)]
-    admin: Vec<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileNetworkConnector {
-    name: Spanned<String>,
-    uri: Spanned<String>,
-    #[serde(default)]
-    duplex: bool,
-    network_ttl: Option<Spanned<i64>>,
-    message_ttl: Option<Spanned<i64>>,
-    consumer_ttl: Option<Spanned<i64>>,
-    user: Option<String>,
-    password: Option<Spanned<String>>,
-    password_env: Option<Spanned<String>>,
-    password_file: Option<Spanned<String>>,
-    ca: Option<Spanned<String>>,
-    #[serde(default)]
-    statically_included_destinations: Vec<Spanned<String>>,
-    dynamically_included_destinations: Option<Vec<Spanned<String>>>,
-    #[serde(default)]
-    excluded_destinations: Vec<Spanned<String>>,
-    conduit_subscriptions: Option<Spanned<bool>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileHa {
-    lease_renew: Option<Spanned<String>>,
-    takeover_after: Option<Spanned<String>>,
-    lease_timeout: Option<Spanned<String>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileLimits {
-    max_frame_size: Option<Spanned<i64>>,
-    max_headers: Option<Spanned<i64>>,
-    max_header_length: Option<Spanned<i64>>,
-    max_login_frame_size: Option<Spanned<i64>>,
-    queue_memory: Option<Spanned<i64>>,
-    memory_limit: Option<Spanned<i64>>,
-    max_destinations: Option<Spanned<i64>>,
-    max_connections: Option<Spanned<i64>>,
-    max_connections_per_source: Option<Spanned<i64>>,
-    connect_timeout: Option<Spanned<String>>,
-    heart_beat: Option<Spanned<String>>,
-    max_transaction_frames: Option<Spanned<i64>>,
-    max_transaction_bytes: Option<Spanned<i64>>,
-    max_subscriptions_per_connection: Option<Spanned<i64>>,
-    max_prefetch: Option<Spanned<i64>>,
-    max_inflight_bytes: Option<Spanned<i64>>,
-}
-
-impl BrokerConfig {
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::parse(&text, path)
-    }
-
-    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let mut d = Diagnoser::new(path, text);
-        let base = path.parent().unwrap_or(Path::new("")).to_owned();
-        let config = check(&mut d, text, path, &base);
-        d.finish()?;
-        config.ok_or_else(|| ConfigError::Invalid {
-            diagnostics: Vec::new(),
-        })
-    }
-}
 
 fn item<T: for<'de> Deserialize<'de>>(
     d: &mut Diagnoser<'_>,
@@ -298,7 +51,12 @@ fn items<T: for<'de> Deserialize<'de>>(
         .collect()
 }
 
-fn check(d: &mut Diagnoser<'_>, text: &str, path: &Path, base: &Path) -> Option<BrokerConfig> {
+pub(super) fn check(
+    d: &mut Diagnoser<'_>,
+    text: &str,
+    path: &Path,
+    base: &Path,
+) -> Option<BrokerConfig> {
     // A syntax error does not hide the rest: what parses is checked too.
     let (root, syntax) = DeTable::parse_recoverable(text);
     for e in &syntax {
