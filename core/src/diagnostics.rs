@@ -40,6 +40,14 @@ impl ConfigError {
     }
 }
 
+/// Reads a configuration file's text, naming the file if it cannot.
+pub fn read_config(path: &std::path::Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
 /// One problem found in a configuration file, with its position.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {

@@ -23,11 +23,7 @@ pub use watch::ConfigWatcher;
 impl Config {
     /// Reads and checks a configuration file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::parse(&text, path)
+        Self::parse(&portico_core::diagnostics::read_config(path)?, path)
     }
 
     /// Checks configuration text; `path` names it in errors and anchors
