@@ -12,13 +12,22 @@
 //! may set them. From an ordinary client they are dropped, except the
 //! failover client's `portico-dedup-id`, which the broker scopes by user.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+
+use tokio::sync::mpsc;
+use tracing::{info, warn};
 
 use crate::client::DEDUP_HEADER;
 use crate::dedup::Key;
-use crate::router::{Destination, Kind, Message};
+use crate::router::{Destination, Kind, Message, Retired};
 use crate::shared::BrokerCore;
 use crate::store::{Durable, JournalError, StoredMessage};
+
+/// The header with a message's expiry time (ms since the epoch; 0: never).
+pub(crate) const EXPIRES_HEADER: &str = "expires";
+/// Headers a dead letter gets, as ActiveMQ names them.
+pub(crate) const ORIGINAL_DESTINATION_HEADER: &str = "original-destination";
+pub(crate) const FAILURE_CAUSE_HEADER: &str = "dlqDeliveryFailureCause";
 
 /// The namespace of the broker network's own headers.
 pub(crate) const INTERNAL_PREFIX: &str = "portico-";
@@ -61,6 +70,8 @@ pub(crate) struct Arriving<'a> {
     pub(crate) sender: Option<Arc<str>>,
     /// What makes a re-send of it recognisable, if anything.
     pub(crate) dedup: Option<Key<'a>>,
+    /// When it expires (see [`expires`]); 0: never.
+    pub(crate) expires: u64,
     /// Its id from elsewhere (a forwarded message keeps its origin's).
     pub(crate) message_id: Option<String>,
 }
@@ -101,16 +112,10 @@ pub(crate) async fn accept(
         headers: headers(arriving.source, arriving.headers),
         body: arriving.body,
         sender: arriving.sender,
+        expires: arriving.expires,
     };
     let durable = if stored {
-        let record = StoredMessage {
-            id: seq,
-            destination: message.destination.stomp(),
-            headers: message.headers.clone(),
-            body: message.body.clone(),
-            sender: message.sender.as_deref().map(str::to_owned),
-        };
-        Some(core.journal.add(record).await?)
+        Some(core.journal.add(record_of(&message)).await?)
     } else {
         None
     };
@@ -118,6 +123,107 @@ pub(crate) async fn accept(
         message: Arc::new(message),
         durable,
     })
+}
+
+/// The `expires` header: milliseconds since the epoch when the message
+/// expires, 0 or absent for never. Anything else is refused with a reason.
+pub(crate) fn expires(headers: &[(String, String)]) -> Result<u64, String> {
+    match headers.iter().find(|(name, _)| name == EXPIRES_HEADER) {
+        None => Ok(0),
+        Some((_, value)) => value.trim().parse().map_err(|_| {
+            format!("expires must be milliseconds since the epoch (0 for never), not {value:?}")
+        }),
+    }
+}
+
+/// Makes the journal agree with what the router gave up on, in the order
+/// it did: a dead letter replaces its original in one journal record and
+/// is then routed to its dead-letter queue; a dropped stored message is
+/// acknowledged. Until its record is on disk, the original is what a
+/// restart finds.
+pub(crate) async fn retire(core: Weak<BrokerCore>, mut retired: mpsc::UnboundedReceiver<Retired>) {
+    while let Some(r) = retired.recv().await {
+        let Some(core) = core.upgrade() else {
+            return;
+        };
+        let (seq, cause) = (r.message.seq, r.cause);
+        if let Err(e) = retire_one(&core, r).await {
+            warn!(seq, %cause, error = %e, "a message given up on is kept: the journal did not take the change");
+        }
+    }
+}
+
+async fn retire_one(core: &BrokerCore, retired: Retired) -> Result<(), JournalError> {
+    let Retired { message, cause, to } = retired;
+    let Some(to) = to else {
+        if message.stored {
+            core.journal
+                .acknowledge(vec![message.seq])
+                .await?
+                .wait()
+                .await?;
+        }
+        return Ok(());
+    };
+    let original = Arc::try_unwrap(message).unwrap_or_else(|shared| Message {
+        seq: shared.seq,
+        message_id: shared.message_id.clone(),
+        destination: shared.destination.clone(),
+        headers: shared.headers.clone(),
+        body: shared.body.clone(),
+        stored: shared.stored,
+        sender: shared.sender.clone(),
+        expires: shared.expires,
+    });
+    let seq = core.next_seq();
+    // A dead letter does not expire (as in ActiveMQ), and says where it
+    // came from and why.
+    let mut headers: Vec<(String, String)> = original
+        .headers
+        .into_iter()
+        .filter(|(name, _)| {
+            name != EXPIRES_HEADER
+                && name != ORIGINAL_DESTINATION_HEADER
+                && name != FAILURE_CAUSE_HEADER
+        })
+        .collect();
+    headers.push((
+        ORIGINAL_DESTINATION_HEADER.to_owned(),
+        original.destination.to_string(),
+    ));
+    headers.push((FAILURE_CAUSE_HEADER.to_owned(), cause.to_string()));
+    let dead = Message {
+        seq,
+        message_id: format!("ID:{}-{seq}", core.name),
+        destination: to,
+        headers,
+        body: original.body,
+        stored: original.stored,
+        sender: original.sender,
+        expires: 0,
+    };
+    if original.stored {
+        core.journal
+            .replace(original.seq, record_of(&dead))
+            .await?
+            .wait()
+            .await?;
+    }
+    info!(from = %original.destination, to = %dead.destination, %cause, "dead letter");
+    core.router.send(Arc::new(dead)).await;
+    Ok(())
+}
+
+/// What the journal keeps of a message (its copy of the body: the
+/// message itself goes on to the router).
+fn record_of(message: &Message) -> StoredMessage {
+    StoredMessage {
+        id: message.seq,
+        destination: message.destination.stomp(),
+        headers: message.headers.clone(),
+        body: message.body.clone(),
+        sender: message.sender.as_deref().map(str::to_owned),
+    }
 }
 
 /// Whether a header sent by `source` is kept with the message.

@@ -8,7 +8,7 @@ use tracing::info;
 
 use crate::auth::Auth;
 use crate::config::{BrokerConfig, Limits};
-use crate::router::{self, Destination, Message, Router, RouterLimits};
+use crate::router::{self, Destination, Message, Policies, Router, RouterLimits};
 use crate::store::{Journal, Recovered};
 use crate::{client, dedup, logins, network, transport};
 
@@ -54,13 +54,18 @@ impl BrokerCore {
         journal: Journal,
         recovered: Recovered,
     ) -> Arc<Self> {
-        let router = Router::start(RouterLimits::from(&config.limits));
+        let (router, retirements) = Router::start(
+            RouterLimits::from(&config.limits),
+            Policies::new(config.policies.clone()),
+        );
         let restored: Vec<Arc<Message>> = recovered
             .messages
             .into_iter()
             .filter_map(|m| {
                 let destination = Destination::parse(&m.destination).ok()?;
+                let expires = crate::intake::expires(&m.headers).unwrap_or(0);
                 Some(Arc::new(Message {
+                    expires,
                     seq: m.id,
                     message_id: format!("ID:{}-{}", config.name, m.id),
                     destination,
@@ -99,7 +104,7 @@ impl BrokerCore {
             config.users.clone(),
             config.authorization.clone(),
         ));
-        Arc::new(Self {
+        let core = Arc::new(Self {
             name: config.name.clone(),
             router,
             journal,
@@ -118,7 +123,9 @@ impl BrokerCore {
             ),
             recent: std::sync::Mutex::new(recent),
             bridges: network::Bridges::default(),
-        })
+        });
+        tokio::spawn(crate::intake::retire(Arc::downgrade(&core), retirements));
+        core
     }
 
     pub(crate) fn next_connection(&self) -> router::ConnId {

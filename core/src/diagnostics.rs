@@ -122,6 +122,12 @@ impl<'a> Diagnoser<'a> {
         self.diagnostics.is_empty()
     }
 
+    /// How many problems were reported so far: a part of the file is clean
+    /// if this did not grow while it was checked.
+    pub fn error_count(&self) -> usize {
+        self.diagnostics.len()
+    }
+
     pub fn finish(mut self) -> Result<(), ConfigError> {
         if self.diagnostics.is_empty() {
             return Ok(());

@@ -15,7 +15,7 @@ use toml::Spanned;
 use super::file::*;
 use super::model::*;
 use crate::auth::Secret;
-use crate::router::Filter;
+use crate::router::{DeadLetter, Destination, Filter, Kind, Policy};
 
 fn item<T: for<'de> Deserialize<'de>>(
     d: &mut Diagnoser<'_>,
@@ -70,6 +70,7 @@ pub(super) fn check(
     let mut limits = None;
     let mut ha = None;
     let mut connectors = Vec::new();
+    let mut policies = Vec::new();
     let mut broker_seen = false;
     for (key, value) in root.get_ref().iter() {
         match key.get_ref().as_ref() {
@@ -86,9 +87,10 @@ pub(super) fn check(
             "network_connector" => {
                 connectors = items::<FileNetworkConnector>(d, "network_connector", value)
             }
+            "policy" => policies = items::<FilePolicy>(d, "policy", value),
             other => d.error(
                 key.span(),
-                format!("unknown key `{other}`, expected one of `broker`, `transport`, `console`, `user`, `authorization`, `limits`, `ha`, `network_connector`"),
+                format!("unknown key `{other}`, expected one of `broker`, `transport`, `console`, `user`, `authorization`, `limits`, `ha`, `network_connector`, `policy`"),
             ),
         }
     }
@@ -195,6 +197,10 @@ pub(super) fn check(
             Err(e) => d.error(a.destination.span(), e),
         }
     }
+    let policies: Vec<Policy> = policies
+        .into_iter()
+        .filter_map(|(_, p)| check_policy(d, p))
+        .collect();
     let limits = check_limits(d, limits.unwrap_or_default());
     let ha = check_ha(d, ha.unwrap_or_default());
     let network_connectors: Vec<_> = connectors
@@ -219,6 +225,79 @@ pub(super) fn check(
         limits: limits?,
         ha: ha?,
         network_connectors,
+        policies,
+    })
+}
+
+fn check_policy(d: &mut Diagnoser<'_>, f: FilePolicy) -> Option<Policy> {
+    let defaults = Policy::defaults();
+    let errors_before = d.error_count();
+    let destination = match Filter::parse(f.destination.get_ref()) {
+        Ok(filter) => filter,
+        Err(e) => {
+            d.error(f.destination.span(), e);
+            defaults.destination.clone()
+        }
+    };
+    let max_redeliveries = match &f.max_redeliveries {
+        None => defaults.max_redeliveries,
+        Some(v) => u32::try_from(*v.get_ref()).unwrap_or_else(|_| {
+            d.error(v.span(), "`max_redeliveries` must be a whole number from 0");
+            defaults.max_redeliveries
+        }),
+    };
+    let mut duration = |v: &Option<Spanned<String>>| {
+        v.as_ref()
+            .and_then(|v| match portico_core::duration::parse(v.get_ref()) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    d.error(v.span(), e);
+                    None
+                }
+            })
+    };
+    let redelivery_delay = duration(&f.redelivery_delay).unwrap_or(defaults.redelivery_delay);
+    let max_redelivery_delay = duration(&f.max_redelivery_delay);
+    let redelivery_backoff = match &f.redelivery_backoff {
+        None => defaults.redelivery_backoff,
+        Some(v) if v.get_ref().is_finite() && *v.get_ref() >= 1.0 => *v.get_ref(),
+        Some(v) => {
+            d.error(
+                v.span(),
+                "`redelivery_backoff` is a multiplier of 1 or more",
+            );
+            defaults.redelivery_backoff
+        }
+    };
+    let dead_letter = match &f.dead_letter {
+        None => defaults.dead_letter.clone(),
+        Some(v) if v.get_ref() == "individual" => DeadLetter::Individual,
+        Some(v) => match Destination::parse(v.get_ref()) {
+            Ok(queue) if queue.kind == Kind::Queue && !queue.is_wildcard() => {
+                DeadLetter::Shared(queue)
+            }
+            _ => {
+                d.error(
+                    v.span(),
+                    "`dead_letter` is a queue (\"queue://ActiveMQ.DLQ\") or \"individual\"",
+                );
+                defaults.dead_letter.clone()
+            }
+        },
+    };
+    if d.error_count() > errors_before {
+        return None;
+    }
+    Some(Policy {
+        destination,
+        max_redeliveries,
+        redelivery_delay,
+        redelivery_backoff,
+        max_redelivery_delay,
+        dead_letter,
+        expired_to_dead_letter: f
+            .expired_to_dead_letter
+            .unwrap_or(defaults.expired_to_dead_letter),
     })
 }
 

@@ -104,3 +104,15 @@ pub(super) struct FileLimits {
     pub(super) max_prefetch: Option<Spanned<i64>>,
     pub(super) max_inflight_bytes: Option<Spanned<i64>>,
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FilePolicy {
+    pub(super) destination: Spanned<String>,
+    pub(super) max_redeliveries: Option<Spanned<i64>>,
+    pub(super) redelivery_delay: Option<Spanned<String>>,
+    pub(super) redelivery_backoff: Option<Spanned<f64>>,
+    pub(super) max_redelivery_delay: Option<Spanned<String>>,
+    pub(super) dead_letter: Option<Spanned<String>>,
+    pub(super) expired_to_dead_letter: Option<bool>,
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 use rustls::sign::CertifiedKey;
 
 use crate::auth::Secret;
-use crate::router::Filter;
+use crate::router::{Filter, Policy};
 
 /// Where `[console]` listens when it names no `bind`: this host only.
 pub const DEFAULT_CONSOLE_BIND: &str = "127.0.0.1:8162";
@@ -26,6 +26,9 @@ pub struct BrokerConfig {
     pub limits: Limits,
     pub ha: crate::ha::HaSettings,
     pub network_connectors: Vec<NetworkConnectorConfig>,
+    /// `[[policy]]`: redelivery, dead letters and expiry by destination,
+    /// first match wins (then ActiveMQ's defaults).
+    pub policies: Vec<Policy>,
 }
 
 /// A network connector: bridges from this broker to others.

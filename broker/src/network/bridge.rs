@@ -311,6 +311,8 @@ impl FromPeer<'_> {
             Accepted::Duplicate
         } else {
             let arriving = Arriving {
+                // A peer's is checked where it was sent.
+                expires: intake::expires(&frame.headers).unwrap_or(0),
                 source: Source::Bridge,
                 destination,
                 headers: &frame.headers,

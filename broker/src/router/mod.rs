@@ -21,6 +21,7 @@ pub mod destination;
 mod error;
 mod ids;
 mod outbox;
+pub mod policy;
 mod state;
 
 use std::sync::Arc;
@@ -33,6 +34,7 @@ pub use destination::{Destination, Filter, Kind};
 pub use error::RouterError;
 pub use ids::{AckId, ConnId, SubKey};
 pub use outbox::{Outbox, OutboxReceiver, OUTBOX_BYTES};
+pub use policy::{Cause, DeadLetter, Policies, Policy, Retired};
 
 /// A message as the router holds it.
 #[derive(Debug)]
@@ -49,6 +51,9 @@ pub struct Message {
     pub stored: bool,
     /// The user who sent it, when a client of this broker did.
     pub sender: Option<Arc<str>>,
+    /// When it expires, in milliseconds since the epoch (the `expires`
+    /// header, JMSExpiration); 0: never.
+    pub expires: u64,
 }
 
 /// The header listing the brokers a forwarded message has crossed.
@@ -62,6 +67,11 @@ impl Message {
             .find(|(k, _)| k == PATH_HEADER)
             .map(|(_, v)| v.split(',').filter(|b| !b.is_empty()).collect())
             .unwrap_or_default()
+    }
+
+    /// Whether it expired by `now_ms` (milliseconds since the epoch).
+    pub fn expired(&self, now_ms: u64) -> bool {
+        self.expires != 0 && now_ms >= self.expires
     }
 
     fn size(&self) -> usize {
@@ -113,6 +123,10 @@ pub struct QueueStats {
     pub consumers: usize,
     pub enqueued: u64,
     pub dequeued: u64,
+    /// Expired before anyone took them.
+    pub expired: u64,
+    /// Moved to a dead-letter queue after too many deliveries.
+    pub dead_lettered: u64,
     /// Bytes of its messages held (waiting, and delivered unacknowledged).
     pub bytes: usize,
 }
@@ -123,6 +137,8 @@ pub struct TopicStats {
     pub subscribers: usize,
     pub enqueued: u64,
     pub dequeued: u64,
+    /// Expired before a subscriber took them.
+    pub expired: u64,
 }
 
 /// The broker's memory for messages, against its limit.
@@ -279,12 +295,18 @@ impl RouterLimits {
 }
 
 impl Router {
-    /// Starts the router task.
-    pub fn start(limits: RouterLimits) -> Self {
+    /// Starts the router task. What it gives up on (dead letters, expired
+    /// messages) comes out of the receiver, for the journal to agree.
+    pub fn start(
+        limits: RouterLimits,
+        policies: Policies,
+    ) -> (Self, mpsc::UnboundedReceiver<Retired>) {
         let (tx, rx) = mpsc::channel(1024);
         let (demand_tx, demand) = watch::channel(0);
-        tokio::spawn(state::State::new(limits, demand_tx).run(rx));
-        Self { tx, demand }
+        let (retired, retirements) = mpsc::unbounded_channel();
+        let state = state::State::new(limits, Arc::new(policies), demand_tx, retired);
+        tokio::spawn(state.run(rx));
+        (Self { tx, demand }, retirements)
     }
 
     async fn op(&self, op: Op) {

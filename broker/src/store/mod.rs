@@ -103,6 +103,12 @@ impl Journal {
             .await
     }
 
+    /// Queues the replacement of stored message `from` by `to` (a message
+    /// moved to a dead-letter queue), as one record.
+    pub async fn replace(&self, from: u64, to: StoredMessage) -> Result<Durable, JournalError> {
+        self.submit(vec![Record::Move { from, to }]).await
+    }
+
     async fn submit(&self, records: Vec<Record>) -> Result<Durable, JournalError> {
         let (done, wait) = oneshot::channel();
         self.tx
@@ -184,28 +190,27 @@ impl Writer {
             while offset < bytes.len() {
                 match Record::decode(&bytes[offset..]) {
                     Ok(Some((record, used))) => {
-                        match record {
-                            Record::Add(m) => {
-                                next_id = next_id.max(m.id + 1);
-                                *live.entry(seg).or_insert(0) += 1;
-                                location.insert(m.id, seg);
-                                index.insert(m.id, pending.len());
-                                pending.push(m);
-                            }
-                            Record::Ack { id } => {
-                                if let Some(s) = location.remove(&id) {
-                                    if let Some(n) = live.get_mut(&s) {
-                                        *n = n.saturating_sub(1);
-                                    }
-                                    if s != seg {
-                                        acks_into.entry(seg).or_default().insert(s);
-                                    }
+                        let (acknowledged, added) = record.into_parts();
+                        if let Some(id) = acknowledged {
+                            if let Some(s) = location.remove(&id) {
+                                if let Some(n) = live.get_mut(&s) {
+                                    *n = n.saturating_sub(1);
                                 }
-                                if let Some(at) = index.remove(&id) {
-                                    pending[at].id = 0;
-                                    acked += 1;
+                                if s != seg {
+                                    acks_into.entry(seg).or_default().insert(s);
                                 }
                             }
+                            if let Some(at) = index.remove(&id) {
+                                pending[at].id = 0;
+                                acked += 1;
+                            }
+                        }
+                        if let Some(m) = added {
+                            next_id = next_id.max(m.id + 1);
+                            *live.entry(seg).or_insert(0) += 1;
+                            location.insert(m.id, seg);
+                            index.insert(m.id, pending.len());
+                            pending.push(m);
                         }
                         offset += used;
                     }
@@ -328,21 +333,24 @@ impl Writer {
 
     fn account(&mut self, records: &[Record]) {
         for record in records {
-            match record {
-                Record::Add(m) => {
-                    *self.live.entry(self.current).or_insert(0) += 1;
-                    self.location.insert(m.id, self.current);
-                }
-                Record::Ack { id } => {
-                    if let Some(seg) = self.location.remove(id) {
-                        if let Some(n) = self.live.get_mut(&seg) {
-                            *n = n.saturating_sub(1);
-                        }
-                        if seg != self.current {
-                            self.acks_into.entry(self.current).or_default().insert(seg);
-                        }
+            let (acknowledged, added) = match record {
+                Record::Add(m) => (None, Some(m.id)),
+                Record::Ack { id } => (Some(*id), None),
+                Record::Move { from, to } => (Some(*from), Some(to.id)),
+            };
+            if let Some(id) = acknowledged {
+                if let Some(seg) = self.location.remove(&id) {
+                    if let Some(n) = self.live.get_mut(&seg) {
+                        *n = n.saturating_sub(1);
+                    }
+                    if seg != self.current {
+                        self.acks_into.entry(self.current).or_default().insert(seg);
                     }
                 }
+            }
+            if let Some(id) = added {
+                *self.live.entry(self.current).or_insert(0) += 1;
+                self.location.insert(id, self.current);
             }
         }
     }
@@ -434,6 +442,37 @@ mod tests {
             assert_eq!(ids, vec![1, 2], "cut at {cut}");
             assert_eq!(recovered.torn_tail, cut > intact);
             assert_eq!(std::fs::metadata(&path).unwrap().len(), intact as u64);
+        }
+    }
+
+    /// A message moved (to a dead-letter queue) is one record: a crash at
+    /// any byte of it leaves the original, and after it only the moved one.
+    #[test]
+    fn a_move_is_all_or_nothing_at_every_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = Vec::new();
+        Record::Add(message(1, "first")).encode(&mut bytes);
+        Record::Add(message(2, "to be moved")).encode(&mut bytes);
+        let intact = bytes.len();
+        let mut moved = message(3, "to be moved");
+        moved.destination = "/queue/ActiveMQ.DLQ".into();
+        Record::Move { from: 2, to: moved }.encode(&mut bytes);
+        for cut in intact..=bytes.len() {
+            let path = segment_path(dir.path(), 1);
+            std::fs::write(&path, &bytes[..cut]).unwrap();
+            let mut writer = Writer::replay(dir.path()).unwrap();
+            let recovered = writer.recovered.take().unwrap();
+            let found: Vec<(u64, &str)> = recovered
+                .messages
+                .iter()
+                .map(|m| (m.id, m.destination.as_str()))
+                .collect();
+            if cut == bytes.len() {
+                assert_eq!(found, [(1, "/queue/q"), (3, "/queue/ActiveMQ.DLQ")]);
+                assert_eq!(recovered.next_id, 4);
+            } else {
+                assert_eq!(found, [(1, "/queue/q"), (2, "/queue/q")], "cut at {cut}");
+            }
         }
     }
 

@@ -16,11 +16,20 @@ pub struct StoredMessage {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Record {
     Add(StoredMessage),
-    Ack { id: u64 },
+    Ack {
+        id: u64,
+    },
+    /// Message `from` is replaced by `to` (a dead letter): one record, so
+    /// a crash leaves either the one or the other, never both or neither.
+    Move {
+        from: u64,
+        to: StoredMessage,
+    },
 }
 
 const ADD: u8 = 1;
 const ACK: u8 = 2;
+const MOVE: u8 = 3;
 /// Length and checksum.
 pub(crate) const HEADER: usize = 8;
 
@@ -31,21 +40,16 @@ impl Record {
         match self {
             Self::Add(m) => {
                 out.push(ADD);
-                out.extend_from_slice(&m.id.to_le_bytes());
-                put_bytes(out, m.destination.as_bytes());
-                out.extend_from_slice(&(m.headers.len() as u32).to_le_bytes());
-                for (name, value) in &m.headers {
-                    put_bytes(out, name.as_bytes());
-                    put_bytes(out, value.as_bytes());
-                }
-                put_bytes(out, &m.body);
-                if let Some(sender) = &m.sender {
-                    put_bytes(out, sender.as_bytes());
-                }
+                put_message(out, m);
             }
             Self::Ack { id } => {
                 out.push(ACK);
                 out.extend_from_slice(&id.to_le_bytes());
+            }
+            Self::Move { from, to } => {
+                out.push(MOVE);
+                out.extend_from_slice(&from.to_le_bytes());
+                put_message(out, to);
             }
         }
         let payload_len = (out.len() - start - HEADER) as u32;
@@ -70,29 +74,12 @@ impl Record {
         }
         let mut r = Reader(payload);
         let record = match r.u8()? {
-            ADD => {
-                let id = r.u64()?;
-                let destination = r.string()?;
-                let count = r.u32()? as usize;
-                let mut headers = Vec::with_capacity(count.min(1024));
-                for _ in 0..count {
-                    headers.push((r.string()?, r.string()?));
-                }
-                let body = r.bytes()?.to_vec();
-                let sender = if r.0.is_empty() {
-                    None
-                } else {
-                    Some(r.string()?)
-                };
-                Self::Add(StoredMessage {
-                    id,
-                    destination,
-                    headers,
-                    body,
-                    sender,
-                })
-            }
+            ADD => Self::Add(r.message()?),
             ACK => Self::Ack { id: r.u64()? },
+            MOVE => Self::Move {
+                from: r.u64()?,
+                to: r.message()?,
+            },
             other => return Err(Corruption::UnknownKind(other)),
         };
         Ok(Some((record, HEADER + len)))
@@ -112,6 +99,34 @@ pub enum Corruption {
     UnknownKind(u8),
     #[error("truncated record before the last segment")]
     Truncated,
+}
+
+impl Record {
+    /// What the record does: the message it acknowledges (takes out of
+    /// the journal's live set), then the one it adds.
+    pub(super) fn into_parts(self) -> (Option<u64>, Option<StoredMessage>) {
+        match self {
+            Self::Add(m) => (None, Some(m)),
+            Self::Ack { id } => (Some(id), None),
+            Self::Move { from, to } => (Some(from), Some(to)),
+        }
+    }
+}
+
+/// A message's fields; its sender last (records written before senders
+/// were kept end after the body).
+fn put_message(out: &mut Vec<u8>, m: &StoredMessage) {
+    out.extend_from_slice(&m.id.to_le_bytes());
+    put_bytes(out, m.destination.as_bytes());
+    out.extend_from_slice(&(m.headers.len() as u32).to_le_bytes());
+    for (name, value) in &m.headers {
+        put_bytes(out, name.as_bytes());
+        put_bytes(out, value.as_bytes());
+    }
+    put_bytes(out, &m.body);
+    if let Some(sender) = &m.sender {
+        put_bytes(out, sender.as_bytes());
+    }
 }
 
 fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -150,6 +165,29 @@ impl<'a> Reader<'a> {
     fn bytes(&mut self) -> Result<&'a [u8], Corruption> {
         let len = self.u32()? as usize;
         self.take(len)
+    }
+
+    fn message(&mut self) -> Result<StoredMessage, Corruption> {
+        let id = self.u64()?;
+        let destination = self.string()?;
+        let count = self.u32()? as usize;
+        let mut headers = Vec::with_capacity(count.min(1024));
+        for _ in 0..count {
+            headers.push((self.string()?, self.string()?));
+        }
+        let body = self.bytes()?.to_vec();
+        let sender = if self.0.is_empty() {
+            None
+        } else {
+            Some(self.string()?)
+        };
+        Ok(StoredMessage {
+            id,
+            destination,
+            headers,
+            body,
+            sender,
+        })
     }
 
     fn string(&mut self) -> Result<String, Corruption> {

@@ -502,7 +502,9 @@ impl Session {
             (Some(sender), Some(id)) => Some(Key::Client { sender, id }),
             _ => None,
         };
+        let expires = intake::expires(&frame.headers).map_err(|e| fail(&e))?;
         let arriving = Arriving {
+            expires,
             source: Source::Client,
             destination,
             headers: &frame.headers,

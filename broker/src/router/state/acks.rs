@@ -102,6 +102,11 @@ impl State {
                 if let Some(q) = self.queues.get_mut(&name) {
                     q.dequeued += count;
                     q.bytes = q.bytes.saturating_sub(size);
+                    if !q.failures.is_empty() {
+                        for m in &acked {
+                            q.failures.remove(&m.seq);
+                        }
+                    }
                 }
                 self.dispatch(&name);
             }
@@ -113,7 +118,9 @@ impl State {
 
     /// Gives messages back (see [`Self::settle`] for which): queue messages
     /// go back to the front of their queue in their order, marked
-    /// redelivered; topic messages are dropped.
+    /// redelivered, after their policy's redelivery delay, or to the
+    /// dead-letter queue once delivered too often (see `retire`); topic
+    /// messages are dropped.
     pub(super) fn nack(&mut self, conn: ConnId, ack: AckId) -> Result<(), RouterError> {
         let (key, returned) = self.settle(conn, ack)?;
         let Some(sub) = self.subs.get(&key) else {
@@ -122,9 +129,7 @@ impl State {
         let name = sub.destination.name.clone();
         match sub.destination.kind {
             Kind::Queue => {
-                if let Some(q) = self.queues.get_mut(&name) {
-                    q.give_back(returned);
-                }
+                self.returned(&name, returned, true, tokio::time::Instant::now());
                 self.dispatch(&name);
             }
             Kind::Topic => {

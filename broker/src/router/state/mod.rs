@@ -15,6 +15,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -22,14 +23,15 @@ use tracing::debug;
 
 mod acks;
 mod queue;
+mod retire;
 #[cfg(test)]
 mod tests;
 mod topic;
 
 use super::{
     AckId, AckMode, ConnId, ConnectionInfo, Destination, Kind, MemoryStats, Message, NetworkLink,
-    Op, Outbox, QueueStats, RouterError, RouterLimits, Stats, SubKey, TopicStats,
-    SLOW_CONSUMER_GRACE,
+    Op, Outbox, Policies, QueueStats, Retired, RouterError, RouterLimits, Stats, SubKey,
+    TopicStats, SLOW_CONSUMER_GRACE,
 };
 
 /// A sender waiting for room, with the reply that releases it.
@@ -49,8 +51,16 @@ struct Queue {
     next: usize,
     enqueued: u64,
     dequeued: u64,
+    expired: u64,
+    dead_lettered: u64,
     /// Senders held back while the queue is over its memory limit.
     parked: VecDeque<Held>,
+    /// How often each message that came back undelivered did (only those:
+    /// empty while every delivery is acknowledged).
+    failures: HashMap<u64, u32>,
+    /// Refused messages waiting out their redelivery delay, with when
+    /// they are due (their bytes still count as the queue's).
+    delayed: Vec<(Instant, Arc<Message>)>,
 }
 
 impl Queue {
@@ -79,6 +89,7 @@ struct Topic {
     subscribers: Vec<SubKey>,
     enqueued: u64,
     dequeued: u64,
+    expired: u64,
 }
 
 struct Conn {
@@ -151,10 +162,35 @@ pub(super) struct State {
     /// Senders held back while the broker is over its memory limit, in
     /// the order they came.
     held: VecDeque<Held>,
+    policies: Arc<Policies>,
+    /// Where messages given up on go (see `Retired`).
+    retired: mpsc::UnboundedSender<Retired>,
+    /// Queues with messages waiting out a redelivery delay, and the
+    /// earliest time one is due.
+    delayed: HashSet<String>,
+    next_due: Option<Instant>,
+    /// Set once a message with an expiry time arrived: queues are then
+    /// swept for expired messages every `EXPIRY_SWEEP`.
+    next_sweep: Option<Instant>,
+}
+
+/// How often queues are swept for messages that expired while waiting.
+const EXPIRY_SWEEP: Duration = Duration::from_secs(1);
+
+/// Milliseconds since the epoch, as `expires` headers count.
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl State {
-    pub(super) fn new(limits: RouterLimits, demand: watch::Sender<u64>) -> Self {
+    pub(super) fn new(
+        limits: RouterLimits,
+        policies: Arc<Policies>,
+        demand: watch::Sender<u64>,
+        retired: mpsc::UnboundedSender<Retired>,
+    ) -> Self {
         Self {
             demand,
             limits,
@@ -165,12 +201,34 @@ impl State {
             next_sub: 1,
             memory: 0,
             held: VecDeque::new(),
+            policies,
+            retired,
+            delayed: HashSet::new(),
+            next_due: None,
+            next_sweep: None,
         }
     }
 
     pub(super) async fn run(mut self, mut rx: mpsc::Receiver<Op>) {
-        while let Some(op) = rx.recv().await {
-            self.handle(op);
+        loop {
+            let wake = match (self.next_due, self.next_sweep) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let op = match wake {
+                Some(at) => tokio::select! {
+                    op = rx.recv() => op,
+                    _ = tokio::time::sleep_until(at) => {
+                        self.tick(Instant::now());
+                        continue;
+                    }
+                },
+                None => rx.recv().await,
+            };
+            match op {
+                Some(op) => self.handle(op),
+                None => return,
+            }
         }
     }
 
@@ -396,9 +454,7 @@ impl State {
             let name = sub.destination.name;
             match sub.destination.kind {
                 Kind::Queue => {
-                    if let Some(q) = self.queues.get_mut(&name) {
-                        q.give_back(inflight);
-                    }
+                    self.returned(&name, inflight, false, Instant::now());
                     queues.insert(name);
                 }
                 Kind::Topic => {
@@ -425,6 +481,12 @@ impl State {
     }
 
     fn route(&mut self, message: Arc<Message>, reply: oneshot::Sender<()>) {
+        if message.expires != 0 && message.expired(now_ms()) {
+            // Never delivered; taken, so its sender is not held back.
+            let _ = reply.send(());
+            self.expired_on_arrival(message);
+            return;
+        }
         let size = message.size();
         if !self.has_room(size) {
             debug!(destination = %message.destination, "the broker is over its memory limit: holding back a sender");
@@ -455,6 +517,9 @@ impl State {
 
     /// Takes a message into queue `name` (which has room).
     fn enqueue(&mut self, name: &str, message: Arc<Message>) {
+        if message.expires != 0 && self.next_sweep.is_none() {
+            self.next_sweep = Some(Instant::now() + EXPIRY_SWEEP);
+        }
         let size = message.size();
         let queue = self.queues.entry(name.to_owned()).or_default();
         queue.enqueued += 1;
@@ -511,6 +576,7 @@ impl State {
                 name: name.clone(),
                 pending: q.messages.len()
                     + q.parked.len()
+                    + q.delayed.len()
                     + q.consumers
                         .iter()
                         .filter_map(|k| self.subs.get(k))
@@ -519,6 +585,8 @@ impl State {
                 consumers: q.consumers.len(),
                 enqueued: q.enqueued,
                 dequeued: q.dequeued,
+                expired: q.expired,
+                dead_lettered: q.dead_lettered,
                 bytes: q.bytes,
             })
             .collect();
@@ -531,6 +599,7 @@ impl State {
                 subscribers: t.subscribers.len(),
                 enqueued: t.enqueued,
                 dequeued: t.dequeued,
+                expired: t.expired,
             })
             .collect();
         topics.sort_by(|a, b| a.name.cmp(&b.name));

@@ -45,6 +45,9 @@ impl State {
 
     /// One pass over a queue's local (or network) consumers.
     pub(super) fn deliver(&mut self, name: &str, network: bool) {
+        if self.next_sweep.is_some() {
+            self.drop_expired_head(name);
+        }
         let Some(queue) = self.queues.get(name) else {
             return;
         };
@@ -122,6 +125,7 @@ impl State {
             let conn_id = sub.conn;
             let queue = self.queues.get_mut(name).expect("looked up above");
             let pending = queue.messages.pop_front().expect("head exists");
+            let next_expired = self.next_sweep.is_some();
             if acks {
                 if let Some(sub) = self.subs.get_mut(&key) {
                     sub.inflight.push_back(pending.message);
@@ -134,6 +138,9 @@ impl State {
                 queue.bytes = queue.bytes.saturating_sub(size);
                 queue.dequeued += 1;
                 self.memory = self.memory.saturating_sub(size);
+            }
+            if next_expired {
+                self.drop_expired_head(name);
             }
         }
     }
@@ -161,6 +168,11 @@ impl State {
             freed += pending.message.size();
             take(&pending.message);
         }
+        for (_, message) in queue.delayed.drain(..) {
+            freed += message.size();
+            take(&message);
+        }
+        queue.failures.clear();
         queue.bytes = queue.bytes.saturating_sub(freed);
         for (message, sender) in queue.parked.drain(..) {
             queue.enqueued += 1;
@@ -184,6 +196,9 @@ impl State {
             let size = message.size();
             let queue = self.queues.entry(name.clone()).or_default();
             queue.bytes += size;
+            if message.expires != 0 && self.next_sweep.is_none() {
+                self.next_sweep = Some(tokio::time::Instant::now() + super::EXPIRY_SWEEP);
+            }
             queue.messages.push_back(Pending {
                 message,
                 redelivered: true,

@@ -4,12 +4,15 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use tokio::sync::{oneshot, watch};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
 
 use super::State;
 use crate::router::{
     AckId, AckMode, ConnId, ConnectionInfo, Destination, Message, Op, Outbox, OutboxReceiver,
-    RouterLimits, Stats,
+    Policies, Policy, Retired, RouterLimits, Stats,
 };
 
 /// What one delivery looked like: (subscription, body, ack id, redelivered).
@@ -18,17 +21,42 @@ type Seen = (String, String, Option<String>, bool);
 struct Harness {
     state: State,
     outboxes: HashMap<ConnId, OutboxReceiver>,
+    retired: mpsc::UnboundedReceiver<Retired>,
     next_seq: u64,
 }
 
 impl Harness {
     fn new(limits: RouterLimits) -> Self {
+        Self::with_policies(limits, Vec::new())
+    }
+
+    fn with_policies(limits: RouterLimits, policies: Vec<Policy>) -> Self {
         let (demand, _) = watch::channel(0);
+        let (retired_tx, retired) = mpsc::unbounded_channel();
+        let policies = Arc::new(Policies::new(policies));
         Self {
-            state: State::new(limits, demand),
+            state: State::new(limits, policies, demand, retired_tx),
             outboxes: HashMap::new(),
+            retired,
             next_seq: 1,
         }
+    }
+
+    /// Lets `after` pass for the router's timers (redelivery delays).
+    fn later(&mut self, after: Duration) {
+        self.state.tick(Instant::now() + after);
+    }
+
+    /// What the router gave up on since last asked: (body, cause, to).
+    fn retired(&mut self) -> Vec<(String, String, Option<String>)> {
+        let mut seen = Vec::new();
+        while let Ok(r) = self.retired.try_recv() {
+            let body = String::from_utf8_lossy(&r.message.body)
+                .trim_end()
+                .to_owned();
+            seen.push((body, r.cause.to_string(), r.to.map(|d| d.to_string())));
+        }
+        seen
     }
 
     fn connect(&mut self, conn: ConnId) {
@@ -89,6 +117,7 @@ impl Harness {
             body: bytes,
             stored: false,
             sender: None,
+            expires: 0,
         });
         let (reply, answer) = oneshot::channel();
         self.state.handle(Op::Send { message, reply });
@@ -213,6 +242,9 @@ fn acknowledgement_modes() {
         let ack = first[1].2.clone().unwrap();
         if case.nack {
             h.nack(ConnId(1), &ack).unwrap();
+            // Refused: back after the default redelivery delay (1 s).
+            assert!(h.delivered(ConnId(1)).is_empty(), "not before its delay");
+            h.later(Duration::from_millis(1100));
         } else {
             h.ack(ConnId(1), &ack).unwrap();
         }
@@ -367,4 +399,138 @@ fn a_consumer_that_leaves_gives_its_messages_back_redelivered() {
     assert!(again.iter().all(|s| s.3));
     let stats = h.stats();
     assert_eq!(stats.queues[0].dequeued, 0);
+}
+
+/// A message refused more often than `max_redeliveries` allows becomes a
+/// dead letter; each redelivery waits out a delay that backs off.
+#[test]
+fn a_message_refused_too_often_is_a_dead_letter() {
+    let policy = Policy {
+        max_redeliveries: 2,
+        redelivery_delay: Duration::from_millis(100),
+        redelivery_backoff: 2.0,
+        ..Policy::defaults()
+    };
+    let mut h = Harness::with_policies(RouterLimits::default(), vec![policy]);
+    h.connect(ConnId(1));
+    h.subscribe(ConnId(1), "s", "/queue/q", AckMode::ClientIndividual, 10)
+        .unwrap();
+    h.taken("/queue/q", "poison");
+    h.taken("/queue/q", "fine");
+    let first = h.delivered(ConnId(1));
+    assert_eq!(bodies(&first), ["poison", "fine"]);
+    h.ack(ConnId(1), first[1].2.as_deref().unwrap()).unwrap();
+    let mut poison = first[0].clone();
+    for delivery in 1..=3u32 {
+        h.nack(ConnId(1), poison.2.as_deref().unwrap()).unwrap();
+        if delivery == 3 {
+            break;
+        }
+        let delay = Duration::from_millis(100 * 2u64.pow(delivery - 1));
+        h.later(delay / 2);
+        assert!(h.delivered(ConnId(1)).is_empty(), "back before its delay");
+        h.later(delay + Duration::from_millis(50));
+        let again = h.delivered(ConnId(1));
+        assert_eq!(bodies(&again), ["poison"], "delivery {}", delivery + 1);
+        assert!(again[0].3, "marked redelivered");
+        poison = again[0].clone();
+    }
+    h.later(Duration::from_secs(10));
+    assert!(h.delivered(ConnId(1)).is_empty(), "never again");
+    let retired = h.retired();
+    assert_eq!(retired.len(), 1, "{retired:?}");
+    assert_eq!(retired[0].0, "poison");
+    assert!(retired[0].1.contains("Delivery[3]"), "{}", retired[0].1);
+    assert_eq!(retired[0].2.as_deref(), Some("/queue/ActiveMQ.DLQ"));
+    let q = &h.stats().queues[0];
+    assert_eq!((q.dead_lettered, q.pending, q.bytes), (1, 0, 0));
+}
+
+/// A consumer that goes with a message unacknowledged counts as a failed
+/// delivery too, but the message is offered again at once.
+#[test]
+fn a_consumer_that_goes_counts_as_a_failed_delivery() {
+    let policy = Policy {
+        max_redeliveries: 1,
+        ..Policy::defaults()
+    };
+    let mut h = Harness::with_policies(RouterLimits::default(), vec![policy]);
+    h.connect(ConnId(2));
+    h.subscribe(ConnId(2), "s", "/queue/q", AckMode::Client, 10)
+        .unwrap();
+    h.taken("/queue/q", "m");
+    for conn in [ConnId(1), ConnId(3)] {
+        h.connect(conn);
+        h.subscribe(conn, "s", "/queue/q", AckMode::Client, 10)
+            .unwrap();
+    }
+    assert_eq!(bodies(&h.delivered(ConnId(2))), ["m"]);
+    h.state.handle(Op::Unregister { conn: ConnId(2) });
+    // Offered again at once (no delay), to one of the others.
+    let again: Vec<Seen> = [ConnId(1), ConnId(3)]
+        .into_iter()
+        .flat_map(|c| h.delivered(c))
+        .collect();
+    assert_eq!(bodies(&again), ["m"]);
+    h.state.handle(Op::Unregister { conn: ConnId(1) });
+    h.state.handle(Op::Unregister { conn: ConnId(3) });
+    let retired = h.retired();
+    assert_eq!(retired.len(), 1, "the second failure is one too many");
+}
+
+/// An expired message is never delivered: dropped at the head of its queue
+/// or when it arrives, counted, and handed on by its policy.
+#[test]
+fn expired_messages_are_never_delivered() {
+    let mut h = Harness::with_policies(
+        RouterLimits::default(),
+        vec![Policy {
+            destination: crate::router::Filter::parse("queue://drop.>").unwrap(),
+            expired_to_dead_letter: false,
+            ..Policy::defaults()
+        }],
+    );
+    let past = 1_000;
+    for (queue, body) in [("/queue/keep", "k"), ("/queue/drop.q", "d")] {
+        let seq = h.next_seq;
+        h.next_seq += 1;
+        let message = Arc::new(Message {
+            seq,
+            message_id: format!("ID:test-{seq}"),
+            destination: Destination::parse(queue).unwrap(),
+            headers: Vec::new(),
+            body: body.as_bytes().to_vec(),
+            stored: false,
+            sender: None,
+            expires: past,
+        });
+        let (reply, mut answer) = oneshot::channel();
+        h.state.handle(Op::Send { message, reply });
+        assert!(answer.try_recv().is_ok(), "taken, not held back");
+    }
+    h.connect(ConnId(1));
+    h.subscribe(ConnId(1), "a", "/queue/keep", AckMode::Auto, 10)
+        .unwrap();
+    h.subscribe(ConnId(1), "b", "/queue/drop.q", AckMode::Auto, 10)
+        .unwrap();
+    assert!(h.delivered(ConnId(1)).is_empty());
+    let retired = h.retired();
+    assert_eq!(
+        retired,
+        [
+            (
+                "k".into(),
+                "Message expired".into(),
+                Some("/queue/ActiveMQ.DLQ".into())
+            ),
+            ("d".into(), "Message expired".into(), None),
+        ]
+    );
+    let stats = h.stats();
+    let expired: Vec<(String, u64, usize)> = stats
+        .queues
+        .iter()
+        .map(|q| (q.name.clone(), q.expired, q.bytes))
+        .collect();
+    assert_eq!(expired, [("drop.q".into(), 1, 0), ("keep".into(), 1, 0)]);
 }

@@ -75,6 +75,18 @@ impl State {
             let Some(message) = sub.backlog.front() else {
                 break;
             };
+            if message.expires != 0 && message.expired(super::now_ms()) {
+                // Never delivered: counted, and its bytes freed.
+                let sub = self.subs.get_mut(&key).expect("looked up above");
+                sub.backlog.pop_front();
+                sub.backlog_bytes = sub.backlog_bytes.saturating_sub(size);
+                freed += size;
+                let name = sub.destination.name.clone();
+                if let Some(t) = self.topics.get_mut(&name) {
+                    t.expired += 1;
+                }
+                continue;
+            }
             let Some(conn) = self.conns.get(&sub.conn) else {
                 return;
             };

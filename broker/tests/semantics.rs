@@ -1,0 +1,239 @@
+//! Delivery semantics ActiveMQ applications rely on, on the wire: the
+//! redelivery policy and dead-letter queues, expiry.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use common::*;
+use portico_broker::config::BrokerConfig;
+use portico_broker::stomp::{Command, Frame};
+
+const NODE: &str = r#"
+[broker]
+name = "semantics"
+data_dir = "data"
+
+[[transport]]
+name = "stomp"
+bind = "127.0.0.1:0"
+
+[console]
+bind = "127.0.0.1:0"
+
+[[policy]]
+destination = "queue://orders"
+max_redeliveries = 2
+redelivery_delay = "0s"
+"#;
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+async fn send(client: &mut RawClient, destination: &str, body: &str, headers: &[(&str, &str)]) {
+    let mut frame = Frame::new(Command::Send)
+        .header("destination", destination)
+        .header("receipt", "r");
+    for &(name, value) in headers {
+        frame = frame.header(name, value);
+    }
+    frame.body = body.as_bytes().to_vec();
+    client.send(&frame).await;
+    let receipt = client.next().await.expect("RECEIPT");
+    assert_eq!(receipt.command, Command::Receipt, "{receipt:?}");
+}
+
+async fn subscribe(client: &mut RawClient, id: &str, destination: &str, ack: &str) {
+    client
+        .send(
+            &Frame::new(Command::Subscribe)
+                .header("destination", destination)
+                .header("id", id)
+                .header("ack", ack),
+        )
+        .await;
+}
+
+async fn message(client: &mut RawClient) -> Frame {
+    let frame = client.next().await.expect("a MESSAGE");
+    assert_eq!(frame.command, Command::Message, "{frame:?}");
+    frame
+}
+
+/// The console's figures of one queue (`/api/queues`), 0 if it has none.
+async fn figure(console: SocketAddr, queue: &str, name: &str) -> u64 {
+    let (_, body) = http(console, "GET", "/api/queues", &[]).await;
+    let queues: serde_json::Value = serde_json::from_str(&body).unwrap();
+    queues
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == queue)
+        .and_then(|q| q[name].as_u64())
+        .unwrap_or(0)
+}
+
+/// A persistent message NACKed past `max_redeliveries` moves to
+/// `ActiveMQ.DLQ` with ActiveMQ's headers, and a SIGKILL after the move
+/// finds it there and only there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_refused_too_often_moves_to_the_dead_letter_queue_for_good() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = broker_node(dir.path(), "node", NODE, &[]);
+    let stomp = node.address("transport=stomp addr=");
+    let mut client = RawClient::connect(stomp).await;
+    send(
+        &mut client,
+        "/queue/orders",
+        "poison",
+        &[("persistent", "true")],
+    )
+    .await;
+    subscribe(&mut client, "s", "/queue/orders", "client-individual").await;
+    for delivery in 1..=3 {
+        let m = message(&mut client).await;
+        assert_eq!(m.body, b"poison");
+        assert_eq!(
+            m.get("redelivered") == Some("true"),
+            delivery > 1,
+            "delivery {delivery}: {m:?}"
+        );
+        client
+            .send(&Frame::new(Command::Nack).header("id", m.get("ack").unwrap()))
+            .await;
+    }
+    subscribe(&mut client, "d", "/queue/ActiveMQ.DLQ", "client-individual").await;
+    let dead = message(&mut client).await;
+    assert_eq!(dead.body, b"poison");
+    assert_eq!(dead.get("subscription"), Some("d"));
+    assert_eq!(dead.get("original-destination"), Some("/queue/orders"));
+    let cause = dead.get("dlqDeliveryFailureCause").unwrap_or_default();
+    assert!(cause.contains("Delivery[3]"), "{cause}");
+    assert_eq!(dead.get("persistent"), Some("true"));
+    drop(client);
+    let console = node.address("console listening on ");
+    assert_eq!(figure(console, "orders", "dead_lettered").await, 1);
+
+    // SIGKILL, then the same data folder: the dead letter is where it went.
+    drop(node);
+    let node = broker_node(dir.path(), "again", NODE, &[]);
+    let stomp = node.address("transport=stomp addr=");
+    let console = node.address("console listening on ");
+    assert_eq!(figure(console, "orders", "pending").await, 0);
+    assert_eq!(figure(console, "ActiveMQ.DLQ", "pending").await, 1);
+    let mut client = RawClient::connect(stomp).await;
+    subscribe(&mut client, "d", "/queue/ActiveMQ.DLQ", "auto").await;
+    let dead = message(&mut client).await;
+    assert_eq!(dead.body, b"poison");
+    assert_eq!(dead.get("original-destination"), Some("/queue/orders"));
+}
+
+/// A message whose `expires` time passed is never delivered: one sent
+/// already expired, and one that expires while it waits; both reach the
+/// dead-letter queue (the default policy) without their expiry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_messages_are_never_delivered() {
+    let dir = BrokerDir::new("");
+    let broker = dir.start().await;
+    let stomp = broker.transport_addr("stomp").unwrap();
+    let console = broker.console_addr().unwrap();
+    let mut client = RawClient::connect(stomp).await;
+    let soon = (now_ms() + 300).to_string();
+    let later = (now_ms() + 3_600_000).to_string();
+    send(&mut client, "/queue/q", "stale", &[("expires", "1")]).await;
+    send(&mut client, "/queue/q", "soon", &[("expires", &soon)]).await;
+    send(&mut client, "/queue/q", "fresh", &[("expires", &later)]).await;
+    // "soon" expires while it waits: the sweep takes it out.
+    wait_for("two expired", || async {
+        figure(console, "q", "expired").await == 2
+    })
+    .await;
+    subscribe(&mut client, "s", "/queue/q", "auto").await;
+    let m = message(&mut client).await;
+    assert_eq!(m.body, b"fresh");
+    assert_eq!(m.get("expires"), Some(later.as_str()));
+    subscribe(&mut client, "d", "/queue/ActiveMQ.DLQ", "auto").await;
+    let mut dead = Vec::new();
+    for _ in 0..2 {
+        let m = message(&mut client).await;
+        assert_eq!(m.get("dlqDeliveryFailureCause"), Some("Message expired"));
+        assert_eq!(m.get("expires"), None, "a dead letter does not expire");
+        dead.push(String::from_utf8(m.body).unwrap());
+    }
+    dead.sort();
+    assert_eq!(dead, ["soon", "stale"]);
+    broker.shutdown(std::time::Duration::from_secs(1)).await;
+}
+
+/// An `expires` that is not a number is refused with the reason; the
+/// broker goes on serving everyone else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expires_that_is_not_a_number_is_refused() {
+    let dir = BrokerDir::new("");
+    let broker = dir.start().await;
+    let stomp = broker.transport_addr("stomp").unwrap();
+    let mut bystander = RawClient::connect(stomp).await;
+    let mut client = RawClient::connect(stomp).await;
+    client
+        .send(
+            &Frame::new(Command::Send)
+                .header("destination", "/queue/q")
+                .header("expires", "tomorrow"),
+        )
+        .await;
+    let error = client.next().await.expect("ERROR");
+    assert_eq!(error.command, Command::Error);
+    let reason = error.get("message").unwrap_or_default();
+    assert!(reason.contains("expires"), "{reason}");
+    send(&mut bystander, "/queue/q", "fine", &[]).await;
+    broker.shutdown(std::time::Duration::from_secs(1)).await;
+}
+
+/// Policy keys of the wrong type or out of range are config errors with
+/// their line and column.
+#[test]
+fn bad_policies_are_config_errors_at_their_place() {
+    let text = r#"[broker]
+name = "b"
+data_dir = "data"
+
+[[policy]]
+destination = "queue://a..b"
+max_redeliveries = -1
+redelivery_delay = "soon"
+redelivery_backoff = 0.5
+dead_letter = "topic://x"
+expired_to_dead_letter = "yes"
+"#;
+    let err = BrokerConfig::parse(text, std::path::Path::new("broker.toml")).expect_err("refused");
+    let report = err.to_string();
+    // The whole table is refused by serde at its first wrong type.
+    assert!(report.contains("broker.toml:"), "{report}");
+    assert!(
+        report.contains("expired_to_dead_letter") || report.contains("bool"),
+        "{report}"
+    );
+    let text = text.replace("expired_to_dead_letter = \"yes\"\n", "");
+    let report = BrokerConfig::parse(&text, std::path::Path::new("broker.toml"))
+        .expect_err("refused")
+        .to_string();
+    for (line, what) in [
+        (6, "invalid destination filter"),
+        (7, "max_redeliveries"),
+        (8, "soon"),
+        (9, "redelivery_backoff"),
+        (10, "dead_letter"),
+    ] {
+        assert!(
+            report
+                .lines()
+                .any(|l| l.contains(&format!("broker.toml:{line}:")) && l.contains(what)),
+            "line {line} ({what}) in:\n{report}"
+        );
+    }
+}
