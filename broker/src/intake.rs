@@ -19,12 +19,14 @@ use tracing::{info, warn};
 
 use crate::client::DEDUP_HEADER;
 use crate::dedup::Key;
-use crate::router::{Destination, Kind, Message, Retired};
+use crate::router::{Destination, Kind, Message, Retired, DEFAULT_PRIORITY, PRIORITIES};
 use crate::shared::BrokerCore;
 use crate::store::{Durable, JournalError, StoredMessage};
 
 /// The header with a message's expiry time (ms since the epoch; 0: never).
 pub(crate) const EXPIRES_HEADER: &str = "expires";
+/// The header with a message's JMS priority.
+pub(crate) const PRIORITY_HEADER: &str = "priority";
 /// Headers a dead letter gets, as ActiveMQ names them.
 pub(crate) const ORIGINAL_DESTINATION_HEADER: &str = "original-destination";
 pub(crate) const FAILURE_CAUSE_HEADER: &str = "dlqDeliveryFailureCause";
@@ -72,6 +74,8 @@ pub(crate) struct Arriving<'a> {
     pub(crate) dedup: Option<Key<'a>>,
     /// When it expires (see [`expires`]); 0: never.
     pub(crate) expires: u64,
+    /// Its JMS priority (see [`priority`]).
+    pub(crate) priority: u8,
     /// Its id from elsewhere (a forwarded message keeps its origin's).
     pub(crate) message_id: Option<String>,
 }
@@ -113,6 +117,7 @@ pub(crate) async fn accept(
         body: arriving.body,
         sender: arriving.sender,
         expires: arriving.expires,
+        priority: arriving.priority,
     };
     let durable = if stored {
         Some(core.journal.add(record_of(&message)).await?)
@@ -133,6 +138,20 @@ pub(crate) fn expires(headers: &[(String, String)]) -> Result<u64, String> {
         Some((_, value)) => value.trim().parse().map_err(|_| {
             format!("expires must be milliseconds since the epoch (0 for never), not {value:?}")
         }),
+    }
+}
+
+/// The `priority` header: 0 to 9, 4 when absent (JMS). Anything else is
+/// refused with a reason.
+pub(crate) fn priority(headers: &[(String, String)]) -> Result<u8, String> {
+    match headers.iter().find(|(name, _)| name == PRIORITY_HEADER) {
+        None => Ok(DEFAULT_PRIORITY),
+        Some((_, value)) => value
+            .trim()
+            .parse::<u8>()
+            .ok()
+            .filter(|p| usize::from(*p) < PRIORITIES)
+            .ok_or_else(|| format!("priority must be a number from 0 to 9, not {value:?}")),
     }
 }
 
@@ -174,6 +193,7 @@ async fn retire_one(core: &BrokerCore, retired: Retired) -> Result<(), JournalEr
         stored: shared.stored,
         sender: shared.sender.clone(),
         expires: shared.expires,
+        priority: shared.priority,
     });
     let seq = core.next_seq();
     // A dead letter does not expire (as in ActiveMQ), and says where it
@@ -201,6 +221,7 @@ async fn retire_one(core: &BrokerCore, retired: Retired) -> Result<(), JournalEr
         stored: original.stored,
         sender: original.sender,
         expires: 0,
+        priority: original.priority,
     };
     if original.stored {
         core.journal

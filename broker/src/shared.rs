@@ -64,8 +64,11 @@ impl BrokerCore {
             .filter_map(|m| {
                 let destination = Destination::parse(&m.destination).ok()?;
                 let expires = crate::intake::expires(&m.headers).unwrap_or(0);
+                let priority =
+                    crate::intake::priority(&m.headers).unwrap_or(router::DEFAULT_PRIORITY);
                 Some(Arc::new(Message {
                     expires,
+                    priority,
                     seq: m.id,
                     message_id: format!("ID:{}-{}", config.name, m.id),
                     destination,

@@ -65,6 +65,22 @@ async fn message(client: &mut RawClient) -> Frame {
     frame
 }
 
+/// Sends a SEND with `header: value` on a new connection; the ERROR's
+/// message.
+async fn refused(stomp: SocketAddr, header: &str, value: &str) -> String {
+    let mut client = RawClient::connect(stomp).await;
+    client
+        .send(
+            &Frame::new(Command::Send)
+                .header("destination", "/queue/q")
+                .header(header, value),
+        )
+        .await;
+    let error = client.next().await.expect("ERROR");
+    assert_eq!(error.command, Command::Error, "{header}: {value}");
+    error.get("message").unwrap_or_default().to_owned()
+}
+
 /// The console's figures of one queue (`/api/queues`), 0 if it has none.
 async fn figure(console: SocketAddr, queue: &str, name: &str) -> u64 {
     let (_, body) = http(console, "GET", "/api/queues", &[]).await;
@@ -178,17 +194,7 @@ async fn an_expires_that_is_not_a_number_is_refused() {
     let broker = dir.start().await;
     let stomp = broker.transport_addr("stomp").unwrap();
     let mut bystander = RawClient::connect(stomp).await;
-    let mut client = RawClient::connect(stomp).await;
-    client
-        .send(
-            &Frame::new(Command::Send)
-                .header("destination", "/queue/q")
-                .header("expires", "tomorrow"),
-        )
-        .await;
-    let error = client.next().await.expect("ERROR");
-    assert_eq!(error.command, Command::Error);
-    let reason = error.get("message").unwrap_or_default();
+    let reason = refused(stomp, "expires", "tomorrow").await;
     assert!(reason.contains("expires"), "{reason}");
     send(&mut bystander, "/queue/q", "fine", &[]).await;
     broker.shutdown(std::time::Duration::from_secs(1)).await;
@@ -236,4 +242,29 @@ expired_to_dead_letter = "yes"
             "line {line} ({what}) in:\n{report}"
         );
     }
+}
+
+/// `priority` 0–9: a queue delivers its waiting messages highest first
+/// (first in first out within one); anything else is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn higher_priorities_are_delivered_first_and_bad_ones_refused() {
+    let dir = BrokerDir::new("");
+    let broker = dir.start().await;
+    let stomp = broker.transport_addr("stomp").unwrap();
+    let mut client = RawClient::connect(stomp).await;
+    for (body, priority) in [("low", "0"), ("a", "4"), ("urgent", "9"), ("b", "4")] {
+        send(&mut client, "/queue/p", body, &[("priority", priority)]).await;
+    }
+    send(&mut client, "/queue/p", "plain", &[]).await;
+    subscribe(&mut client, "s", "/queue/p", "auto").await;
+    let mut order = Vec::new();
+    for _ in 0..5 {
+        order.push(String::from_utf8(message(&mut client).await.body).unwrap());
+    }
+    assert_eq!(order, ["urgent", "a", "b", "plain", "low"]);
+    for bad in ["10", "-1", "high"] {
+        let reason = refused(stomp, "priority", bad).await;
+        assert!(reason.contains("priority"), "{bad}: {reason}");
+    }
+    broker.shutdown(std::time::Duration::from_secs(1)).await;
 }

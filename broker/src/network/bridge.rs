@@ -313,6 +313,8 @@ impl FromPeer<'_> {
             let arriving = Arriving {
                 // A peer's is checked where it was sent.
                 expires: intake::expires(&frame.headers).unwrap_or(0),
+                priority: intake::priority(&frame.headers)
+                    .unwrap_or(crate::router::DEFAULT_PRIORITY),
                 source: Source::Bridge,
                 destination,
                 headers: &frame.headers,

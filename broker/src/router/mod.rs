@@ -54,7 +54,15 @@ pub struct Message {
     /// When it expires, in milliseconds since the epoch (the `expires`
     /// header, JMSExpiration); 0: never.
     pub expires: u64,
+    /// JMS priority, 0 to 9 (the `priority` header): a queue delivers its
+    /// higher ones first.
+    pub priority: u8,
 }
+
+/// JMS priorities: 0 to 9.
+pub const PRIORITIES: usize = 10;
+/// A message without a `priority` header has this one.
+pub const DEFAULT_PRIORITY: u8 = 4;
 
 /// The header listing the brokers a forwarded message has crossed.
 pub const PATH_HEADER: &str = "portico-path";

@@ -503,8 +503,10 @@ impl Session {
             _ => None,
         };
         let expires = intake::expires(&frame.headers).map_err(|e| fail(&e))?;
+        let priority = intake::priority(&frame.headers).map_err(|e| fail(&e))?;
         let arriving = Arriving {
             expires,
+            priority,
             source: Source::Client,
             destination,
             headers: &frame.headers,

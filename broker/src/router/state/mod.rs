@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use tracing::debug;
 
 mod acks;
+mod lanes;
 mod queue;
 mod retire;
 #[cfg(test)]
@@ -44,7 +45,7 @@ struct Pending {
 
 #[derive(Default)]
 struct Queue {
-    messages: VecDeque<Pending>,
+    messages: lanes::Lanes,
     /// Waiting and delivered-but-unacknowledged messages, in bytes.
     bytes: usize,
     consumers: Vec<SubKey>,

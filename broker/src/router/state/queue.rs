@@ -164,7 +164,7 @@ impl State {
             }
         };
         let mut freed = 0;
-        for pending in queue.messages.drain(..) {
+        for pending in queue.messages.drain() {
             freed += pending.message.size();
             take(&pending.message);
         }

@@ -180,14 +180,7 @@ impl State {
         let now = now_ms();
         let mut gone = Vec::new();
         for (name, queue) in &mut self.queues {
-            if !queue.messages.iter().any(|p| p.message.expired(now)) {
-                continue;
-            }
-            let (expired, kept): (Vec<_>, Vec<_>) = queue
-                .messages
-                .drain(..)
-                .partition(|p| p.message.expired(now));
-            queue.messages = kept.into();
+            let expired = queue.messages.take(|p| p.message.expired(now));
             gone.extend(expired.into_iter().map(|p| (name.clone(), p.message)));
         }
         for (name, message) in gone {

@@ -105,11 +105,22 @@ impl Harness {
     /// Sends a message of `size` body bytes; the receiver of its reply
     /// (it has a value once the router took the message).
     fn send(&mut self, destination: &str, body: &str, size: usize) -> oneshot::Receiver<()> {
+        self.send_with(destination, body, size, |_| {})
+    }
+
+    /// `send`, with the message changed by `tweak` first.
+    fn send_with(
+        &mut self,
+        destination: &str,
+        body: &str,
+        size: usize,
+        tweak: impl FnOnce(&mut Message),
+    ) -> oneshot::Receiver<()> {
         let seq = self.next_seq;
         self.next_seq += 1;
         let mut bytes = body.as_bytes().to_vec();
         bytes.resize(size.max(bytes.len()), b' ');
-        let message = Arc::new(Message {
+        let mut message = Message {
             seq,
             message_id: format!("ID:test-{seq}"),
             destination: Destination::parse(destination).unwrap(),
@@ -118,9 +129,14 @@ impl Harness {
             stored: false,
             sender: None,
             expires: 0,
-        });
+            priority: crate::router::DEFAULT_PRIORITY,
+        };
+        tweak(&mut message);
         let (reply, answer) = oneshot::channel();
-        self.state.handle(Op::Send { message, reply });
+        self.state.handle(Op::Send {
+            message: Arc::new(message),
+            reply,
+        });
         answer
     }
 
@@ -490,22 +506,8 @@ fn expired_messages_are_never_delivered() {
             ..Policy::defaults()
         }],
     );
-    let past = 1_000;
     for (queue, body) in [("/queue/keep", "k"), ("/queue/drop.q", "d")] {
-        let seq = h.next_seq;
-        h.next_seq += 1;
-        let message = Arc::new(Message {
-            seq,
-            message_id: format!("ID:test-{seq}"),
-            destination: Destination::parse(queue).unwrap(),
-            headers: Vec::new(),
-            body: body.as_bytes().to_vec(),
-            stored: false,
-            sender: None,
-            expires: past,
-        });
-        let (reply, mut answer) = oneshot::channel();
-        h.state.handle(Op::Send { message, reply });
+        let mut answer = h.send_with(queue, body, 0, |m| m.expires = 1_000);
         assert!(answer.try_recv().is_ok(), "taken, not held back");
     }
     h.connect(ConnId(1));
@@ -533,4 +535,29 @@ fn expired_messages_are_never_delivered() {
         .map(|q| (q.name.clone(), q.expired, q.bytes))
         .collect();
     assert_eq!(expired, [("drop.q".into(), 1, 0), ("keep".into(), 1, 0)]);
+}
+
+/// Among waiting messages the higher priority goes first; within one
+/// priority, first in first out; a message given back keeps its place.
+#[test]
+fn higher_priorities_are_delivered_first() {
+    let mut h = Harness::new(RouterLimits::default());
+    for (body, priority) in [("low", 1), ("a", 4), ("urgent", 9), ("b", 4), ("c", 4)] {
+        let mut answer = h.send_with("/queue/q", body, 0, |m| m.priority = priority);
+        assert!(answer.try_recv().is_ok());
+    }
+    h.connect(ConnId(1));
+    h.subscribe(ConnId(1), "s", "/queue/q", AckMode::ClientIndividual, 2)
+        .unwrap();
+    let first = h.delivered(ConnId(1));
+    assert_eq!(bodies(&first), ["urgent", "a"]);
+    // Abandoned: "urgent" and "a" come back before "b", "c" and "low".
+    h.state.handle(Op::Unregister { conn: ConnId(1) });
+    h.connect(ConnId(2));
+    h.subscribe(ConnId(2), "s", "/queue/q", AckMode::Auto, 10)
+        .unwrap();
+    assert_eq!(
+        bodies(&h.delivered(ConnId(2))),
+        ["urgent", "a", "b", "c", "low"]
+    );
 }

@@ -1,0 +1,73 @@
+//! A queue's waiting messages by priority: ten lanes, the highest
+//! non-empty one first, first in first out within each (JMS priority,
+//! 0–9, default 4).
+
+use std::collections::VecDeque;
+
+use super::Pending;
+use crate::router::PRIORITIES;
+
+#[derive(Default)]
+pub(super) struct Lanes {
+    lanes: [VecDeque<Pending>; PRIORITIES],
+    len: usize,
+}
+
+impl Lanes {
+    fn lane(&mut self, pending: &Pending) -> &mut VecDeque<Pending> {
+        let at = usize::from(pending.message.priority).min(PRIORITIES - 1);
+        &mut self.lanes[at]
+    }
+
+    pub(super) fn push_back(&mut self, pending: Pending) {
+        self.len += 1;
+        self.lane(&pending).push_back(pending);
+    }
+
+    /// Back at the front of its lane (a message given back).
+    pub(super) fn push_front(&mut self, pending: Pending) {
+        self.len += 1;
+        self.lane(&pending).push_front(pending);
+    }
+
+    /// The next message to deliver.
+    pub(super) fn front(&self) -> Option<&Pending> {
+        self.lanes.iter().rev().find_map(VecDeque::front)
+    }
+
+    pub(super) fn pop_front(&mut self) -> Option<Pending> {
+        let lane = self.lanes.iter_mut().rev().find(|l| !l.is_empty())?;
+        self.len -= 1;
+        lane.pop_front()
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Every waiting message, in no particular order, leaving none.
+    pub(super) fn drain(&mut self) -> impl Iterator<Item = Pending> + '_ {
+        self.len = 0;
+        self.lanes.iter_mut().flat_map(|l| l.drain(..))
+    }
+
+    /// Takes out the messages `expired` says are, keeping the others'
+    /// order.
+    pub(super) fn take(&mut self, mut expired: impl FnMut(&Pending) -> bool) -> Vec<Pending> {
+        let mut taken = Vec::new();
+        for lane in &mut self.lanes {
+            if !lane.iter().any(&mut expired) {
+                continue;
+            }
+            let (out, kept): (Vec<_>, Vec<_>) = lane.drain(..).partition(&mut expired);
+            *lane = kept.into();
+            taken.extend(out);
+        }
+        self.len -= taken.len();
+        taken
+    }
+}
