@@ -69,13 +69,13 @@ async fn message(client: &mut RawClient) -> Frame {
 /// message.
 async fn refused(stomp: SocketAddr, header: &str, value: &str) -> String {
     let mut client = RawClient::connect(stomp).await;
-    client
-        .send(
-            &Frame::new(Command::Send)
-                .header("destination", "/queue/q")
-                .header(header, value),
-        )
-        .await;
+    let frame = match header {
+        "destination" => Frame::new(Command::Send).header("destination", value),
+        _ => Frame::new(Command::Send)
+            .header("destination", "/queue/q")
+            .header(header, value),
+    };
+    client.send(&frame).await;
     let error = client.next().await.expect("ERROR");
     assert_eq!(error.command, Command::Error, "{header}: {value}");
     error.get("message").unwrap_or_default().to_owned()
@@ -266,5 +266,47 @@ async fn higher_priorities_are_delivered_first_and_bad_ones_refused() {
         let reason = refused(stomp, "priority", bad).await;
         assert!(reason.contains("priority"), "{bad}: {reason}");
     }
+    broker.shutdown(std::time::Duration::from_secs(1)).await;
+}
+
+/// A composite destination (`/queue/a,/topic/b`, as in ActiveMQ) sends one
+/// message to each; one receipt covers them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_composite_destination_sends_one_message_to_each() {
+    let dir = BrokerDir::new("");
+    let broker = dir.start().await;
+    let stomp = broker.transport_addr("stomp").unwrap();
+    let mut listener = RawClient::connect(stomp).await;
+    listener
+        .send(
+            &Frame::new(Command::Subscribe)
+                .header("destination", "/topic/c.t")
+                .header("id", "t")
+                .header("receipt", "ready"),
+        )
+        .await;
+    assert_eq!(listener.next().await.unwrap().command, Command::Receipt);
+    let mut client = RawClient::connect(stomp).await;
+    send(
+        &mut client,
+        "/queue/c.a, /queue/c.b,/topic/c.t",
+        "to all",
+        &[("persistent", "true")],
+    )
+    .await;
+    let m = message(&mut listener).await;
+    assert_eq!(
+        (m.get("destination"), m.body.as_slice()),
+        (Some("/topic/c.t"), &b"to all"[..])
+    );
+    for queue in ["/queue/c.a", "/queue/c.b"] {
+        subscribe(&mut client, queue, queue, "auto").await;
+        let m = message(&mut client).await;
+        assert_eq!(m.get("destination"), Some(queue));
+        assert_eq!(m.body, b"to all");
+    }
+    let too_many = vec!["/queue/x"; 65].join(",");
+    let reason = refused(stomp, "destination", &too_many).await;
+    assert!(reason.contains("at most 64"), "{reason}");
     broker.shutdown(std::time::Duration::from_secs(1)).await;
 }

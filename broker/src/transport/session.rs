@@ -90,6 +90,9 @@ pub(super) struct Session {
 /// Destinations a connection remembers as existing (more are asked about).
 pub(super) const KNOWN_DESTINATIONS: usize = 1024;
 
+/// Destinations one composite SEND may name: each gets a copy of the body.
+const MAX_COMPOSITE: usize = 64;
+
 impl Session {
     pub(super) async fn pipe(&self, item: Piped) -> Result<(), Fatal> {
         let Some(pipeline) = &self.pipeline else {
@@ -402,6 +405,33 @@ impl Session {
                 Some(frame),
             )
         })?;
+        self.authorized(frame, text, op)
+    }
+
+    /// Where a SEND goes: one destination, or several separated by commas
+    /// (a composite destination, as in ActiveMQ: one message to each).
+    fn send_destinations(&self, frame: &Frame) -> Result<Vec<Destination>, Fatal> {
+        let text = frame
+            .get("destination")
+            .ok_or_else(|| Fatal::new("SEND needs a destination header", Some(frame)))?;
+        let parts: Vec<&str> = text.split(',').map(str::trim).collect();
+        if parts.len() > MAX_COMPOSITE {
+            return Err(Fatal::new(
+                format!(
+                    "a composite destination names at most {MAX_COMPOSITE} destinations, not {}",
+                    parts.len()
+                ),
+                Some(frame),
+            ));
+        }
+        parts
+            .into_iter()
+            .map(|part| self.authorized(frame, part, Operation::Write))
+            .collect()
+    }
+
+    /// Parses `text` and checks that this session's user may `op` it.
+    fn authorized(&self, frame: &Frame, text: &str, op: Operation) -> Result<Destination, Fatal> {
         let destination = Destination::parse(text).map_err(|e| Fatal::new(e, Some(frame)))?;
         if destination.is_wildcard() && op == Operation::Write {
             return Err(Fatal::new(
@@ -427,18 +457,40 @@ impl Session {
         Ok(destination)
     }
 
-    /// Journals (if stored) and routes a SEND through the pipeline; the
-    /// receipt goes out once it is routed.
-    /// Journals (if stored) and routes a SEND through the pipeline; the
-    /// receipt goes out once it is routed. The frame's body becomes the
-    /// message's (moved, not copied).
+    /// Journals (if stored) and routes a SEND through the pipeline, one
+    /// message per destination; the receipt goes out once all are routed.
+    /// The frame's body becomes the (last) message's (moved, not copied).
     pub(super) async fn send(
         &mut self,
         mut frame: Frame,
-        receipt: Option<String>,
+        mut receipt: Option<String>,
     ) -> Result<(), Fatal> {
-        let destination = self.destination(&frame, Operation::Write)?;
-        let body = std::mem::take(&mut frame.body);
+        let destinations = self.send_destinations(&frame)?;
+        let mut body = std::mem::take(&mut frame.body);
+        let composite = destinations.len() > 1;
+        let last = destinations.len().saturating_sub(1);
+        for (i, destination) in destinations.into_iter().enumerate() {
+            let (part, receipt) = if i == last {
+                (std::mem::take(&mut body), receipt.take())
+            } else {
+                (body.clone(), None)
+            };
+            self.send_to(&frame, destination, part, receipt, composite)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// One message of a SEND, to `destination`. Parts of a composite SEND
+    /// scope a failover client's dedup id by their destination.
+    async fn send_to(
+        &mut self,
+        frame: &Frame,
+        destination: Destination,
+        body: Vec<u8>,
+        receipt: Option<String>,
+        composite: bool,
+    ) -> Result<(), Fatal> {
         // Errors name the frame's own receipt, whatever the pipeline's
         // (looked up only when there is an error).
         let headers_of_frame = &frame.headers;
@@ -498,7 +550,15 @@ impl Session {
             }
         };
         let sender = self.sender.clone();
-        let dedup = match (&sender, frame.get(crate::client::DEDUP_HEADER)) {
+        let scoped;
+        let dedup_id = match frame.get(crate::client::DEDUP_HEADER) {
+            Some(id) if composite => {
+                scoped = format!("{id}\n{destination}");
+                Some(scoped.as_str())
+            }
+            id => id,
+        };
+        let dedup = match (&sender, dedup_id) {
             (Some(sender), Some(id)) => Some(Key::Client { sender, id }),
             _ => None,
         };
