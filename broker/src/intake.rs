@@ -27,6 +27,8 @@ use crate::store::{Durable, JournalError, StoredMessage};
 pub(crate) const EXPIRES_HEADER: &str = "expires";
 /// The header with a message's JMS priority.
 pub(crate) const PRIORITY_HEADER: &str = "priority";
+/// The header naming a message's group (JMS).
+pub(crate) const GROUP_HEADER: &str = "JMSXGroupID";
 /// Headers a dead letter gets, as ActiveMQ names them.
 pub(crate) const ORIGINAL_DESTINATION_HEADER: &str = "original-destination";
 pub(crate) const FAILURE_CAUSE_HEADER: &str = "dlqDeliveryFailureCause";
@@ -118,6 +120,7 @@ pub(crate) async fn accept(
         sender: arriving.sender,
         expires: arriving.expires,
         priority: arriving.priority,
+        group: group(arriving.headers),
     };
     let durable = if stored {
         Some(core.journal.add(record_of(&message)).await?)
@@ -139,6 +142,14 @@ pub(crate) fn expires(headers: &[(String, String)]) -> Result<u64, String> {
             format!("expires must be milliseconds since the epoch (0 for never), not {value:?}")
         }),
     }
+}
+
+/// The message group a message belongs to (`JMSXGroupID`), if any.
+pub(crate) fn group(headers: &[(String, String)]) -> Option<Arc<str>> {
+    headers
+        .iter()
+        .find(|(name, value)| name == GROUP_HEADER && !value.is_empty())
+        .map(|(_, value)| Arc::from(value.as_str()))
 }
 
 /// The `priority` header: 0 to 9, 4 when absent (JMS). Anything else is
@@ -194,6 +205,7 @@ async fn retire_one(core: &BrokerCore, retired: Retired) -> Result<(), JournalEr
         sender: shared.sender.clone(),
         expires: shared.expires,
         priority: shared.priority,
+        group: shared.group.clone(),
     });
     let seq = core.next_seq();
     // A dead letter does not expire (as in ActiveMQ), and says where it
@@ -222,6 +234,7 @@ async fn retire_one(core: &BrokerCore, retired: Retired) -> Result<(), JournalEr
         sender: original.sender,
         expires: 0,
         priority: original.priority,
+        group: original.group,
     };
     if original.stored {
         core.journal

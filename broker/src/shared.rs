@@ -66,9 +66,11 @@ impl BrokerCore {
                 let expires = crate::intake::expires(&m.headers).unwrap_or(0);
                 let priority =
                     crate::intake::priority(&m.headers).unwrap_or(router::DEFAULT_PRIORITY);
+                let group = crate::intake::group(&m.headers);
                 Some(Arc::new(Message {
                     expires,
                     priority,
+                    group,
                     seq: m.id,
                     message_id: format!("ID:{}-{}", config.name, m.id),
                     destination,

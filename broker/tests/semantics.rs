@@ -310,3 +310,45 @@ async fn a_composite_destination_sends_one_message_to_each() {
     assert!(reason.contains("at most 64"), "{reason}");
     broker.shutdown(std::time::Duration::from_secs(1)).await;
 }
+
+/// `JMSXGroupID`: every message of a group goes to the one consumer that
+/// has the group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_group_goes_to_one_consumer() {
+    let dir = BrokerDir::new("");
+    let broker = dir.start().await;
+    let stomp = broker.transport_addr("stomp").unwrap();
+    let mut consumers = Vec::new();
+    for id in ["c1", "c2"] {
+        let mut c = RawClient::connect(stomp).await;
+        c.send(
+            &Frame::new(Command::Subscribe)
+                .header("destination", "/queue/g")
+                .header("id", id)
+                .header("receipt", "ready"),
+        )
+        .await;
+        assert_eq!(c.next().await.unwrap().command, Command::Receipt);
+        consumers.push(c);
+    }
+    let mut producer = RawClient::connect(stomp).await;
+    for i in 0..3 {
+        for group in ["A", "B"] {
+            let body = format!("{group}{i}");
+            send(&mut producer, "/queue/g", &body, &[("JMSXGroupID", group)]).await;
+        }
+    }
+    let mut seen = Vec::new();
+    for c in &mut consumers {
+        let mut got = String::new();
+        for _ in 0..3 {
+            let m = message(c).await;
+            got.push_str(std::str::from_utf8(&m.body).unwrap());
+            assert!(m.get("JMSXGroupID").is_some(), "{m:?}");
+        }
+        seen.push(got);
+    }
+    seen.sort();
+    assert_eq!(seen, ["A0A1A2", "B0B1B2"]);
+    broker.shutdown(std::time::Duration::from_secs(1)).await;
+}

@@ -57,6 +57,9 @@ pub struct Message {
     /// JMS priority, 0 to 9 (the `priority` header): a queue delivers its
     /// higher ones first.
     pub priority: u8,
+    /// Its message group (`JMSXGroupID`): a queue gives a group's messages
+    /// to one consumer while it lives.
+    pub group: Option<Arc<str>>,
 }
 
 /// JMS priorities: 0 to 9.

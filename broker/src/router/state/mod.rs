@@ -62,6 +62,10 @@ struct Queue {
     /// Refused messages waiting out their redelivery delay, with when
     /// they are due (their bytes still count as the queue's).
     delayed: Vec<(Instant, Arc<Message>)>,
+    /// Message groups (`JMSXGroupID`) and the consumer that has each, in
+    /// the order they were given out.
+    groups: HashMap<Arc<str>, SubKey>,
+    group_order: VecDeque<Arc<str>>,
 }
 
 impl Queue {
@@ -474,6 +478,12 @@ impl State {
         for name in &queues {
             if let Some(q) = self.queues.get_mut(name) {
                 q.consumers.retain(|k| !gone.contains(k));
+                if !q.groups.is_empty() {
+                    // Their groups go to whoever takes their next message.
+                    q.groups.retain(|_, k| !gone.contains(k));
+                    let groups = &q.groups;
+                    q.group_order.retain(|g| groups.contains_key(g));
+                }
             }
         }
         for name in queues {

@@ -8,6 +8,10 @@ use super::{ack_id, Pending, State};
 use crate::router::{Delivery, Message, Purged, QueueActionError, SubKey};
 use tokio::sync::mpsc;
 
+/// Message groups a queue remembers the consumer of (ActiveMQ's default
+/// cached group map holds as many).
+const MAX_GROUPS: usize = 1024;
+
 impl State {
     /// Gives a queue's messages to consumers with room, round robin,
     /// local consumers first; network consumers (bridges) get what no local
@@ -75,8 +79,22 @@ impl State {
             if queue.messages.is_empty() || skipped >= eligible.len() {
                 return;
             }
-            let key = eligible[queue.next % eligible.len()];
-            queue.next = queue.next.wrapping_add(1);
+            // A message group's messages go to the consumer that has the
+            // group, while it lives; else round robin (and it gets the group).
+            let group = queue.messages.front().and_then(|p| p.message.group.clone());
+            let owner = group
+                .as_ref()
+                .and_then(|g| queue.groups.get(g))
+                .copied()
+                .filter(|k| eligible.contains(k));
+            let key = match owner {
+                Some(key) => key,
+                None => {
+                    let key = eligible[queue.next % eligible.len()];
+                    queue.next = queue.next.wrapping_add(1);
+                    key
+                }
+            };
             let Some(size) = queue.messages.front().map(|p| p.message.size()) else {
                 return;
             };
@@ -125,6 +143,16 @@ impl State {
             let conn_id = sub.conn;
             let queue = self.queues.get_mut(name).expect("looked up above");
             let pending = queue.messages.pop_front().expect("head exists");
+            if let (Some(group), None) = (group, owner) {
+                if queue.groups.len() >= MAX_GROUPS {
+                    // As ActiveMQ's cached group map: the oldest goes.
+                    if let Some(old) = queue.group_order.pop_front() {
+                        queue.groups.remove(&old);
+                    }
+                }
+                queue.group_order.push_back(group.clone());
+                queue.groups.insert(group, key);
+            }
             let next_expired = self.next_sweep.is_some();
             if acks {
                 if let Some(sub) = self.subs.get_mut(&key) {

@@ -130,6 +130,7 @@ impl Harness {
             sender: None,
             expires: 0,
             priority: crate::router::DEFAULT_PRIORITY,
+            group: None,
         };
         tweak(&mut message);
         let (reply, answer) = oneshot::channel();
@@ -560,4 +561,37 @@ fn higher_priorities_are_delivered_first() {
         bodies(&h.delivered(ConnId(2))),
         ["urgent", "a", "b", "c", "low"]
     );
+}
+
+/// A message group's messages go to one consumer while it lives, then to
+/// another one.
+#[test]
+fn a_message_group_sticks_to_one_consumer_while_it_lives() {
+    let mut h = Harness::new(RouterLimits::default());
+    for conn in [ConnId(1), ConnId(2)] {
+        h.connect(conn);
+        h.subscribe(conn, "s", "/queue/q", AckMode::Auto, 100)
+            .unwrap();
+    }
+    let grouped = |h: &mut Harness, body: &str, group: &str| {
+        let group: Arc<str> = Arc::from(group);
+        let mut answer = h.send_with("/queue/q", body, 0, |m| m.group = Some(group));
+        assert!(answer.try_recv().is_ok());
+    };
+    for i in 0..3 {
+        grouped(&mut h, &format!("a{i}"), "A");
+        grouped(&mut h, &format!("b{i}"), "B");
+        grouped(&mut h, &format!("c{i}"), "C");
+    }
+    let one = bodies(&h.delivered(ConnId(1))).join(" ");
+    let two = bodies(&h.delivered(ConnId(2))).join(" ");
+    assert_eq!(
+        (one.as_str(), two.as_str()),
+        ("a0 c0 a1 c1 a2 c2", "b0 b1 b2")
+    );
+    // The consumer of A and C goes: their next messages go to the other.
+    h.state.handle(Op::Unregister { conn: ConnId(1) });
+    grouped(&mut h, "a3", "A");
+    grouped(&mut h, "c3", "C");
+    assert_eq!(bodies(&h.delivered(ConnId(2))), ["a3", "c3"]);
 }
