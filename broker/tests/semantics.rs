@@ -352,3 +352,56 @@ async fn a_message_group_goes_to_one_consumer() {
     assert_eq!(seen, ["A0A1A2", "B0B1B2"]);
     broker.shutdown(std::time::Duration::from_secs(1)).await;
 }
+
+/// A message to `topic://VirtualTopic.X` reaches the topic's subscribers
+/// and is copied to every queue `Consumer.<name>.VirtualTopic.X` that
+/// exists, where each consumer group shares its copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_virtual_topic_fills_its_consumer_queues() {
+    let dir = BrokerDir::new("");
+    let broker = dir.start().await;
+    let stomp = broker.transport_addr("stomp").unwrap();
+    let mut queues = Vec::new();
+    for (queue, id) in [
+        ("/queue/Consumer.A.VirtualTopic.Orders", "a"),
+        ("/queue/Consumer.B.VirtualTopic.Orders", "b"),
+        ("/topic/VirtualTopic.Orders", "t"),
+        ("/queue/Consumer.C.VirtualTopic.Other", "c"),
+    ] {
+        let mut c = RawClient::connect(stomp).await;
+        c.send(
+            &Frame::new(Command::Subscribe)
+                .header("destination", queue)
+                .header("id", id)
+                .header("receipt", "ready"),
+        )
+        .await;
+        assert_eq!(c.next().await.unwrap().command, Command::Receipt);
+        queues.push(c);
+    }
+    let mut producer = RawClient::connect(stomp).await;
+    send(
+        &mut producer,
+        "/topic/VirtualTopic.Orders",
+        "order 1",
+        &[("persistent", "true")],
+    )
+    .await;
+    for (c, destination) in queues.iter_mut().zip([
+        "/queue/Consumer.A.VirtualTopic.Orders",
+        "/queue/Consumer.B.VirtualTopic.Orders",
+        "/topic/VirtualTopic.Orders",
+    ]) {
+        let m = message(c).await;
+        assert_eq!(m.get("destination"), Some(destination));
+        assert_eq!(m.body, b"order 1");
+    }
+    // The other virtual topic's queue got nothing: a receipt-backed probe.
+    let other = &mut queues[3];
+    other
+        .send(&Frame::new(Command::Disconnect).header("receipt", "bye"))
+        .await;
+    let next = other.next().await.expect("RECEIPT");
+    assert_eq!(next.command, Command::Receipt, "{next:?}");
+    broker.shutdown(std::time::Duration::from_secs(1)).await;
+}

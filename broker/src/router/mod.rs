@@ -62,6 +62,21 @@ pub struct Message {
     pub group: Option<Arc<str>>,
 }
 
+/// Topics named `VirtualTopic.<name>` are virtual topics (ActiveMQ's
+/// default prefix).
+pub const VIRTUAL_TOPIC_PREFIX: &str = "VirtualTopic.";
+
+/// Whether queue `queue` takes copies of what is sent to virtual topic
+/// `topic`: it is named `Consumer.<consumer>.<topic>`, `<consumer>` one
+/// part (ActiveMQ's default `Consumer.*.`).
+pub fn virtual_topic_queue(queue: &str, topic: &str) -> bool {
+    topic.starts_with(VIRTUAL_TOPIC_PREFIX)
+        && queue
+            .strip_prefix("Consumer.")
+            .and_then(|rest| rest.split_once('.'))
+            .is_some_and(|(consumer, rest)| !consumer.is_empty() && rest == topic)
+}
+
 /// JMS priorities: 0 to 9.
 pub const PRIORITIES: usize = 10;
 /// A message without a `priority` header has this one.
@@ -201,6 +216,10 @@ enum Op {
     Ensure {
         destination: Destination,
         reply: oneshot::Sender<Result<(), RouterError>>,
+    },
+    VirtualTopicQueues {
+        topic: String,
+        reply: oneshot::Sender<Vec<Destination>>,
     },
     Send {
         message: Arc<Message>,
@@ -412,6 +431,15 @@ impl Router {
         self.ask(|reply| Op::Ensure { destination, reply })
             .await
             .unwrap_or(Err(RouterError::Stopping))
+    }
+
+    /// The queues that take copies of what is sent to virtual topic
+    /// `topic` (see [`virtual_topic_queue`]), in name order.
+    pub async fn virtual_topic_queues(&self, topic: &str) -> Vec<Destination> {
+        let topic = topic.to_owned();
+        self.ask(|reply| Op::VirtualTopicQueues { topic, reply })
+            .await
+            .unwrap_or_default()
     }
 
     /// Routes a message; returns once the destination has accepted it

@@ -18,7 +18,7 @@ use crate::auth::{Operation, Principal};
 use crate::dedup::Key;
 use crate::intake::{self, Accepted, Arriving, Source};
 use crate::logins::Refusal;
-use crate::router::{AckId, AckMode, ConnId, Destination};
+use crate::router::{AckId, AckMode, ConnId, Destination, Kind, VIRTUAL_TOPIC_PREFIX};
 use crate::shared::BrokerCore;
 use crate::stomp::{
     parse_heart_beat, Command, Decoded, Frame, FrameBuffer, Limits as FrameLimits, Version,
@@ -465,7 +465,21 @@ impl Session {
         mut frame: Frame,
         mut receipt: Option<String>,
     ) -> Result<(), Fatal> {
-        let destinations = self.send_destinations(&frame)?;
+        let mut destinations = self.send_destinations(&frame)?;
+        // A virtual topic's message is copied to its consumer queues (the
+        // right to write the topic is the right to fill them).
+        let virtual_topic =
+            |d: &Destination| d.kind == Kind::Topic && d.name.starts_with(VIRTUAL_TOPIC_PREFIX);
+        if destinations.iter().any(virtual_topic) {
+            let topics: Vec<String> = destinations
+                .iter()
+                .filter(|d| virtual_topic(d))
+                .map(|d| d.name.clone())
+                .collect();
+            for topic in topics {
+                destinations.extend(self.core.router.virtual_topic_queues(&topic).await);
+            }
+        }
         let mut body = std::mem::take(&mut frame.body);
         let composite = destinations.len() > 1;
         let last = destinations.len().saturating_sub(1);

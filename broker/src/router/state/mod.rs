@@ -285,6 +285,19 @@ impl State {
                 };
                 let _ = reply.send(result);
             }
+            Op::VirtualTopicQueues { topic, reply } => {
+                let mut queues: Vec<Destination> = self
+                    .queues
+                    .keys()
+                    .filter(|q| super::virtual_topic_queue(q, &topic))
+                    .map(|q| Destination {
+                        kind: Kind::Queue,
+                        name: q.clone(),
+                    })
+                    .collect();
+                queues.sort();
+                let _ = reply.send(queues);
+            }
             Op::Ensure { destination, reply } => {
                 let _ = reply.send(self.ensure(&destination));
             }

@@ -595,3 +595,17 @@ fn a_message_group_sticks_to_one_consumer_while_it_lives() {
     grouped(&mut h, "c3", "C");
     assert_eq!(bodies(&h.delivered(ConnId(2))), ["a3", "c3"]);
 }
+
+#[test]
+fn virtual_topic_queues_are_named_as_in_activemq() {
+    use crate::router::virtual_topic_queue as takes;
+    let topic = "VirtualTopic.Orders";
+    assert!(takes("Consumer.A.VirtualTopic.Orders", topic));
+    assert!(
+        !takes("Consumer.A.B.VirtualTopic.Orders", topic),
+        "one part"
+    );
+    assert!(!takes("Consumer..VirtualTopic.Orders", topic));
+    assert!(!takes("Consumer.A.VirtualTopic.Orders.X", topic));
+    assert!(!takes("Consumer.A.Orders", "Orders"), "not a virtual topic");
+}
