@@ -59,6 +59,23 @@ async fn subscribe(client: &mut RawClient, id: &str, destination: &str, ack: &st
         .await;
 }
 
+/// A new connection subscribed to `destination` (auto ack), once the
+/// broker confirmed the subscription.
+async fn subscribed(stomp: SocketAddr, destination: &str, id: &str) -> RawClient {
+    let mut client = RawClient::connect(stomp).await;
+    client
+        .send(
+            &Frame::new(Command::Subscribe)
+                .header("destination", destination)
+                .header("id", id)
+                .header("receipt", "ready"),
+        )
+        .await;
+    let receipt = client.next().await.expect("RECEIPT");
+    assert_eq!(receipt.command, Command::Receipt, "{receipt:?}");
+    client
+}
+
 async fn message(client: &mut RawClient) -> Frame {
     let frame = client.next().await.expect("a MESSAGE");
     assert_eq!(frame.command, Command::Message, "{frame:?}");
@@ -276,16 +293,7 @@ async fn a_composite_destination_sends_one_message_to_each() {
     let dir = BrokerDir::new("");
     let broker = dir.start().await;
     let stomp = broker.transport_addr("stomp").unwrap();
-    let mut listener = RawClient::connect(stomp).await;
-    listener
-        .send(
-            &Frame::new(Command::Subscribe)
-                .header("destination", "/topic/c.t")
-                .header("id", "t")
-                .header("receipt", "ready"),
-        )
-        .await;
-    assert_eq!(listener.next().await.unwrap().command, Command::Receipt);
+    let mut listener = subscribed(stomp, "/topic/c.t", "t").await;
     let mut client = RawClient::connect(stomp).await;
     send(
         &mut client,
@@ -320,16 +328,7 @@ async fn a_message_group_goes_to_one_consumer() {
     let stomp = broker.transport_addr("stomp").unwrap();
     let mut consumers = Vec::new();
     for id in ["c1", "c2"] {
-        let mut c = RawClient::connect(stomp).await;
-        c.send(
-            &Frame::new(Command::Subscribe)
-                .header("destination", "/queue/g")
-                .header("id", id)
-                .header("receipt", "ready"),
-        )
-        .await;
-        assert_eq!(c.next().await.unwrap().command, Command::Receipt);
-        consumers.push(c);
+        consumers.push(subscribed(stomp, "/queue/g", id).await);
     }
     let mut producer = RawClient::connect(stomp).await;
     for i in 0..3 {
@@ -368,16 +367,7 @@ async fn a_virtual_topic_fills_its_consumer_queues() {
         ("/topic/VirtualTopic.Orders", "t"),
         ("/queue/Consumer.C.VirtualTopic.Other", "c"),
     ] {
-        let mut c = RawClient::connect(stomp).await;
-        c.send(
-            &Frame::new(Command::Subscribe)
-                .header("destination", queue)
-                .header("id", id)
-                .header("receipt", "ready"),
-        )
-        .await;
-        assert_eq!(c.next().await.unwrap().command, Command::Receipt);
-        queues.push(c);
+        queues.push(subscribed(stomp, queue, id).await);
     }
     let mut producer = RawClient::connect(stomp).await;
     send(
