@@ -29,6 +29,17 @@ pub(crate) const EXPIRES_HEADER: &str = "expires";
 pub(crate) const PRIORITY_HEADER: &str = "priority";
 /// The header naming a message's group (JMS).
 pub(crate) const GROUP_HEADER: &str = "JMSXGroupID";
+/// When a scheduled message may be delivered (ms since the epoch): the
+/// broker's own record of it.
+pub(crate) const DELIVER_AT_HEADER: &str = "portico-deliver-at";
+/// ActiveMQ's scheduling headers: a delay before the first delivery, the
+/// period between repeats and how many repeats (all in ms or counts).
+pub(crate) const SCHEDULED_DELAY_HEADER: &str = "AMQ_SCHEDULED_DELAY";
+pub(crate) const SCHEDULED_PERIOD_HEADER: &str = "AMQ_SCHEDULED_PERIOD";
+pub(crate) const SCHEDULED_REPEAT_HEADER: &str = "AMQ_SCHEDULED_REPEAT";
+/// Deliveries one scheduled SEND may ask for (its repeats, times its
+/// destinations): each is a message of its own, stored up front.
+pub(crate) const MAX_OCCURRENCES: u64 = 1000;
 /// Headers a dead letter gets, as ActiveMQ names them.
 pub(crate) const ORIGINAL_DESTINATION_HEADER: &str = "original-destination";
 pub(crate) const FAILURE_CAUSE_HEADER: &str = "dlqDeliveryFailureCause";
@@ -78,6 +89,8 @@ pub(crate) struct Arriving<'a> {
     pub(crate) expires: u64,
     /// Its JMS priority (see [`priority`]).
     pub(crate) priority: u8,
+    /// When it may be delivered (ms since the epoch; 0: at once).
+    pub(crate) deliver_at: u64,
     /// Its id from elsewhere (a forwarded message keeps its origin's).
     pub(crate) message_id: Option<String>,
 }
@@ -121,7 +134,15 @@ pub(crate) async fn accept(
         expires: arriving.expires,
         priority: arriving.priority,
         group: group(arriving.headers),
+        deliver_at: arriving.deliver_at,
     };
+    let mut message = message;
+    if message.deliver_at != 0 {
+        // Kept with it, so a restart holds it until then too.
+        message
+            .headers
+            .push((DELIVER_AT_HEADER.to_owned(), message.deliver_at.to_string()));
+    }
     let durable = if stored {
         Some(core.journal.add(record_of(&message)).await?)
     } else {
@@ -142,6 +163,38 @@ pub(crate) fn expires(headers: &[(String, String)]) -> Result<u64, String> {
             format!("expires must be milliseconds since the epoch (0 for never), not {value:?}")
         }),
     }
+}
+
+/// When each delivery of a scheduled SEND is due (ms since the epoch; a
+/// single 0 when it is not scheduled), from ActiveMQ's headers.
+pub(crate) fn schedule(headers: &[(String, String)], now_ms: u64) -> Result<Vec<u64>, String> {
+    let number = |name: &str| -> Result<u64, String> {
+        match headers.iter().find(|(n, _)| n == name) {
+            None => Ok(0),
+            Some((_, value)) => value
+                .trim()
+                .parse()
+                .map_err(|_| format!("{name} must be a whole number, not {value:?}")),
+        }
+    };
+    let (delay, period, repeat) = (
+        number(SCHEDULED_DELAY_HEADER)?,
+        number(SCHEDULED_PERIOD_HEADER)?,
+        number(SCHEDULED_REPEAT_HEADER)?,
+    );
+    if repeat >= MAX_OCCURRENCES {
+        return Err(format!(
+            "{SCHEDULED_REPEAT_HEADER} may be at most {}, not {repeat}",
+            MAX_OCCURRENCES - 1
+        ));
+    }
+    if delay == 0 && repeat == 0 {
+        return Ok(vec![0]);
+    }
+    let first = now_ms.saturating_add(delay);
+    Ok((0..=repeat)
+        .map(|i| first.saturating_add(i.saturating_mul(period)))
+        .collect())
 }
 
 /// The message group a message belongs to (`JMSXGroupID`), if any.
@@ -195,18 +248,7 @@ async fn retire_one(core: &BrokerCore, retired: Retired) -> Result<(), JournalEr
         }
         return Ok(());
     };
-    let original = Arc::try_unwrap(message).unwrap_or_else(|shared| Message {
-        seq: shared.seq,
-        message_id: shared.message_id.clone(),
-        destination: shared.destination.clone(),
-        headers: shared.headers.clone(),
-        body: shared.body.clone(),
-        stored: shared.stored,
-        sender: shared.sender.clone(),
-        expires: shared.expires,
-        priority: shared.priority,
-        group: shared.group.clone(),
-    });
+    let original = Arc::unwrap_or_clone(message);
     let seq = core.next_seq();
     // A dead letter does not expire (as in ActiveMQ), and says where it
     // came from and why.
@@ -235,6 +277,7 @@ async fn retire_one(core: &BrokerCore, retired: Retired) -> Result<(), JournalEr
         expires: 0,
         priority: original.priority,
         group: original.group,
+        deliver_at: 0,
     };
     if original.stored {
         core.journal

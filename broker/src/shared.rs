@@ -67,7 +67,14 @@ impl BrokerCore {
                 let priority =
                     crate::intake::priority(&m.headers).unwrap_or(router::DEFAULT_PRIORITY);
                 let group = crate::intake::group(&m.headers);
+                let deliver_at = m
+                    .headers
+                    .iter()
+                    .find(|(name, _)| name == crate::intake::DELIVER_AT_HEADER)
+                    .and_then(|(_, at)| at.parse().ok())
+                    .unwrap_or(0);
                 Some(Arc::new(Message {
+                    deliver_at,
                     expires,
                     priority,
                     group,

@@ -389,6 +389,7 @@ fn every_broker_key_is_documented_and_every_documented_key_exists() {
         "[[user]]",
         "[[authorization]]",
         "[[network_connector]]",
+        "[[policy]]",
     ] {
         all.extend(broker_fields(&format!("{table}\nbogus_key = 1\n")));
     }

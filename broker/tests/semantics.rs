@@ -395,3 +395,56 @@ async fn a_virtual_topic_fills_its_consumer_queues() {
     assert_eq!(next.command, Command::Receipt, "{next:?}");
     broker.shutdown(std::time::Duration::from_secs(1)).await;
 }
+
+/// `AMQ_SCHEDULED_DELAY`: a persistent scheduled message is held until its
+/// time, across a SIGKILL of the broker; `AMQ_SCHEDULED_PERIOD` and
+/// `AMQ_SCHEDULED_REPEAT` make one message per delivery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_messages_wait_for_their_time_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = broker_node(dir.path(), "node", NODE, &[]);
+    let stomp = node.address("transport=stomp addr=");
+    let mut client = RawClient::connect(stomp).await;
+    let sent = now_ms();
+    send(
+        &mut client,
+        "/queue/later",
+        "after the restart",
+        &[("persistent", "true"), ("AMQ_SCHEDULED_DELAY", "1500")],
+    )
+    .await;
+    drop(client);
+    drop(node);
+    let node = broker_node(dir.path(), "again", NODE, &[]);
+    let stomp = node.address("transport=stomp addr=");
+    let mut client = RawClient::connect(stomp).await;
+    subscribe(&mut client, "s", "/queue/later", "auto").await;
+    let m = message(&mut client).await;
+    assert_eq!(m.body, b"after the restart");
+    assert!(now_ms() >= sent + 1500, "delivered before its time");
+
+    let sent = now_ms();
+    send(
+        &mut client,
+        "/queue/later",
+        "tick",
+        &[
+            ("AMQ_SCHEDULED_DELAY", "100"),
+            ("AMQ_SCHEDULED_PERIOD", "200"),
+            ("AMQ_SCHEDULED_REPEAT", "2"),
+        ],
+    )
+    .await;
+    for n in 0..3 {
+        let m = message(&mut client).await;
+        assert_eq!(m.body, b"tick");
+        assert!(now_ms() >= sent + 100 + 200 * n, "delivery {n} too early");
+    }
+    for (header, value) in [
+        ("AMQ_SCHEDULED_DELAY", "soon"),
+        ("AMQ_SCHEDULED_REPEAT", "1000"),
+    ] {
+        let reason = refused(stomp, header, value).await;
+        assert!(reason.contains(header), "{reason}");
+    }
+}

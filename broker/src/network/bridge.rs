@@ -311,6 +311,8 @@ impl FromPeer<'_> {
             Accepted::Duplicate
         } else {
             let arriving = Arriving {
+                // Forwarded once due where it was sent.
+                deliver_at: 0,
                 // A peer's is checked where it was sent.
                 expires: intake::expires(&frame.headers).unwrap_or(0),
                 priority: intake::priority(&frame.headers)

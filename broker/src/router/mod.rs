@@ -37,7 +37,7 @@ pub use outbox::{Outbox, OutboxReceiver, OUTBOX_BYTES};
 pub use policy::{Cause, DeadLetter, Policies, Policy, Retired};
 
 /// A message as the router holds it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Message {
     /// Broker-wide sequence number; the journal's id for stored messages.
     pub seq: u64,
@@ -60,6 +60,9 @@ pub struct Message {
     /// Its message group (`JMSXGroupID`): a queue gives a group's messages
     /// to one consumer while it lives.
     pub group: Option<Arc<str>>,
+    /// When it may be delivered, in milliseconds since the epoch (a
+    /// scheduled message, `AMQ_SCHEDULED_DELAY`); 0: at once.
+    pub deliver_at: u64,
 }
 
 /// Topics named `VirtualTopic.<name>` are virtual topics (ActiveMQ's
@@ -180,6 +183,8 @@ pub struct MemoryStats {
 /// Live figures for the console.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Stats {
+    /// Scheduled messages waiting for their time.
+    pub scheduled: usize,
     pub queues: Vec<QueueStats>,
     pub topics: Vec<TopicStats>,
     pub connections: Vec<ConnectionInfo>,

@@ -93,6 +93,21 @@ pub(super) const KNOWN_DESTINATIONS: usize = 1024;
 /// Destinations one composite SEND may name: each gets a copy of the body.
 const MAX_COMPOSITE: usize = 64;
 
+/// One message of a SEND (see `Session::send`).
+struct One {
+    destination: Destination,
+    body: Vec<u8>,
+    receipt: Option<String>,
+    scope: Option<String>,
+    deliver_at: u64,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 impl Session {
     pub(super) async fn pipe(&self, item: Piped) -> Result<(), Fatal> {
         let Some(pipeline) = &self.pipeline else {
@@ -480,31 +495,67 @@ impl Session {
                 destinations.extend(self.core.router.virtual_topic_queues(&topic).await);
             }
         }
+        // A scheduled SEND is one message per delivery, each held until
+        // its time (and stored up front when persistent).
+        let times =
+            intake::schedule(&frame.headers, now_ms()).map_err(|e| Fatal::new(e, Some(&frame)))?;
+        let parts = destinations.len() as u64 * times.len() as u64;
+        if parts > intake::MAX_OCCURRENCES {
+            return Err(Fatal::new(
+                format!(
+                    "one SEND may make at most {} messages (destinations times scheduled deliveries), not {parts}",
+                    intake::MAX_OCCURRENCES
+                ),
+                Some(&frame),
+            ));
+        }
         let mut body = std::mem::take(&mut frame.body);
-        let composite = destinations.len() > 1;
-        let last = destinations.len().saturating_sub(1);
+        let several = parts > 1;
+        let last = (destinations.len() - 1, times.len() - 1);
         for (i, destination) in destinations.into_iter().enumerate() {
-            let (part, receipt) = if i == last {
-                (std::mem::take(&mut body), receipt.take())
-            } else {
-                (body.clone(), None)
-            };
-            self.send_to(&frame, destination, part, receipt, composite)
-                .await?;
+            let mut destination = Some(destination);
+            for (n, &deliver_at) in times.iter().enumerate() {
+                let (part, receipt) = if (i, n) == last {
+                    (std::mem::take(&mut body), receipt.take())
+                } else {
+                    (body.clone(), None)
+                };
+                let scope = several.then(|| {
+                    let d = destination.as_ref().map(ToString::to_string);
+                    format!("{}\n{n}", d.unwrap_or_default())
+                });
+                // Moved into its last message, cloned for the others.
+                let destination = if n == last.1 {
+                    destination.take()
+                } else {
+                    destination.clone()
+                };
+                let Some(destination) = destination else {
+                    break;
+                };
+                let one = One {
+                    destination,
+                    body: part,
+                    receipt,
+                    scope,
+                    deliver_at,
+                };
+                self.send_to(&frame, one).await?;
+            }
         }
         Ok(())
     }
 
-    /// One message of a SEND, to `destination`. Parts of a composite SEND
-    /// scope a failover client's dedup id by their destination.
-    async fn send_to(
-        &mut self,
-        frame: &Frame,
-        destination: Destination,
-        body: Vec<u8>,
-        receipt: Option<String>,
-        composite: bool,
-    ) -> Result<(), Fatal> {
+    /// One message of a SEND. Each of several (a composite destination, a
+    /// repeated schedule) scopes a failover client's dedup id by `scope`.
+    async fn send_to(&mut self, frame: &Frame, one: One) -> Result<(), Fatal> {
+        let One {
+            destination,
+            body,
+            receipt,
+            scope,
+            deliver_at,
+        } = one;
         // Errors name the frame's own receipt, whatever the pipeline's
         // (looked up only when there is an error).
         let headers_of_frame = &frame.headers;
@@ -565,12 +616,12 @@ impl Session {
         };
         let sender = self.sender.clone();
         let scoped;
-        let dedup_id = match frame.get(crate::client::DEDUP_HEADER) {
-            Some(id) if composite => {
-                scoped = format!("{id}\n{destination}");
+        let dedup_id = match (frame.get(crate::client::DEDUP_HEADER), &scope) {
+            (Some(id), Some(scope)) => {
+                scoped = format!("{id}\n{scope}");
                 Some(scoped.as_str())
             }
-            id => id,
+            (id, _) => id,
         };
         let dedup = match (&sender, dedup_id) {
             (Some(sender), Some(id)) => Some(Key::Client { sender, id }),
@@ -581,6 +632,7 @@ impl Session {
         let arriving = Arriving {
             expires,
             priority,
+            deliver_at,
             source: Source::Client,
             destination,
             headers: &frame.headers,

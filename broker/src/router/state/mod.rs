@@ -177,6 +177,8 @@ pub(super) struct State {
     /// Set once a message with an expiry time arrived: queues are then
     /// swept for expired messages every `EXPIRY_SWEEP`.
     next_sweep: Option<Instant>,
+    /// Scheduled messages by when they are due (then by sequence).
+    scheduled: std::collections::BTreeMap<(Instant, u64), Arc<Message>>,
 }
 
 /// How often queues are swept for messages that expired while waiting.
@@ -211,15 +213,17 @@ impl State {
             delayed: HashSet::new(),
             next_due: None,
             next_sweep: None,
+            scheduled: std::collections::BTreeMap::new(),
         }
     }
 
     pub(super) async fn run(mut self, mut rx: mpsc::Receiver<Op>) {
         loop {
-            let wake = match (self.next_due, self.next_sweep) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let scheduled = self.scheduled.keys().next().map(|(at, _)| *at);
+            let wake = [self.next_due, self.next_sweep, scheduled]
+                .into_iter()
+                .flatten()
+                .min();
             let op = match wake {
                 Some(at) => tokio::select! {
                     op = rx.recv() => op,
@@ -505,6 +509,11 @@ impl State {
     }
 
     fn route(&mut self, message: Arc<Message>, reply: oneshot::Sender<()>) {
+        if message.deliver_at != 0 && self.schedule(message.clone()) {
+            // Taken: it waits for its time (see `retire::tick`).
+            let _ = reply.send(());
+            return;
+        }
         if message.expires != 0 && message.expired(now_ms()) {
             // Never delivered; taken, so its sender is not held back.
             let _ = reply.send(());
@@ -631,6 +640,7 @@ impl State {
             self.conns.values().map(|c| c.info.clone()).collect();
         connections.sort_by_key(|c| c.id);
         Stats {
+            scheduled: self.scheduled.len(),
             queues,
             topics,
             connections,

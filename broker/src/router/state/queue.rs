@@ -220,6 +220,9 @@ impl State {
     pub(super) fn restore(&mut self, messages: Vec<Arc<Message>>) {
         let mut names = Vec::new();
         for message in messages {
+            if message.deliver_at != 0 && self.schedule(message.clone()) {
+                continue;
+            }
             let name = message.destination.name.clone();
             let size = message.size();
             let queue = self.queues.entry(name.clone()).or_default();

@@ -147,9 +147,35 @@ impl State {
         }
     }
 
-    /// Delayed messages that are due go back to the front of their queue;
-    /// every `EXPIRY_SWEEP`, expired messages leave the queues.
+    /// Holds `message` until its `deliver_at` if that is still to come;
+    /// false if it is due now. Its bytes count as the broker's meanwhile.
+    pub(super) fn schedule(&mut self, message: Arc<Message>) -> bool {
+        let wait = message.deliver_at.saturating_sub(now_ms());
+        if wait == 0 {
+            return false;
+        }
+        let due = Instant::now() + std::time::Duration::from_millis(wait);
+        self.memory += message.size();
+        self.scheduled.insert((due, message.seq), message);
+        true
+    }
+
+    /// Scheduled messages whose time came are routed; delayed messages
+    /// that are due go back to the front of their queue; every
+    /// `EXPIRY_SWEEP`, expired messages leave the queues.
     pub(super) fn tick(&mut self, now: Instant) {
+        while let Some(entry) = self.scheduled.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let message = entry.remove();
+            self.memory = self.memory.saturating_sub(message.size());
+            // Due: routed as if sent now (nobody waits for the reply).
+            let (reply, _) = tokio::sync::oneshot::channel();
+            let mut due = Arc::unwrap_or_clone(message);
+            due.deliver_at = 0;
+            self.route(Arc::new(due), reply);
+        }
         if self.next_due.is_some_and(|due| due <= now) {
             self.next_due = None;
             let names: Vec<String> = self.delayed.drain().collect();

@@ -131,6 +131,7 @@ impl Harness {
             expires: 0,
             priority: crate::router::DEFAULT_PRIORITY,
             group: None,
+            deliver_at: 0,
         };
         tweak(&mut message);
         let (reply, answer) = oneshot::channel();
@@ -608,4 +609,27 @@ fn virtual_topic_queues_are_named_as_in_activemq() {
     assert!(!takes("Consumer..VirtualTopic.Orders", topic));
     assert!(!takes("Consumer.A.VirtualTopic.Orders.X", topic));
     assert!(!takes("Consumer.A.Orders", "Orders"), "not a virtual topic");
+}
+
+/// A scheduled message waits for its time, counted as the broker's, then
+/// goes where it was sent.
+#[test]
+fn a_scheduled_message_waits_for_its_time() {
+    let mut h = Harness::new(RouterLimits::default());
+    h.connect(ConnId(1));
+    h.subscribe(ConnId(1), "s", "/queue/q", AckMode::Auto, 10)
+        .unwrap();
+    let at = super::now_ms() + 60_000;
+    let mut answer = h.send_with("/queue/q", "later", 0, |m| m.deliver_at = at);
+    assert!(answer.try_recv().is_ok(), "taken at once");
+    h.taken("/queue/q", "now");
+    assert_eq!(bodies(&h.delivered(ConnId(1))), ["now"]);
+    assert_eq!(h.stats().scheduled, 1);
+    assert!(h.stats().memory.used > 0, "its bytes count meanwhile");
+    h.later(Duration::from_secs(30));
+    assert!(h.delivered(ConnId(1)).is_empty(), "not before its time");
+    h.later(Duration::from_secs(61));
+    assert_eq!(bodies(&h.delivered(ConnId(1))), ["later"]);
+    let stats = h.stats();
+    assert_eq!((stats.scheduled, stats.memory.used), (0, 0));
 }
