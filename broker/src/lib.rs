@@ -7,6 +7,7 @@ pub mod auth;
 pub mod config;
 pub mod logins;
 pub mod router;
+pub mod selector;
 pub mod stomp;
 pub mod store;
 

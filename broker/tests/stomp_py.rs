@@ -78,3 +78,8 @@ async fn client_nack_is_cumulative() {
 async fn stomp10_headers_are_not_escaped() {
     scenario("stomp10_headers_are_not_escaped").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn selectors() {
+    scenario("selectors").await;
+}

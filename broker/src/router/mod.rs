@@ -122,6 +122,16 @@ pub enum AckMode {
     ClientIndividual,
 }
 
+/// How a subscription consumes.
+#[derive(Debug, Clone)]
+pub struct Consumer {
+    pub ack: AckMode,
+    /// Messages delivered and not yet acknowledged, at most.
+    pub prefetch: usize,
+    /// Only messages it selects (JMS selector); all without one.
+    pub selector: Option<Arc<crate::selector::Selector>>,
+}
+
 /// A message on its way to a subscriber.
 #[derive(Debug, Clone)]
 pub struct Delivery {
@@ -204,8 +214,7 @@ enum Op {
         conn: ConnId,
         id: String,
         destination: Destination,
-        ack: AckMode,
-        prefetch: usize,
+        consumer: Consumer,
         network: Option<NetworkLink>,
         reply: oneshot::Sender<Result<(), RouterError>>,
     },
@@ -369,15 +378,13 @@ impl Router {
         conn: ConnId,
         id: String,
         destination: Destination,
-        ack: AckMode,
-        prefetch: usize,
+        consumer: Consumer,
     ) -> Result<(), RouterError> {
         self.ask(|reply| Op::Subscribe {
             conn,
             id,
             destination,
-            ack,
-            prefetch,
+            consumer,
             network: None,
             reply,
         })
@@ -397,8 +404,11 @@ impl Router {
             conn,
             id,
             destination,
-            ack: AckMode::ClientIndividual,
-            prefetch: 1000,
+            consumer: Consumer {
+                ack: AckMode::ClientIndividual,
+                prefetch: 1000,
+                selector: None,
+            },
             network: Some(link),
             reply,
         })

@@ -18,7 +18,8 @@ use crate::auth::{Operation, Principal};
 use crate::dedup::Key;
 use crate::intake::{self, Accepted, Arriving, Source};
 use crate::logins::Refusal;
-use crate::router::{AckId, AckMode, ConnId, Destination, Kind, VIRTUAL_TOPIC_PREFIX};
+use crate::router::{AckId, AckMode, ConnId, Consumer, Destination, Kind, VIRTUAL_TOPIC_PREFIX};
+use crate::selector::Selector;
 use crate::shared::BrokerCore;
 use crate::stomp::{
     parse_heart_beat, Command, Decoded, Frame, FrameBuffer, Limits as FrameLimits, Version,
@@ -350,9 +351,21 @@ impl Session {
                     .and_then(|p| p.parse::<usize>().ok())
                     .unwrap_or(DEFAULT_PREFETCH)
                     .min(self.core.limits.max_prefetch);
+                let selector = match frame.get("selector") {
+                    Some(text) if !text.trim().is_empty() => Some(Arc::new(
+                        Selector::parse(text)
+                            .map_err(|e| Fatal::new(e.to_string(), Some(&frame)))?,
+                    )),
+                    _ => None,
+                };
+                let consumer = Consumer {
+                    ack,
+                    prefetch,
+                    selector,
+                };
                 self.core
                     .router
-                    .subscribe(self.id, id, destination, ack, prefetch)
+                    .subscribe(self.id, id, destination, consumer)
                     .await
                     .map_err(|e| Fatal::new(e, Some(&frame)))?;
                 self.receipt(&frame).await;

@@ -240,7 +240,35 @@ def heart_beats(host, port, ca):
     conn.disconnect()
 
 
+def selectors(host, port, ca):
+    """JMS selectors on SUBSCRIBE: two consumers of one queue each get
+    what they select; a bad selector gets an ERROR naming the position."""
+    red, lr = connect(host, port, ca)
+    blue, lb = connect(host, port, ca)
+    q = "/queue/interop.selectors"
+    red.subscribe(q, id="r", ack="auto", headers={"selector": "colour = 'red' AND size > 2"})
+    blue.subscribe(q, id="b", ack="auto", headers={"selector": "colour IN ('blue', 'navy')"},
+                   receipt="ready")
+    lb.wait_receipt("ready")
+    sender, ls = connect(host, port, ca)
+    for i, (colour, size) in enumerate([("red", 3), ("blue", 1), ("red", 1), ("navy", 9), ("red", 5)]):
+        sender.send(q, f"m{i}", headers={"colour": colour, "size": str(size)}, receipt=f"s{i}")
+    ls.wait_receipt("s4")
+    lr.wait_messages(2)
+    lb.wait_messages(2)
+    assert bodies(lr.messages) == ["m0", "m4"], bodies(lr.messages)
+    assert bodies(lb.messages) == ["m1", "m3"], bodies(lb.messages)
+    bad, lx = connect(host, port, ca)
+    bad.subscribe(q, id="x", headers={"selector": "colour = = 'red'"})
+    lx.wait("an ERROR", lambda: lx.errors)
+    message = lx.errors[0].headers.get("message", "")
+    assert "position 10" in message, message
+    for c in (red, blue, sender):
+        c.disconnect()
+
+
 SCENARIOS = {f.__name__: f for f in [
+    selectors,
     queue_send_receive, topic_fanout, client_ack_is_cumulative,
     client_individual_and_nack, client_nack_is_cumulative, stomp10_headers_are_not_escaped,
     transactions, receipts_and_errors, heart_beats,

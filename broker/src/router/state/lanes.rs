@@ -41,6 +41,44 @@ impl Lanes {
         lane.pop_front()
     }
 
+    /// Where the next message to deliver is: (lane, index).
+    pub(super) fn front_at(&self) -> Option<(usize, usize)> {
+        (0..PRIORITIES)
+            .rev()
+            .find(|&lane| !self.lanes[lane].is_empty())
+            .map(|lane| (lane, 0))
+    }
+
+    /// Where the first of the next `limit` messages (in delivery order)
+    /// that `wanted` is.
+    pub(super) fn find(
+        &self,
+        limit: usize,
+        mut wanted: impl FnMut(&Pending) -> bool,
+    ) -> Option<(usize, usize)> {
+        (0..PRIORITIES)
+            .rev()
+            .flat_map(|lane| {
+                self.lanes[lane]
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, p)| (lane, i, p))
+            })
+            .take(limit)
+            .find(|(_, _, p)| wanted(p))
+            .map(|(lane, i, _)| (lane, i))
+    }
+
+    pub(super) fn get(&self, (lane, i): (usize, usize)) -> Option<&Pending> {
+        self.lanes.get(lane)?.get(i)
+    }
+
+    pub(super) fn remove_at(&mut self, (lane, i): (usize, usize)) -> Option<Pending> {
+        let taken = self.lanes.get_mut(lane)?.remove(i)?;
+        self.len -= 1;
+        Some(taken)
+    }
+
     pub(super) fn len(&self) -> usize {
         self.len
     }

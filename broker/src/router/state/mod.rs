@@ -30,9 +30,9 @@ mod tests;
 mod topic;
 
 use super::{
-    AckId, AckMode, ConnId, ConnectionInfo, Destination, Kind, MemoryStats, Message, NetworkLink,
-    Op, Outbox, Policies, QueueStats, Retired, RouterError, RouterLimits, Stats, SubKey,
-    TopicStats, SLOW_CONSUMER_GRACE,
+    AckId, AckMode, ConnId, ConnectionInfo, Consumer, Destination, Kind, MemoryStats, Message,
+    NetworkLink, Op, Outbox, Policies, QueueStats, Retired, RouterError, RouterLimits, Stats,
+    SubKey, TopicStats, SLOW_CONSUMER_GRACE,
 };
 
 /// A sender waiting for room, with the reply that releases it.
@@ -115,6 +115,7 @@ struct Subscription {
     destination: Destination,
     ack: AckMode,
     prefetch: usize,
+    selector: Option<Arc<crate::selector::Selector>>,
     /// Delivered, not yet acknowledged (client modes), in delivery order.
     inflight: VecDeque<Arc<Message>>,
     /// Topic messages waiting for room in the connection's outbox.
@@ -263,12 +264,11 @@ impl State {
                 conn,
                 id,
                 destination,
-                ack,
-                prefetch,
+                consumer,
                 network,
                 reply,
             } => {
-                let _ = reply.send(self.subscribe(conn, id, destination, ack, prefetch, network));
+                let _ = reply.send(self.subscribe(conn, id, destination, consumer, network));
                 self.demand_changed();
             }
             Op::Demand {
@@ -393,10 +393,14 @@ impl State {
         conn: ConnId,
         id: String,
         destination: Destination,
-        ack: AckMode,
-        prefetch: usize,
+        consumer: Consumer,
         network: Option<NetworkLink>,
     ) -> Result<(), RouterError> {
+        let Consumer {
+            ack,
+            prefetch,
+            selector,
+        } = consumer;
         let Some(c) = self.conns.get(&conn) else {
             return Err(RouterError::NotConnected);
         };
@@ -425,6 +429,7 @@ impl State {
                 destination,
                 ack,
                 prefetch: prefetch.max(1),
+                selector,
                 inflight: VecDeque::new(),
                 backlog: VecDeque::new(),
                 backlog_bytes: 0,

@@ -12,6 +12,10 @@ use tokio::sync::mpsc;
 /// cached group map holds as many).
 const MAX_GROUPS: usize = 1024;
 
+/// How far past the head a consumer with a selector looks for a message it
+/// selects (ActiveMQ's default page size).
+const LOOKAHEAD: usize = 200;
+
 impl State {
     /// Gives a queue's messages to consumers with room, round robin,
     /// local consumers first; network consumers (bridges) get what no local
@@ -81,9 +85,10 @@ impl State {
             }
             // A message group's messages go to the consumer that has the
             // group, while it lives; else round robin (and it gets the group).
-            let group = queue.messages.front().and_then(|p| p.message.group.clone());
-            let owner = group
-                .as_ref()
+            let owner = queue
+                .messages
+                .front()
+                .and_then(|p| p.message.group.as_ref())
                 .and_then(|g| queue.groups.get(g))
                 .copied()
                 .filter(|k| eligible.contains(k));
@@ -95,14 +100,38 @@ impl State {
                     key
                 }
             };
-            let Some(size) = queue.messages.front().map(|p| p.message.size()) else {
-                return;
+            let Some(sub) = self.subs.get(&key) else {
+                skipped += 1;
+                continue;
+            };
+            // Which message: the next one, or for a consumer with a
+            // selector the first it selects among the next `LOOKAHEAD`
+            // (not one of a group another consumer has).
+            let at = match &sub.selector {
+                None => queue.messages.front_at(),
+                Some(selector) => {
+                    let groups = &queue.groups;
+                    queue.messages.find(LOOKAHEAD, |p| {
+                        selector.matches(&p.message)
+                            && p.message.group.as_ref().is_none_or(|g| {
+                                groups
+                                    .get(g)
+                                    .is_none_or(|o| *o == key || !eligible.contains(o))
+                            })
+                    })
+                }
+            };
+            let Some((at, size)) =
+                at.and_then(|at| Some((at, queue.messages.get(at)?.message.size())))
+            else {
+                skipped += 1;
+                continue;
             };
             if !self.may_deliver(key, size) {
                 skipped += 1;
                 continue;
             }
-            let Some(head) = self.queues.get(name).and_then(|q| q.messages.front()) else {
+            let Some(head) = self.queues.get(name).and_then(|q| q.messages.get(at)) else {
                 return;
             };
             let Some(sub) = self.subs.get(&key) else {
@@ -142,16 +171,18 @@ impl State {
             skipped = 0;
             let conn_id = sub.conn;
             let queue = self.queues.get_mut(name).expect("looked up above");
-            let pending = queue.messages.pop_front().expect("head exists");
-            if let (Some(group), None) = (group, owner) {
-                if queue.groups.len() >= MAX_GROUPS {
-                    // As ActiveMQ's cached group map: the oldest goes.
-                    if let Some(old) = queue.group_order.pop_front() {
-                        queue.groups.remove(&old);
+            let pending = queue.messages.remove_at(at).expect("found above");
+            if let Some(group) = &pending.message.group {
+                if queue.groups.get(group) != Some(&key) {
+                    if queue.groups.len() >= MAX_GROUPS {
+                        // As ActiveMQ's cached group map: the oldest goes.
+                        if let Some(old) = queue.group_order.pop_front() {
+                            queue.groups.remove(&old);
+                        }
                     }
+                    queue.group_order.push_back(group.clone());
+                    queue.groups.insert(group.clone(), key);
                 }
-                queue.group_order.push_back(group.clone());
-                queue.groups.insert(group, key);
             }
             let next_expired = self.next_sweep.is_some();
             if acks {

@@ -11,9 +11,10 @@ use tokio::time::Instant;
 
 use super::State;
 use crate::router::{
-    AckId, AckMode, ConnId, ConnectionInfo, Destination, Message, Op, Outbox, OutboxReceiver,
-    Policies, Policy, Retired, RouterLimits, Stats,
+    AckId, AckMode, ConnId, ConnectionInfo, Consumer, Destination, Message, Op, Outbox,
+    OutboxReceiver, Policies, Policy, Retired, RouterLimits, Stats,
 };
+use crate::selector::Selector;
 
 /// What one delivery looked like: (subscription, body, ack id, redelivered).
 type Seen = (String, String, Option<String>, bool);
@@ -88,13 +89,28 @@ impl Harness {
         ack: AckMode,
         prefetch: usize,
     ) -> Result<(), String> {
+        self.subscribe_selecting(conn, id, destination, ack, prefetch, None)
+    }
+
+    fn subscribe_selecting(
+        &mut self,
+        conn: ConnId,
+        id: &str,
+        destination: &str,
+        ack: AckMode,
+        prefetch: usize,
+        selector: Option<&str>,
+    ) -> Result<(), String> {
         let destination = Destination::parse(destination).unwrap();
         self.ask(|reply| Op::Subscribe {
             conn,
             id: id.into(),
             destination,
-            ack,
-            prefetch,
+            consumer: Consumer {
+                ack,
+                prefetch,
+                selector: selector.map(|s| Arc::new(Selector::parse(s).unwrap())),
+            },
             network: None,
             reply,
         })
@@ -632,4 +648,70 @@ fn a_scheduled_message_waits_for_its_time() {
     assert_eq!(bodies(&h.delivered(ConnId(1))), ["later"]);
     let stats = h.stats();
     assert_eq!((stats.scheduled, stats.memory.used), (0, 0));
+}
+
+/// Consumers with selectors on one queue each get what they select, past
+/// messages they do not; what nobody selects waits. A topic subscriber
+/// with a selector gets only what it selects.
+#[test]
+fn selectors_pick_what_each_consumer_gets() {
+    let mut h = Harness::new(RouterLimits::default());
+    h.connect(ConnId(1));
+    h.connect(ConnId(2));
+    h.subscribe_selecting(
+        ConnId(1),
+        "r",
+        "/queue/q",
+        AckMode::Auto,
+        100,
+        Some("colour = 'red'"),
+    )
+    .unwrap();
+    h.subscribe_selecting(
+        ConnId(2),
+        "b",
+        "/queue/q",
+        AckMode::Auto,
+        100,
+        Some("colour = 'blue'"),
+    )
+    .unwrap();
+    for (body, colour) in [
+        ("r1", "red"),
+        ("g1", "green"),
+        ("b1", "blue"),
+        ("r2", "red"),
+        ("b2", "blue"),
+    ] {
+        let headers = vec![("colour".to_owned(), colour.to_owned())];
+        let mut answer = h.send_with("/queue/q", body, 0, |m| m.headers = headers);
+        assert!(answer.try_recv().is_ok());
+    }
+    assert_eq!(bodies(&h.delivered(ConnId(1))), ["r1", "r2"]);
+    assert_eq!(bodies(&h.delivered(ConnId(2))), ["b1", "b2"]);
+    assert_eq!(
+        h.stats().queues[0].pending,
+        1,
+        "green waits for its consumer"
+    );
+    h.connect(ConnId(3));
+    h.subscribe(ConnId(3), "any", "/queue/q", AckMode::Auto, 100)
+        .unwrap();
+    assert_eq!(bodies(&h.delivered(ConnId(3))), ["g1"]);
+
+    h.subscribe_selecting(
+        ConnId(1),
+        "t",
+        "/topic/t",
+        AckMode::Auto,
+        100,
+        Some("n > 1"),
+    )
+    .unwrap();
+    for n in 0..4 {
+        let headers = vec![("n".to_owned(), n.to_string())];
+        let mut answer = h.send_with("/topic/t", &format!("t{n}"), 0, |m| m.headers = headers);
+        assert!(answer.try_recv().is_ok());
+    }
+    assert_eq!(bodies(&h.delivered(ConnId(1))), ["t2", "t3"]);
 }

@@ -28,6 +28,7 @@ impl State {
                 .network
                 .as_ref()
                 .is_some_and(|n| !n.may_forward(&message))
+                || sub.selector.as_ref().is_some_and(|s| !s.matches(&message))
             {
                 continue;
             }
