@@ -681,14 +681,22 @@ def start_activemq(bench):
     return proc, port
 
 
-def stomp_run(bench, label, port, tag, pairs, count, persistent):
-    """pairs producers and pairs consumers, one queue per pair; messages/s from
-    the first producer's start to the last consumer's last message."""
+def stomp_run(bench, label, port, tag, pairs, count, persistent, selectors=False):
+    """pairs producers and pairs consumers, one queue per pair (or, with
+    selectors, one queue for all: producer i stamps part=i and consumer i
+    selects part = 'i'); messages/s from the first producer's start to the
+    last consumer's last message."""
     url = f"tcp://127.0.0.1:{port}"
     common = ["--broker-url", url, "--message-count", count]
     consumers, producers = [], []
+
+    def queue(i):
+        return f"queue://bench.{tag}.sel" if selectors else f"queue://bench.{tag}.{i}"
+
     for i in range(pairs):
-        dest = ["--destination", f"queue://bench.{tag}.{i}"]
+        dest = ["--destination", queue(i)]
+        if selectors:
+            dest += ["--selector", f"part = '{i}'"]
         argv = [BROKER, "consumer", *common, *dest]
         bench.note_command(f"stomp consumer {label}", argv)
         consumers.append(subprocess.Popen([str(a) for a in argv], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True))
@@ -698,9 +706,11 @@ def stomp_run(bench, label, port, tag, pairs, count, persistent):
     for i in range(pairs):
         argv = [
             BROKER, "producer", *common,
-            "--destination", f"queue://bench.{tag}.{i}",
+            "--destination", queue(i),
             "--message-size", "1024", "--persistent", "true" if persistent else "false",
         ]
+        if selectors:
+            argv += ["--header", f"part={i}"]
         bench.note_command(f"stomp producer {label}", argv)
         producers.append(subprocess.Popen([str(a) for a in argv], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     for p in producers:
@@ -750,17 +760,24 @@ def broker_bench(bench, args):
             (f"8 producers, 8 consumers, {'persistent' if pers else 'non-persistent'}", 8, pers)
             for pers in (False, True)
         ]
+        # One queue, eight consumers with disjoint selectors: the current
+        # brokers only (an earlier portico-broker may predate selectors).
+        baselines = {f"portico-broker {label}" for label, _ in args.broker_baseline}
+        selecting = [(n, p) for n, p in brokers if n not in baselines]
+        cases.append(("8 producers, 8 consumers, one queue, disjoint selectors, non-persistent", 8, False))
         for r in range(args.rounds):
             log(f"broker messages/s: round {r + 1}/{args.rounds}")
             for c, (case, pairs, persistent) in enumerate(cases):
+                selectors = "selectors" in case
+                contenders = selecting if selectors else brokers
                 # Whoever runs right after ActiveMQ meets its background work
                 # (KahaDB, GC): the order rotates so each broker takes each
                 # place in turn.
-                k = (r + c) % len(brokers)
-                for name, p in brokers[k:] + brokers[:k]:
+                k = (r + c) % len(contenders)
+                for name, p in contenders[k:] + contenders[:k]:
                     per_pair = args.broker_count // pairs
                     tag = f"r{r}.{pairs}.{persistent}.{name[:3]}"
-                    rate = stomp_run(bench, name, p, tag, pairs, per_pair, persistent)
+                    rate = stomp_run(bench, name, p, tag, pairs, per_pair, persistent, selectors)
                     bench.record("broker", case, name, rate)
     finally:
         for proc in procs:
@@ -992,7 +1009,8 @@ def write_report(bench, args, machine, started, sections):
             "## Broker: STOMP messages/s, 1 KiB messages, plain STOMP on loopback",
             "",
             "The same client (`portico-broker producer` / `consumer`) against each broker; with 8 "
-            "of each, pair i uses queue i. Rate = all messages / time from the first producer's "
+            "of each, pair i uses queue i (in the selector case all use one queue: producer i "
+            "stamps `part=i`, consumer i subscribes with the selector `part = 'i'`). Rate = all messages / time from the first producer's "
             f"start to the last consumer's last message ({args.broker_count} messages per run). "
             "ActiveMQ: Debian's package, KahaDB, `stomp+nio` transport, 1 GiB heap; "
             "portico-broker: group-committed journal. Persistent means stored (fsync) before the receipt.",

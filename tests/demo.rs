@@ -120,6 +120,7 @@ async fn the_demo_serves_through_its_front_door_and_fails_over() {
         connection: readme_queue,
         message_count: snippets.len() as u64,
         receive_timeout: Duration::from_secs(10),
+        selector: None,
     })
     .await
     .unwrap();
@@ -144,6 +145,7 @@ async fn the_demo_serves_through_its_front_door_and_fails_over() {
             message_size: 1000,
             message_count: 5000,
             sleep: Duration::ZERO,
+            headers: Vec::new(),
         };
         tokio::spawn(async move { portico_broker::tools::produce(&args).await })
     };
@@ -176,6 +178,7 @@ async fn the_demo_serves_through_its_front_door_and_fails_over() {
         connection,
         message_count: 5000,
         receive_timeout: Duration::from_secs(10),
+        selector: None,
     })
     .await
     .unwrap();

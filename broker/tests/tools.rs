@@ -26,6 +26,7 @@ async fn a_consumer_that_stops_part_way_loses_no_acknowledgement() {
         message_size: 100,
         message_count: 2000,
         sleep: Duration::ZERO,
+        headers: Vec::new(),
     })
     .await
     .unwrap();
@@ -37,6 +38,7 @@ async fn a_consumer_that_stops_part_way_loses_no_acknowledgement() {
             connection: connection.clone(),
             message_count: 500,
             receive_timeout: Duration::from_secs(10),
+            selector: None,
         })
         .await
         .unwrap();

@@ -52,6 +52,17 @@ pub struct ProducerFlags {
     /// Milliseconds to pause after each message (paces a long run).
     #[arg(long, default_value_t = 0)]
     sleep: u64,
+    /// A header every message carries, KEY=VALUE (repeatable): what
+    /// selectors, groups (JMSXGroupID) or priority read.
+    #[arg(long = "header", value_parser = key_value)]
+    headers: Vec<(String, String)>,
+}
+
+fn key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, not {text:?}")),
+    }
 }
 
 /// `consumer`: receive messages, acknowledging each; counts duplicates and gaps.
@@ -64,6 +75,9 @@ pub struct ConsumerFlags {
     /// Stop when nothing arrives for this long.
     #[arg(long = "receive-timeout", default_value = "30s", value_parser = portico_core::duration::parse)]
     receive_timeout: Duration,
+    /// Only messages this JMS selector selects, e.g. "region = 'eu'".
+    #[arg(long)]
+    selector: Option<String>,
 }
 
 /// Runs the producer; prints its summary line. Exit 0, or 2 on an error.
@@ -74,6 +88,7 @@ pub fn producer(flags: ProducerFlags) -> ExitCode {
         message_size: flags.message_size,
         message_count: flags.message_count,
         sleep: Duration::from_millis(flags.sleep),
+        headers: flags.headers,
     };
     run(async move { produce(&args).await.map(|s| (s.to_string(), true)) })
 }
@@ -85,6 +100,7 @@ pub fn consumer(flags: ConsumerFlags) -> ExitCode {
         connection: flags.connection.into(),
         message_count: flags.message_count,
         receive_timeout: flags.receive_timeout,
+        selector: flags.selector,
     };
     run(async move {
         consume(&args)

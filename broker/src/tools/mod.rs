@@ -119,6 +119,8 @@ pub struct ProducerArgs {
     pub message_count: u64,
     /// A pause after each message (ActiveMQ's `--sleep`), to pace a run.
     pub sleep: Duration,
+    /// Headers every message carries.
+    pub headers: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -162,12 +164,15 @@ pub async fn produce(args: &ProducerArgs) -> Result<ProducerSummary, ToolError> 
     let mut progress = Progress::new(args.message_count, "sent");
     let started = Instant::now();
     for seq in 1..=args.message_count {
-        let frame = Frame::new(Command::Send)
+        let mut frame = Frame::new(Command::Send)
             .header("destination", destination.stomp())
             .header("persistent", if args.persistent { "true" } else { "false" })
             .header("seq", seq.to_string())
-            .header("producer-id", producer_id.clone())
-            .body(body.clone());
+            .header("producer-id", producer_id.clone());
+        for (k, v) in &args.headers {
+            frame = frame.header(k, v.clone());
+        }
+        let frame = frame.body(body.clone());
         client.send(frame).await?;
         if seq % 100 == 0 {
             progress.set(seq);
@@ -196,6 +201,8 @@ pub struct ConsumerArgs {
     pub message_count: u64,
     /// Give up when nothing arrives for this long.
     pub receive_timeout: Duration,
+    /// A JMS selector for the subscription.
+    pub selector: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -231,13 +238,11 @@ pub async fn consume(args: &ConsumerArgs) -> Result<ConsumerSummary, ToolError> 
     } else {
         "auto"
     };
-    client
-        .subscribe(
-            &destination.stomp(),
-            ack,
-            &[("activemq.prefetchSize", "1000")],
-        )
-        .await?;
+    let mut extra = vec![("activemq.prefetchSize", "1000")];
+    if let Some(selector) = &args.selector {
+        extra.push(("selector", selector.as_str()));
+    }
+    client.subscribe(&destination.stomp(), ack, &extra).await?;
     let mut seen = HashSet::new();
     let mut received = 0u64;
     let mut progress = Progress::new(args.message_count, "received");
