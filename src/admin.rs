@@ -9,6 +9,7 @@ use hyper::header::CONTENT_TYPE;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use portico_core::metrics_text;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
@@ -72,21 +73,14 @@ fn handle(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         "/metrics" => {
             // OpenMetrics for a scraper that asks for it; the Prometheus
             // text format (which browsers show) for everyone else.
-            let openmetrics = req
+            let accept = req
                 .headers()
                 .get(hyper::header::ACCEPT)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.contains("application/openmetrics-text"));
-            let (body, content_type) = if openmetrics {
-                (
-                    shared.metrics.render(),
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                )
+                .and_then(|v| v.to_str().ok());
+            let (body, content_type) = if metrics_text::wants_openmetrics(accept) {
+                (shared.metrics.render(), metrics_text::OPENMETRICS)
             } else {
-                (
-                    shared.metrics.render_prometheus(),
-                    "text/plain; version=0.0.4; charset=utf-8",
-                )
+                (shared.metrics.render_prometheus(), metrics_text::PROMETHEUS)
             };
             let mut response = text(StatusCode::OK, body);
             response.headers_mut().insert(

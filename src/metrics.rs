@@ -180,7 +180,7 @@ impl Metrics {
     /// do not ask for OpenMetrics and browsers get: a counter's `# HELP`
     /// and `# TYPE` name its `_total` series, and there is no `# EOF`.
     pub fn render_prometheus(&self) -> String {
-        openmetrics_to_prometheus(&self.render())
+        portico_core::metrics_text::openmetrics_to_prometheus(&self.render())
     }
 
     pub(crate) fn listener(&self, listener: &str) -> ListenerMetrics {
@@ -278,29 +278,6 @@ impl Metrics {
     }
 }
 
-fn openmetrics_to_prometheus(text: &str) -> String {
-    let counters: std::collections::HashSet<&str> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
-        .collect();
-    let mut out = String::with_capacity(text.len());
-    for line in text.lines() {
-        if line == "# EOF" || line.starts_with("# UNIT ") {
-            continue;
-        }
-        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
-            let rest = line.strip_prefix(prefix)?;
-            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
-            counters
-                .contains(name)
-                .then(|| format!("{prefix}{name}_total {tail}"))
-        });
-        out.push_str(renamed.as_deref().unwrap_or(line).trim_end());
-        out.push('\n');
-    }
-    out
-}
-
 /// A listener's handles.
 #[derive(Debug, Clone)]
 pub(crate) struct ListenerMetrics {
@@ -322,18 +299,4 @@ pub(crate) struct TargetMetrics {
     pub(crate) connect_failures: Counter,
     pub(crate) checks_ok: Counter,
     pub(crate) checks_failed: Counter,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn counters_are_named_by_their_series_in_the_prometheus_format() {
-        let open = "# HELP portico_connections Connections.\n# TYPE portico_connections counter\nportico_connections_total{listener=\"a\"} 1\n# HELP portico_active Open.\n# TYPE portico_active gauge\nportico_active 2\n# EOF\n";
-        assert_eq!(
-            openmetrics_to_prometheus(open),
-            "# HELP portico_connections_total Connections.\n# TYPE portico_connections_total counter\nportico_connections_total{listener=\"a\"} 1\n# HELP portico_active Open.\n# TYPE portico_active gauge\nportico_active 2\n"
-        );
-    }
 }

@@ -190,12 +190,12 @@ pub(crate) struct Summary {
     memory: router::MemoryStats,
     role: &'static str,
     /// Client connections accepted since start.
-    connections_total: u64,
+    pub(crate) connections_total: u64,
     /// Connections closed with an ERROR: bad frames, limits, refused logins.
-    protocol_errors: u64,
+    pub(crate) protocol_errors: u64,
     /// CONNECTs refused: a wrong user or password, or a bridge opened by a
     /// user without the right to.
-    failed_logins: u64,
+    pub(crate) failed_logins: u64,
     /// Connections closed at accept: over `max_connections_per_source`.
     refused_connections: u64,
 }

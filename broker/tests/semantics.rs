@@ -448,3 +448,63 @@ async fn scheduled_messages_wait_for_their_time_across_a_restart() {
         assert!(reason.contains(header), "{reason}");
     }
 }
+
+/// `GET /metrics` on the console port: per-queue figures (dead letters and
+/// expiry included) in the Prometheus text format, OpenMetrics on request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_serves_prometheus_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = broker_node(dir.path(), "node", NODE, &[]);
+    let stomp = node.address("transport=stomp addr=");
+    let console = node.address("console listening on ");
+    let mut client = RawClient::connect(stomp).await;
+    for i in 0..3 {
+        send(&mut client, "/queue/metered", &format!("m{i}"), &[]).await;
+    }
+    send(&mut client, "/queue/metered", "stale", &[("expires", "1")]).await;
+    send(&mut client, "/queue/orders", "poison", &[]).await;
+    subscribe(&mut client, "s", "/queue/orders", "client-individual").await;
+    for _ in 0..3 {
+        let m = message(&mut client).await;
+        client
+            .send(&Frame::new(Command::Nack).header("id", m.get("ack").unwrap()))
+            .await;
+    }
+    wait_for("the dead letter counted", || async {
+        figure(console, "orders", "dead_lettered").await == 1
+    })
+    .await;
+    let response = request(console, "GET", "/metrics", &[]).await;
+    assert_eq!(response.status, 200);
+    assert!(
+        response.head.contains("text/plain; version=0.0.4"),
+        "{}",
+        response.head
+    );
+    let body = response.body;
+    for line in [
+        "# TYPE portico_broker_queue_enqueued_total counter",
+        "portico_broker_queue_enqueued_total{queue=\"metered\"} 4",
+        "portico_broker_queue_messages{queue=\"metered\"} 3",
+        "portico_broker_queue_expired_total{queue=\"metered\"} 1",
+        "portico_broker_queue_dead_lettered_total{queue=\"orders\"} 1",
+        "portico_broker_queue_messages{queue=\"ActiveMQ.DLQ\"} 2",
+        "portico_broker_connections{transport=\"stomp\"} 1",
+    ] {
+        assert!(body.lines().any(|l| l == line), "{line:?} not in:\n{body}");
+    }
+    assert!(!body.contains("# EOF"));
+    let open = request(
+        console,
+        "GET",
+        "/metrics",
+        &[("accept", "application/openmetrics-text; version=1.0.0")],
+    )
+    .await;
+    assert!(
+        open.head.contains("application/openmetrics-text"),
+        "{}",
+        open.head
+    );
+    assert!(open.body.trim_end().ends_with("# EOF"));
+}

@@ -5,6 +5,7 @@
 pub mod certs;
 pub mod diagnostics;
 pub mod duration;
+pub mod metrics_text;
 pub mod proxy_protocol;
 pub mod signals;
 pub mod systemd;

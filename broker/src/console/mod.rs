@@ -6,6 +6,8 @@
 //! `DELETE /api/queues/NAME` — needs HTTP Basic credentials of a configured
 //! user with the `admin` right on that queue.
 
+mod metrics;
+
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -19,6 +21,7 @@ use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST, ORIGIN, WWW_
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use portico_core::metrics_text;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -91,6 +94,22 @@ async fn handle(
         return json(&core.summary(stats.memory));
     }
     match path.as_str() {
+        "/metrics" => {
+            let text = metrics::render(core, &stats, &core.bridges.info());
+            let accept = req
+                .headers()
+                .get(hyper::header::ACCEPT)
+                .and_then(|v| v.to_str().ok());
+            if metrics_text::wants_openmetrics(accept) {
+                respond(StatusCode::OK, metrics_text::OPENMETRICS, text)
+            } else {
+                respond(
+                    StatusCode::OK,
+                    metrics_text::PROMETHEUS,
+                    metrics_text::openmetrics_to_prometheus(&text),
+                )
+            }
+        }
         "/api/queues" => json(&stats.queues),
         "/api/topics" => json(&stats.topics),
         "/api/connections" => json(&stats.connections),
