@@ -2,9 +2,10 @@
 //! to segment files by one writer that group-commits (one fsync for every
 //! batch of waiting appends), replayed on start.
 
+mod book;
 mod record;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ use std::path::{Path, PathBuf};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
+use book::Book;
 pub use record::Corruption;
 use record::Record;
 pub use record::StoredMessage;
@@ -74,12 +76,17 @@ pub struct Journal {
 impl Journal {
     /// Replays the journal in `dir` and starts its writer thread.
     pub fn open(dir: &Path) -> Result<(Self, Recovered), JournalError> {
+        Self::open_with(dir, SEGMENT_SIZE)
+    }
+
+    /// `open`, with segments of `segment_size` bytes.
+    fn open_with(dir: &Path, segment_size: u64) -> Result<(Self, Recovered), JournalError> {
         let io = |source| JournalError::Io {
             path: dir.to_owned(),
             source,
         };
         std::fs::create_dir_all(dir).map_err(io)?;
-        let mut state = Writer::replay(dir)?;
+        let mut state = Writer::replay(dir, segment_size)?;
         let recovered = state.recovered.take().unwrap_or_default();
         let (tx, rx) = mpsc::channel(QUEUE);
         std::thread::Builder::new()
@@ -140,13 +147,11 @@ struct Writer {
     file: File,
     current: u64,
     current_size: u64,
-    /// Per segment, messages added there and not yet acknowledged.
-    live: BTreeMap<u64, usize>,
-    /// Segment of each unacknowledged message.
-    location: HashMap<u64, u64>,
-    /// Per segment, the earlier segments whose messages its acks acknowledge:
-    /// it must outlive them, or those messages would come back on replay.
-    acks_into: HashMap<u64, std::collections::HashSet<u64>>,
+    segment_size: u64,
+    book: Book,
+    /// Segments whose live messages could not be moved forward (logged
+    /// once; they stay until their messages are acknowledged).
+    stuck: BTreeSet<u64>,
     recovered: Option<Recovered>,
 }
 
@@ -155,7 +160,7 @@ fn segment_path(dir: &Path, n: u64) -> PathBuf {
 }
 
 impl Writer {
-    fn replay(dir: &Path) -> Result<Self, JournalError> {
+    fn replay(dir: &Path, segment_size: u64) -> Result<Self, JournalError> {
         let io = |path: &Path| {
             let path = path.to_owned();
             move |source| JournalError::Io { path, source }
@@ -172,9 +177,7 @@ impl Writer {
         let mut pending: Vec<StoredMessage> = Vec::new();
         let mut index: HashMap<u64, usize> = HashMap::new();
         let mut acked = 0usize;
-        let mut live: BTreeMap<u64, usize> = BTreeMap::new();
-        let mut location = HashMap::new();
-        let mut acks_into: HashMap<u64, std::collections::HashSet<u64>> = HashMap::new();
+        let mut book = Book::default();
         let mut next_id = 1;
         let mut torn_tail = false;
         let mut last_size = 0;
@@ -186,20 +189,13 @@ impl Writer {
                 .map_err(io(&path))?;
             let is_last = i + 1 == segments.len();
             let mut offset = 0;
-            live.entry(seg).or_insert(0);
+            book.open(seg);
             while offset < bytes.len() {
                 match Record::decode(&bytes[offset..]) {
                     Ok(Some((record, used))) => {
                         let (acknowledged, added) = record.into_parts();
                         if let Some(id) = acknowledged {
-                            if let Some(s) = location.remove(&id) {
-                                if let Some(n) = live.get_mut(&s) {
-                                    *n = n.saturating_sub(1);
-                                }
-                                if s != seg {
-                                    acks_into.entry(seg).or_default().insert(s);
-                                }
-                            }
+                            book.acknowledge(id, seg);
                             if let Some(at) = index.remove(&id) {
                                 pending[at].id = 0;
                                 acked += 1;
@@ -207,10 +203,15 @@ impl Writer {
                         }
                         if let Some(m) = added {
                             next_id = next_id.max(m.id + 1);
-                            *live.entry(seg).or_insert(0) += 1;
-                            location.insert(m.id, seg);
-                            index.insert(m.id, pending.len());
-                            pending.push(m);
+                            book.add(m.id, used as u64, seg);
+                            match index.get(&m.id) {
+                                // Moved forward by compaction: one message.
+                                Some(&at) => pending[at] = m,
+                                None => {
+                                    index.insert(m.id, pending.len());
+                                    pending.push(m);
+                                }
+                            }
                         }
                         offset += used;
                     }
@@ -260,15 +261,15 @@ impl Writer {
             .append(true)
             .open(&path)
             .map_err(io(&path))?;
-        live.entry(current).or_insert(0);
+        book.open(current);
         let mut writer = Self {
             dir: dir.to_owned(),
             file,
             current,
             current_size: last_size,
-            live,
-            location,
-            acks_into,
+            segment_size,
+            book,
+            stuck: BTreeSet::new(),
             recovered: Some(Recovered {
                 messages: pending,
                 next_id,
@@ -291,9 +292,12 @@ impl Writer {
                 }
             }
             buf.clear();
+            let mut lengths = Vec::new();
             for append in &batch {
                 for record in &append.records {
+                    let before = buf.len();
                     record.encode(&mut buf);
+                    lengths.push((buf.len() - before) as u64);
                 }
             }
             let result = self.write(&buf).map_err(|e| WriteFailure {
@@ -301,10 +305,12 @@ impl Writer {
                 detail: e.to_string(),
             });
             if result.is_ok() {
-                for append in &batch {
-                    self.account(&append.records);
+                let records = batch.iter().flat_map(|a| &a.records);
+                for (record, len) in records.zip(lengths) {
+                    self.account(record, len);
                 }
                 self.reclaim();
+                self.compact();
             }
             for append in batch {
                 let _ = append.done.send(result.clone());
@@ -313,7 +319,7 @@ impl Writer {
     }
 
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        if self.current_size > 0 && self.current_size + bytes.len() as u64 > SEGMENT_SIZE {
+        if self.current_size > 0 && self.current_size + bytes.len() as u64 > self.segment_size {
             self.file.sync_data()?;
             self.current += 1;
             self.current_size = 0;
@@ -321,7 +327,7 @@ impl Writer {
                 .create(true)
                 .append(true)
                 .open(segment_path(&self.dir, self.current))?;
-            self.live.entry(self.current).or_insert(0);
+            self.book.open(self.current);
             // The new segment's directory entry must survive a crash too.
             File::open(&self.dir)?.sync_all()?;
         }
@@ -331,54 +337,90 @@ impl Writer {
         Ok(())
     }
 
-    fn account(&mut self, records: &[Record]) {
-        for record in records {
-            let (acknowledged, added) = match record {
-                Record::Add(m) => (None, Some(m.id)),
-                Record::Ack { id } => (Some(*id), None),
-                Record::Move { from, to } => (Some(*from), Some(to.id)),
-            };
-            if let Some(id) = acknowledged {
-                if let Some(seg) = self.location.remove(&id) {
-                    if let Some(n) = self.live.get_mut(&seg) {
-                        *n = n.saturating_sub(1);
-                    }
-                    if seg != self.current {
-                        self.acks_into.entry(self.current).or_default().insert(seg);
-                    }
-                }
-            }
-            if let Some(id) = added {
-                *self.live.entry(self.current).or_insert(0) += 1;
-                self.location.insert(id, self.current);
-            }
+    fn account(&mut self, record: &Record, len: u64) {
+        let (acknowledged, added) = match record {
+            Record::Add(m) => (None, Some(m.id)),
+            Record::Ack { id } => (Some(*id), None),
+            Record::Move { from, to } => (Some(*from), Some(to.id)),
+        };
+        if let Some(id) = acknowledged {
+            self.book.acknowledge(id, self.current);
+        }
+        if let Some(id) = added {
+            self.book.add(id, len, self.current);
         }
     }
 
     /// Deletes every segment (but the current one) whose messages are all
     /// acknowledged and whose acks refer only to segments already gone.
     fn reclaim(&mut self) {
-        loop {
-            let doomed = self.live.iter().find_map(|(&seg, &n)| {
-                let free = n == 0
-                    && seg != self.current
-                    && self
-                        .acks_into
-                        .get(&seg)
-                        .is_none_or(|targets| targets.iter().all(|t| !self.live.contains_key(t)));
-                free.then_some(seg)
-            });
-            let Some(seg) = doomed else {
-                return;
-            };
+        while let Some(seg) = self.book.free(self.current) {
             let path = segment_path(&self.dir, seg);
             if let Err(e) = std::fs::remove_file(&path) {
                 warn!(segment = %path.display(), error = %e, "cannot delete a consumed journal segment");
                 return;
             }
-            self.live.remove(&seg);
-            self.acks_into.remove(&seg);
+            self.book.forget(seg);
         }
+    }
+
+    /// Moves the live messages of old, mostly consumed segments forward
+    /// into the current one, so a few long-lived messages (a dead-letter
+    /// queue, a slow consumer) do not pin whole segments: the journal stays
+    /// near its live data plus a segment or two. A segment is compacted
+    /// once it is two behind and its live records are under a quarter of
+    /// a segment, so what is moved is bounded by the traffic that passed.
+    fn compact(&mut self) {
+        loop {
+            let limit = self.segment_size / 4;
+            let Some(seg) = self
+                .book
+                .live
+                .iter()
+                .find(|(&seg, &(n, bytes))| {
+                    n > 0 && seg + 1 < self.current && bytes < limit && !self.stuck.contains(&seg)
+                })
+                .map(|(&seg, _)| seg)
+            else {
+                return;
+            };
+            if let Err(e) = self.move_forward(seg) {
+                warn!(segment = %segment_path(&self.dir, seg).display(), error = %e, "cannot compact a journal segment; it stays");
+                self.stuck.insert(seg);
+                return;
+            }
+            self.reclaim();
+        }
+    }
+
+    /// Writes the live messages of segment `seg` again at the end of the
+    /// journal; `seg` then holds none.
+    fn move_forward(&mut self, seg: u64) -> std::io::Result<()> {
+        let bytes = std::fs::read(segment_path(&self.dir, seg))?;
+        let mut offset = 0;
+        let mut out = Vec::new();
+        let mut moved = Vec::new();
+        while let Ok(Some((record, used))) = Record::decode(&bytes[offset..]) {
+            offset += used;
+            if let (_, Some(m)) = record.into_parts() {
+                if self.book.lives_in(m.id, seg) {
+                    let before = out.len();
+                    let id = m.id;
+                    Record::Add(m).encode(&mut out);
+                    moved.push((id, (out.len() - before) as u64));
+                }
+            }
+        }
+        if moved.is_empty() {
+            return Err(std::io::Error::other(
+                "its live messages were not found in it",
+            ));
+        }
+        self.write(&out)?;
+        for (id, len) in moved {
+            self.book.add(id, len, self.current);
+        }
+        Ok(())
     }
 }
 
@@ -436,7 +478,7 @@ mod tests {
         for cut in intact..bytes.len() {
             let path = segment_path(dir.path(), 1);
             std::fs::write(&path, &bytes[..cut]).unwrap();
-            let mut writer = Writer::replay(dir.path()).unwrap();
+            let mut writer = Writer::replay(dir.path(), SEGMENT_SIZE).unwrap();
             let recovered = writer.recovered.take().unwrap();
             let ids: Vec<u64> = recovered.messages.iter().map(|m| m.id).collect();
             assert_eq!(ids, vec![1, 2], "cut at {cut}");
@@ -460,7 +502,7 @@ mod tests {
         for cut in intact..=bytes.len() {
             let path = segment_path(dir.path(), 1);
             std::fs::write(&path, &bytes[..cut]).unwrap();
-            let mut writer = Writer::replay(dir.path()).unwrap();
+            let mut writer = Writer::replay(dir.path(), SEGMENT_SIZE).unwrap();
             let recovered = writer.recovered.take().unwrap();
             let found: Vec<(u64, &str)> = recovered
                 .messages
@@ -486,7 +528,7 @@ mod tests {
         let mut later = Vec::new();
         Record::Add(message(2, "second")).encode(&mut later);
         std::fs::write(segment_path(dir.path(), 2), &later).unwrap();
-        let err = Writer::replay(dir.path()).err().unwrap();
+        let err = Writer::replay(dir.path(), SEGMENT_SIZE).err().unwrap();
         assert!(err.to_string().contains("checksum"), "{err}");
     }
 
@@ -507,7 +549,7 @@ mod tests {
         Record::Ack { id: 3 }.encode(&mut three);
         std::fs::write(segment_path(dir.path(), 3), &three).unwrap();
         std::fs::write(segment_path(dir.path(), 4), b"").unwrap();
-        let mut writer = Writer::replay(dir.path()).unwrap();
+        let mut writer = Writer::replay(dir.path(), SEGMENT_SIZE).unwrap();
         // 1 is pinned by its live message; 2 is consumed and acked in 3, so
         // it goes, and then 3 (whose acks pointed only into 2) goes too,
         // although 1 is still there.
@@ -524,7 +566,7 @@ mod tests {
             .collect();
         assert_eq!(ids, vec![1]);
         // Replaying again gives the same answer: nothing acknowledged came back.
-        let mut again = Writer::replay(dir.path()).unwrap();
+        let mut again = Writer::replay(dir.path(), SEGMENT_SIZE).unwrap();
         let ids: Vec<u64> = again
             .recovered
             .take()
@@ -534,6 +576,66 @@ mod tests {
             .map(|m| m.id)
             .collect();
         assert_eq!(ids, vec![1]);
+    }
+
+    /// Ten long-lived messages, each followed by many segments of consumed
+    /// traffic: compaction moves them forward, so the journal stays at a
+    /// few segments instead of one pinned segment each, and a restart
+    /// finds each of them once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn long_lived_messages_do_not_pin_segments() {
+        const SEGMENT: u64 = 16 * 1024;
+        let dir = tempfile::tempdir().unwrap();
+        let size_of = |dir: &Path| -> (usize, u64) {
+            let files: Vec<u64> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().metadata().unwrap().len())
+                .collect();
+            (files.len(), files.iter().sum())
+        };
+        let body = "x".repeat(1024);
+        let mut id = 0;
+        let mut peak = (0, 0);
+        {
+            let (journal, _) = Journal::open_with(dir.path(), SEGMENT).unwrap();
+            for _ in 0..10 {
+                id += 1;
+                let pinned = message(id, "pinned");
+                journal.add(pinned).await.unwrap().wait().await.unwrap();
+                // 100 KiB of traffic, consumed: six segments' worth.
+                let mut consumed = Vec::new();
+                let mut waits = Vec::new();
+                for _ in 0..100 {
+                    id += 1;
+                    consumed.push(id);
+                    waits.push(journal.add(message(id, &body)).await.unwrap());
+                }
+                for w in waits {
+                    w.wait().await.unwrap();
+                }
+                journal
+                    .acknowledge(consumed)
+                    .await
+                    .unwrap()
+                    .wait()
+                    .await
+                    .unwrap();
+                let now = size_of(dir.path());
+                peak = (peak.0.max(now.0), peak.1.max(now.1));
+            }
+        }
+        // Without compaction: ten pinned segments (160 KiB and more).
+        assert!(peak.0 <= 5, "{} segments at the most", peak.0);
+        assert!(peak.1 <= 5 * SEGMENT + 4096, "{} bytes at the most", peak.1);
+        let (_journal, recovered) = Journal::open_with(dir.path(), SEGMENT).unwrap();
+        let pinned: Vec<&str> = recovered
+            .messages
+            .iter()
+            .map(|m| std::str::from_utf8(&m.body).unwrap())
+            .collect();
+        assert_eq!(pinned, ["pinned"; 10]);
+        let ids: Vec<u64> = recovered.messages.iter().map(|m| m.id).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
     }
 
     #[test]
@@ -549,7 +651,7 @@ mod tests {
         let mut c = Vec::new();
         Record::Ack { id: 2 }.encode(&mut c);
         std::fs::write(segment_path(dir.path(), 3), &c).unwrap();
-        let _writer = Writer::replay(dir.path()).unwrap();
+        let _writer = Writer::replay(dir.path(), SEGMENT_SIZE).unwrap();
         assert!(!segment_path(dir.path(), 1).exists());
         assert!(!segment_path(dir.path(), 2).exists());
         assert!(
