@@ -507,4 +507,16 @@ async fn the_console_serves_prometheus_metrics() {
         open.head
     );
     assert!(open.body.trim_end().ends_with("# EOF"));
+    // The console's queue page shows both counters too.
+    let (_, html) = http(console, "GET", "/queues", &[]).await;
+    assert!(
+        html.contains("<th>Expired</th><th>Dead-lettered</th>"),
+        "{html}"
+    );
+    let orders = html
+        .split("<tr>")
+        .find(|row| row.starts_with("<td>orders</td>"))
+        .and_then(|row| row.split("</tr>").next())
+        .unwrap_or_default();
+    assert!(orders.ends_with("<td>0</td><td>1</td>"), "{orders}");
 }

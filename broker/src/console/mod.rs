@@ -335,15 +335,16 @@ fn page(broker: &str, path: &str, stats: &Stats, bridges: &[crate::network::Brid
     );
     match path {
         "/topics" => {
-            html.push_str("<h2>Topics</h2><table><tr><th>Name</th><th>Subscribers</th><th>Enqueued</th><th>Dequeued</th></tr>");
+            html.push_str("<h2>Topics</h2><table><tr><th>Name</th><th>Subscribers</th><th>Enqueued</th><th>Dequeued</th><th>Expired</th></tr>");
             for t in &stats.topics {
                 let _ = write!(
                     html,
-                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                     escape(&t.name),
                     t.subscribers,
                     t.enqueued,
-                    t.dequeued
+                    t.dequeued,
+                    t.expired
                 );
             }
         }
@@ -380,16 +381,18 @@ fn page(broker: &str, path: &str, stats: &Stats, bridges: &[crate::network::Brid
             }
         }
         _ => {
-            html.push_str("<h2>Queues</h2><table><tr><th>Name</th><th>Pending</th><th>Consumers</th><th>Enqueued</th><th>Dequeued</th></tr>");
+            html.push_str("<h2>Queues</h2><table><tr><th>Name</th><th>Pending</th><th>Consumers</th><th>Enqueued</th><th>Dequeued</th><th>Expired</th><th>Dead-lettered</th></tr>");
             for q in &stats.queues {
                 let _ = write!(
                     html,
-                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                     escape(&q.name),
                     q.pending,
                     q.consumers,
                     q.enqueued,
-                    q.dequeued
+                    q.dequeued,
+                    q.expired,
+                    q.dead_lettered
                 );
             }
         }
