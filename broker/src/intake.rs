@@ -85,10 +85,12 @@ pub(crate) struct Arriving<'a> {
     pub(crate) sender: Option<Arc<str>>,
     /// What makes a re-send of it recognisable, if anything.
     pub(crate) dedup: Option<Key<'a>>,
-    /// When it expires (see [`expires`]); 0: never.
+    /// When it expires (see [`Stamps`]); 0: never.
     pub(crate) expires: u64,
-    /// Its JMS priority (see [`priority`]).
+    /// Its JMS priority.
     pub(crate) priority: u8,
+    /// Its message group, if any.
+    pub(crate) group: Option<Arc<str>>,
     /// When it may be delivered (ms since the epoch; 0: at once).
     pub(crate) deliver_at: u64,
     /// Its id from elsewhere (a forwarded message keeps its origin's).
@@ -133,7 +135,7 @@ pub(crate) async fn accept(
         sender: arriving.sender,
         expires: arriving.expires,
         priority: arriving.priority,
-        group: group(arriving.headers),
+        group: arriving.group,
         deliver_at: arriving.deliver_at,
     };
     let mut message = message;
@@ -154,68 +156,136 @@ pub(crate) async fn accept(
     })
 }
 
-/// The `expires` header: milliseconds since the epoch when the message
-/// expires, 0 or absent for never. Anything else is refused with a reason.
-pub(crate) fn expires(headers: &[(String, String)]) -> Result<u64, String> {
-    match headers.iter().find(|(name, _)| name == EXPIRES_HEADER) {
-        None => Ok(0),
-        Some((_, value)) => value.trim().parse().map_err(|_| {
-            format!("expires must be milliseconds since the epoch (0 for never), not {value:?}")
-        }),
+/// What a message's headers say about its delivery, by JMS's and
+/// ActiveMQ's names, read in one pass: `expires` (ms since the epoch, 0 or
+/// absent for never), `priority` (0 to 9, 4 when absent), `JMSXGroupID`,
+/// ActiveMQ's scheduling headers, and the broker's own `portico-deliver-at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Stamps {
+    pub(crate) expires: u64,
+    pub(crate) priority: u8,
+    pub(crate) group: Option<Arc<str>>,
+    pub(crate) schedule: Schedule,
+    /// When a stored scheduled message is due (its journal record's).
+    pub(crate) deliver_at: u64,
+}
+
+/// `AMQ_SCHEDULED_DELAY`, `_PERIOD` and `_REPEAT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Schedule {
+    pub(crate) delay: u64,
+    pub(crate) period: u64,
+    pub(crate) repeat: u64,
+}
+
+impl Schedule {
+    /// How many messages the SEND makes.
+    pub(crate) fn deliveries(&self) -> u64 {
+        self.repeat + 1
+    }
+
+    /// When delivery `n` is due (ms since the epoch); 0: at once.
+    pub(crate) fn due(&self, now_ms: u64, n: u64) -> u64 {
+        if self.delay == 0 && self.repeat == 0 {
+            return 0;
+        }
+        now_ms
+            .saturating_add(self.delay)
+            .saturating_add(n.saturating_mul(self.period))
     }
 }
 
-/// When each delivery of a scheduled SEND is due (ms since the epoch; a
-/// single 0 when it is not scheduled), from ActiveMQ's headers.
-pub(crate) fn schedule(headers: &[(String, String)], now_ms: u64) -> Result<Vec<u64>, String> {
-    let number = |name: &str| -> Result<u64, String> {
-        match headers.iter().find(|(n, _)| n == name) {
-            None => Ok(0),
-            Some((_, value)) => value
+impl Stamps {
+    /// As a client sent them: any value that does not parse is refused
+    /// with a reason naming the header.
+    pub(crate) fn read(headers: &[(String, String)]) -> Result<Self, String> {
+        Self::parse(headers, true)
+    }
+
+    /// As stored or forwarded (checked where they were sent): what does
+    /// not parse is left at its default.
+    pub(crate) fn lenient(headers: &[(String, String)]) -> Self {
+        Self::parse(headers, false).unwrap_or_else(|_| Self::default())
+    }
+
+    fn parse(headers: &[(String, String)], strict: bool) -> Result<Self, String> {
+        let mut stamps = Self::default();
+        // A value that does not parse: refused, or left at its default.
+        let take = |parsed: Result<u64, String>, into: &mut u64| -> Result<(), String> {
+            match parsed {
+                Ok(v) => *into = v,
+                Err(e) if strict => return Err(e),
+                Err(_) => {}
+            }
+            Ok(())
+        };
+        let number = |name: &str, value: &str| -> Result<u64, String> {
+            value
                 .trim()
                 .parse()
-                .map_err(|_| format!("{name} must be a whole number, not {value:?}")),
+                .map_err(|_| format!("{name} must be a whole number, not {value:?}"))
+        };
+        for (name, value) in headers {
+            match name.as_str() {
+                EXPIRES_HEADER => take(
+                    value.trim().parse().map_err(|_| {
+                        format!("expires must be milliseconds since the epoch (0 for never), not {value:?}")
+                    }),
+                    &mut stamps.expires,
+                )?,
+                PRIORITY_HEADER => {
+                    let mut priority = u64::from(DEFAULT_PRIORITY);
+                    take(
+                        value
+                            .trim()
+                            .parse::<u64>()
+                            .ok()
+                            .filter(|p| *p < PRIORITIES as u64)
+                            .ok_or_else(|| {
+                                format!("priority must be a number from 0 to 9, not {value:?}")
+                            }),
+                        &mut priority,
+                    )?;
+                    stamps.priority = u8::try_from(priority).unwrap_or(DEFAULT_PRIORITY);
+                }
+                GROUP_HEADER if !value.is_empty() => {
+                    stamps.group = Some(Arc::from(value.as_str()));
+                }
+                SCHEDULED_DELAY_HEADER => take(number(name, value), &mut stamps.schedule.delay)?,
+                SCHEDULED_PERIOD_HEADER => {
+                    take(number(name, value), &mut stamps.schedule.period)?;
+                }
+                SCHEDULED_REPEAT_HEADER => {
+                    take(number(name, value), &mut stamps.schedule.repeat)?;
+                }
+                // The broker's own: never refused.
+                DELIVER_AT_HEADER => stamps.deliver_at = value.parse().unwrap_or(0),
+                _ => {}
+            }
         }
-    };
-    let (delay, period, repeat) = (
-        number(SCHEDULED_DELAY_HEADER)?,
-        number(SCHEDULED_PERIOD_HEADER)?,
-        number(SCHEDULED_REPEAT_HEADER)?,
-    );
-    if repeat >= MAX_OCCURRENCES {
-        return Err(format!(
-            "{SCHEDULED_REPEAT_HEADER} may be at most {}, not {repeat}",
-            MAX_OCCURRENCES - 1
-        ));
+        if stamps.schedule.repeat >= MAX_OCCURRENCES {
+            if strict {
+                return Err(format!(
+                    "{SCHEDULED_REPEAT_HEADER} may be at most {}, not {}",
+                    MAX_OCCURRENCES - 1,
+                    stamps.schedule.repeat
+                ));
+            }
+            stamps.schedule = Schedule::default();
+        }
+        Ok(stamps)
     }
-    if delay == 0 && repeat == 0 {
-        return Ok(vec![0]);
-    }
-    let first = now_ms.saturating_add(delay);
-    Ok((0..=repeat)
-        .map(|i| first.saturating_add(i.saturating_mul(period)))
-        .collect())
 }
 
-/// The message group a message belongs to (`JMSXGroupID`), if any.
-pub(crate) fn group(headers: &[(String, String)]) -> Option<Arc<str>> {
-    headers
-        .iter()
-        .find(|(name, value)| name == GROUP_HEADER && !value.is_empty())
-        .map(|(_, value)| Arc::from(value.as_str()))
-}
-
-/// The `priority` header: 0 to 9, 4 when absent (JMS). Anything else is
-/// refused with a reason.
-pub(crate) fn priority(headers: &[(String, String)]) -> Result<u8, String> {
-    match headers.iter().find(|(name, _)| name == PRIORITY_HEADER) {
-        None => Ok(DEFAULT_PRIORITY),
-        Some((_, value)) => value
-            .trim()
-            .parse::<u8>()
-            .ok()
-            .filter(|p| usize::from(*p) < PRIORITIES)
-            .ok_or_else(|| format!("priority must be a number from 0 to 9, not {value:?}")),
+impl Default for Stamps {
+    fn default() -> Self {
+        Self {
+            expires: 0,
+            priority: DEFAULT_PRIORITY,
+            group: None,
+            schedule: Schedule::default(),
+            deliver_at: 0,
+        }
     }
 }
 

@@ -63,21 +63,12 @@ impl BrokerCore {
             .into_iter()
             .filter_map(|m| {
                 let destination = Destination::parse(&m.destination).ok()?;
-                let expires = crate::intake::expires(&m.headers).unwrap_or(0);
-                let priority =
-                    crate::intake::priority(&m.headers).unwrap_or(router::DEFAULT_PRIORITY);
-                let group = crate::intake::group(&m.headers);
-                let deliver_at = m
-                    .headers
-                    .iter()
-                    .find(|(name, _)| name == crate::intake::DELIVER_AT_HEADER)
-                    .and_then(|(_, at)| at.parse().ok())
-                    .unwrap_or(0);
+                let stamps = crate::intake::Stamps::lenient(&m.headers);
                 Some(Arc::new(Message {
-                    deliver_at,
-                    expires,
-                    priority,
-                    group,
+                    deliver_at: stamps.deliver_at,
+                    expires: stamps.expires,
+                    priority: stamps.priority,
+                    group: stamps.group,
                     seq: m.id,
                     message_id: format!("ID:{}-{}", config.name, m.id),
                     destination,

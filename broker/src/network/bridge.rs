@@ -310,13 +310,14 @@ impl FromPeer<'_> {
         let accepted = if looped {
             Accepted::Duplicate
         } else {
+            let stamps = intake::Stamps::lenient(&frame.headers);
             let arriving = Arriving {
                 // Forwarded once due where it was sent.
                 deliver_at: 0,
                 // A peer's is checked where it was sent.
-                expires: intake::expires(&frame.headers).unwrap_or(0),
-                priority: intake::priority(&frame.headers)
-                    .unwrap_or(crate::router::DEFAULT_PRIORITY),
+                expires: stamps.expires,
+                priority: stamps.priority,
+                group: stamps.group.clone(),
                 source: Source::Bridge,
                 destination,
                 headers: &frame.headers,

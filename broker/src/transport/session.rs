@@ -16,6 +16,7 @@ use super::pipeline::{receipt_bytes, Piped, Pipeline, PIPELINE_BYTES};
 use super::transactions::Transactions;
 use crate::auth::{Operation, Principal};
 use crate::dedup::Key;
+use crate::intake::Stamps;
 use crate::intake::{self, Accepted, Arriving, Source};
 use crate::logins::Refusal;
 use crate::router::{AckId, AckMode, ConnId, Consumer, Destination, Kind, VIRTUAL_TOPIC_PREFIX};
@@ -510,9 +511,9 @@ impl Session {
         }
         // A scheduled SEND is one message per delivery, each held until
         // its time (and stored up front when persistent).
-        let times =
-            intake::schedule(&frame.headers, now_ms()).map_err(|e| Fatal::new(e, Some(&frame)))?;
-        let parts = destinations.len() as u64 * times.len() as u64;
+        let stamps = Stamps::read(&frame.headers).map_err(|e| Fatal::new(e, Some(&frame)))?;
+        let deliveries = stamps.schedule.deliveries();
+        let parts = destinations.len() as u64 * deliveries;
         if parts > intake::MAX_OCCURRENCES {
             return Err(Fatal::new(
                 format!(
@@ -524,10 +525,12 @@ impl Session {
         }
         let mut body = std::mem::take(&mut frame.body);
         let several = parts > 1;
-        let last = (destinations.len() - 1, times.len() - 1);
+        let last = (destinations.len() - 1, deliveries - 1);
+        let now = now_ms();
         for (i, destination) in destinations.into_iter().enumerate() {
             let mut destination = Some(destination);
-            for (n, &deliver_at) in times.iter().enumerate() {
+            for n in 0..deliveries {
+                let deliver_at = stamps.schedule.due(now, n);
                 let (part, receipt) = if (i, n) == last {
                     (std::mem::take(&mut body), receipt.take())
                 } else {
@@ -553,7 +556,7 @@ impl Session {
                     scope,
                     deliver_at,
                 };
-                self.send_to(&frame, one).await?;
+                self.send_to(&frame, &stamps, one).await?;
             }
         }
         Ok(())
@@ -561,7 +564,7 @@ impl Session {
 
     /// One message of a SEND. Each of several (a composite destination, a
     /// repeated schedule) scopes a failover client's dedup id by `scope`.
-    async fn send_to(&mut self, frame: &Frame, one: One) -> Result<(), Fatal> {
+    async fn send_to(&mut self, frame: &Frame, stamps: &Stamps, one: One) -> Result<(), Fatal> {
         let One {
             destination,
             body,
@@ -640,11 +643,10 @@ impl Session {
             (Some(sender), Some(id)) => Some(Key::Client { sender, id }),
             _ => None,
         };
-        let expires = intake::expires(&frame.headers).map_err(|e| fail(&e))?;
-        let priority = intake::priority(&frame.headers).map_err(|e| fail(&e))?;
         let arriving = Arriving {
-            expires,
-            priority,
+            expires: stamps.expires,
+            priority: stamps.priority,
+            group: stamps.group.clone(),
             deliver_at,
             source: Source::Client,
             destination,
