@@ -8,11 +8,14 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const DEADLINE: Duration = Duration::from_secs(30);
-/// How often a process table or exit status is looked at.
-const POLL: Duration = Duration::from_millis(50);
+
+/// Waits for `check` (a process table or an exit status) until `DEADLINE`.
+fn wait_until(what: &str, check: impl FnMut() -> bool) {
+    portico_test_support::wait_until(what, DEADLINE, check);
+}
 
 /// A demo's folder: the repository's front-door config, nothing else.
 fn demo_root() -> tempfile::TempDir {
@@ -54,17 +57,6 @@ fn processes_mentioning(needle: &str) -> Vec<u32> {
         }
     }
     found
-}
-
-fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !check() {
-        assert!(
-            started.elapsed() < DEADLINE,
-            "timed out waiting for: {what}"
-        );
-        std::thread::sleep(POLL);
-    }
 }
 
 /// The brokers' data folder in `root`: every broker process names it.

@@ -208,24 +208,28 @@ impl ClientLoop {
 /// A file appended to every few milliseconds (at most 100,000 lines) until
 /// stopped.
 struct BusyLog {
-    stop: Arc<AtomicBool>,
+    stop: std::sync::mpsc::Sender<()>,
     writer: std::thread::JoinHandle<usize>,
 }
 
 impl BusyLog {
     fn start(path: PathBuf) -> Self {
         use std::io::Write;
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
+        use std::sync::mpsc::RecvTimeoutError;
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let writer = std::thread::spawn(move || {
             let mut file = std::fs::File::create(path).unwrap();
             let mut lines = 0;
-            while !flag.load(Ordering::Acquire) && lines < 100_000 {
+            while lines < 100_000 {
                 writeln!(file, "log line {lines}").unwrap();
                 file.flush().unwrap();
                 lines += 1;
-                // The pace of a chatty log, not a wait for anything.
-                std::thread::sleep(Duration::from_millis(5));
+                // The pace of a chatty log: the next line after 5 ms,
+                // unless told to stop meanwhile.
+                match stopped.recv_timeout(Duration::from_millis(5)) {
+                    Err(RecvTimeoutError::Timeout) => {}
+                    _ => break,
+                }
             }
             lines
         });
@@ -234,7 +238,7 @@ impl BusyLog {
 
     /// Stops writing; returns how many lines were written.
     fn stop(self) -> usize {
-        self.stop.store(true, Ordering::Release);
+        drop(self.stop);
         self.writer.join().unwrap()
     }
 }
