@@ -156,6 +156,65 @@ pub(crate) async fn accept(
     })
 }
 
+/// A durable subscription's copy of a topic message, on its way to the
+/// subscription's hidden queue (see [`crate::durable`]).
+#[derive(Debug)]
+pub(crate) struct Copy {
+    pub(crate) message: Arc<Message>,
+    /// Its journal record, when the original was sent persistent.
+    pub(crate) durable: Option<Durable>,
+}
+
+/// The copies of `message`, just accepted for a topic, that the durable
+/// subscriptions selecting it take: each a queue message of its own (its
+/// own id, so a STOMP 1.0 ACK by message-id names it), stored when the
+/// original was sent persistent. Empty, and free, without subscriptions.
+pub(crate) async fn durable_copies(
+    core: &BrokerCore,
+    message: &Message,
+) -> Result<Vec<Copy>, JournalError> {
+    let queues = core.durables.copies(message);
+    let mut copies = Vec::with_capacity(queues.len());
+    if queues.is_empty() {
+        return Ok(copies);
+    }
+    let persistent = message
+        .headers
+        .iter()
+        .any(|(k, v)| k == "persistent" && v == "true");
+    for queue in queues {
+        let seq = core.next_seq();
+        let mut headers = message.headers.clone();
+        headers.push((
+            crate::durable::TOPIC_HEADER.to_owned(),
+            message.destination.stomp(),
+        ));
+        let copy = Message {
+            seq,
+            message_id: format!("ID:{}-{seq}", core.name),
+            destination: queue,
+            headers,
+            body: message.body.clone(),
+            stored: persistent,
+            sender: message.sender.clone(),
+            expires: message.expires,
+            priority: message.priority,
+            group: message.group.clone(),
+            deliver_at: message.deliver_at,
+        };
+        let durable = if persistent {
+            Some(core.journal.add(record_of(&copy)).await?)
+        } else {
+            None
+        };
+        copies.push(Copy {
+            message: Arc::new(copy),
+            durable,
+        });
+    }
+    Ok(copies)
+}
+
 /// What a message's headers say about its delivery, by JMS's and
 /// ActiveMQ's names, read in one pass: `expires` (ms since the epoch, 0 or
 /// absent for never), `priority` (0 to 9, 4 when absent), `JMSXGroupID`,

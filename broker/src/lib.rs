@@ -13,6 +13,7 @@ pub mod store;
 
 mod console;
 mod dedup;
+mod durable;
 mod intake;
 mod shared;
 mod transport;
@@ -29,6 +30,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use config::BrokerConfig;
+use durable::Durables;
 use shared::BrokerCore;
 use store::{Journal, JournalError};
 
@@ -53,6 +55,12 @@ pub enum StartError {
         path: std::path::PathBuf,
         #[source]
         source: ha::HaError,
+    },
+    #[error("data_dir {path}: {source}")]
+    Durables {
+        path: std::path::PathBuf,
+        #[source]
+        source: durable::DurableError,
     },
     #[error("data_dir {path}: {source}")]
     DataDir {
@@ -97,7 +105,13 @@ impl Broker {
                 path: config.data_dir.clone(),
                 source,
             })?;
-        let core = BrokerCore::restore(&config, journal, recovered).await;
+        let durables =
+            Durables::load(Some(&config.data_dir)).map_err(|source| StartError::Durables {
+                path: config.data_dir.clone(),
+                source,
+            })?;
+        let core = BrokerCore::restore(&config, journal, recovered, durables).await;
+        core.drop_orphan_durables().await;
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
         let mut sockets = Vec::new();

@@ -8,6 +8,7 @@ use tracing::info;
 
 use crate::auth::Auth;
 use crate::config::{BrokerConfig, Limits};
+use crate::durable::Durables;
 use crate::router::{self, Destination, Message, Policies, Router, RouterLimits};
 use crate::store::{Journal, Recovered};
 use crate::{client, dedup, logins, network, transport};
@@ -35,6 +36,8 @@ pub(crate) struct BrokerCore {
     /// Recent `portico-dedup-id`s: a re-sent message already stored is dropped.
     recent: std::sync::Mutex<dedup::Dedup>,
     pub(crate) bridges: network::Bridges,
+    /// Durable topic subscriptions and the client ids connected now.
+    pub(crate) durables: Arc<Durables>,
 }
 
 /// Bytes of SENDs all connections together may have on their way to the
@@ -53,6 +56,7 @@ impl BrokerCore {
         config: &BrokerConfig,
         journal: Journal,
         recovered: Recovered,
+        durables: Durables,
     ) -> Arc<Self> {
         let (router, retirements) = Router::start(
             RouterLimits::from(&config.limits),
@@ -126,6 +130,7 @@ impl BrokerCore {
             ),
             recent: std::sync::Mutex::new(recent),
             bridges: network::Bridges::default(),
+            durables: Arc::new(durables),
         });
         tokio::spawn(crate::intake::retire(Arc::downgrade(&core), retirements));
         core
@@ -145,6 +150,37 @@ impl BrokerCore {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(key)
+    }
+
+    /// Takes every message waiting in queue `name` (with `delete`, the
+    /// queue too, if it has no consumers), and the journal agrees before
+    /// this returns: how many messages went.
+    pub(crate) async fn purge(&self, name: &str, delete: bool) -> Result<usize, PurgeError> {
+        let purged = self.router.purge(name.to_owned(), delete).await?;
+        if !purged.stored.is_empty() {
+            self.journal
+                .acknowledge(purged.stored)
+                .await?
+                .wait()
+                .await?;
+        }
+        Ok(purged.messages)
+    }
+
+    /// Empties and deletes hidden queues of durable subscriptions that
+    /// are no longer registered (removed just before a crash, before their
+    /// queue was emptied).
+    pub(crate) async fn drop_orphan_durables(&self) {
+        let known: std::collections::HashSet<String> =
+            self.durables.list().into_iter().map(|s| s.queue).collect();
+        for queue in self.router.stats().await.queues {
+            if queue.name.starts_with(crate::durable::QUEUE_PREFIX) && !known.contains(&queue.name)
+            {
+                if let Err(e) = self.purge(&queue.name, true).await {
+                    tracing::warn!(queue = %queue.name, error = %e, "cannot remove what a removed durable subscription kept");
+                }
+            }
+        }
     }
 
     pub(crate) fn connection_refused(&self) {
@@ -171,6 +207,15 @@ impl BrokerCore {
             refused_connections: self.refused.load(Ordering::Relaxed),
         }
     }
+}
+
+/// Why a purge did not happen, or did not reach the journal.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PurgeError {
+    #[error(transparent)]
+    Refused(#[from] router::QueueActionError),
+    #[error("the purge could not be stored: {0}")]
+    Journal(#[from] crate::store::JournalError),
 }
 
 /// `GET /api/broker`: the node and its counters.

@@ -520,3 +520,248 @@ async fn the_console_serves_prometheus_metrics() {
         .unwrap_or_default();
     assert!(orders.ends_with("<td>0</td><td>1</td>"), "{orders}");
 }
+
+/// Connects with a `client-id`; the broker's answer (CONNECTED or ERROR).
+async fn connect_as(stomp: SocketAddr, client_id: &str) -> (RawClient, Frame) {
+    let mut client = RawClient::open(stomp).await;
+    client
+        .send(
+            &Frame::new(Command::Connect)
+                .header("accept-version", "1.2")
+                .header("host", "localhost")
+                .header("client-id", client_id),
+        )
+        .await;
+    let answer = client.next().await.expect("an answer to CONNECT");
+    (client, answer)
+}
+
+/// Subscribes durably (`activemq.subscriptionName`) and waits for the
+/// receipt; returns the messages that came before it, oldest last.
+async fn subscribe_durably(
+    client: &mut RawClient,
+    name: &str,
+    selector: Option<&str>,
+) -> Vec<Frame> {
+    let mut frame = Frame::new(Command::Subscribe)
+        .header("destination", "/topic/news")
+        .header("id", "d")
+        .header("ack", "client-individual")
+        .header("activemq.subscriptionName", name)
+        .header("receipt", "subscribed");
+    if let Some(selector) = selector {
+        frame = frame.header("selector", selector);
+    }
+    client.send(&frame).await;
+    let mut early = Vec::new();
+    loop {
+        let frame = client.next().await.expect("RECEIPT");
+        match frame.command {
+            Command::Receipt => break,
+            Command::Message => early.insert(0, frame),
+            _ => panic!("{frame:?}"),
+        }
+    }
+    early
+}
+
+/// The next MESSAGE: one that came early, or one read now.
+async fn next_message(client: &mut RawClient, early: &mut Vec<Frame>) -> Frame {
+    match early.pop() {
+        Some(frame) => frame,
+        None => message(client).await,
+    }
+}
+
+/// `/api/durable-subscriptions`.
+async fn durables(console: SocketAddr) -> Vec<serde_json::Value> {
+    let (_, body) = http(console, "GET", "/api/durable-subscriptions", &[]).await;
+    serde_json::from_str::<serde_json::Value>(&body)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// Publishes to `/topic/news`: persistent `a1`, `a2` and `b` (kind b,
+/// which the selector leaves out), and non-persistent `a3`.
+async fn publish_news(stomp: SocketAddr) {
+    let mut publisher = RawClient::connect(stomp).await;
+    for (body, kind, persistent) in [
+        ("a1", "a", "true"),
+        ("b", "b", "true"),
+        ("a2", "a", "true"),
+        ("a3", "a", "false"),
+    ] {
+        send(
+            &mut publisher,
+            "/topic/news",
+            body,
+            &[("kind", kind), ("persistent", persistent)],
+        )
+        .await;
+    }
+}
+
+/// A durable subscriber (client-id + activemq.subscriptionName) gets the
+/// persistent messages its selector chose that were published while it was
+/// away, across a SIGKILL; its client id is one connection's at a time;
+/// UNSUBSCRIBE with the name removes it and what it kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_durable_subscriber_gets_what_was_published_while_it_was_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = broker_node(dir.path(), "node", NODE, &[]);
+    let stomp = node.address("transport=stomp addr=");
+    let console = node.address("console listening on ");
+
+    // A durable subscription needs a client id.
+    let mut anonymous = RawClient::connect(stomp).await;
+    anonymous
+        .send(
+            &Frame::new(Command::Subscribe)
+                .header("destination", "/topic/news")
+                .header("id", "d")
+                .header("activemq.subscriptionName", "s"),
+        )
+        .await;
+    let error = anonymous.next().await.expect("ERROR");
+    assert_eq!(error.command, Command::Error);
+    assert!(
+        error.get("message").unwrap().contains("client-id"),
+        "{error:?}"
+    );
+
+    let (mut app, connected) = connect_as(stomp, "app").await;
+    assert_eq!(connected.command, Command::Connected, "{connected:?}");
+    let (_, second) = connect_as(stomp, "app").await;
+    assert_eq!(second.command, Command::Error, "{second:?}");
+    assert!(second.get("message").unwrap().contains("already connected"));
+    assert!(subscribe_durably(&mut app, "news", Some("kind = 'a'"))
+        .await
+        .is_empty());
+    // Its hidden queue is not for clients.
+    let hidden = refused(stomp, "destination", "/queue/$durable.0").await;
+    assert!(hidden.contains("durable subscription"), "{hidden}");
+    app.send(&Frame::new(Command::Disconnect).header("receipt", "bye"))
+        .await;
+    let _ = app.until_closed().await;
+
+    publish_news(stomp).await;
+    let listed = durables(console).await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["client_id"], "app");
+    assert_eq!(listed[0]["subscription"], "news");
+    assert_eq!(listed[0]["topic"], "/topic/news");
+    assert_eq!(listed[0]["active"], false);
+    assert_eq!(listed[0]["pending"], 3);
+    let (_, html) = http(console, "GET", "/durable", &[]).await;
+    assert!(html.contains("news") && html.contains("offline"), "{html}");
+    let (_, queues) = http(console, "GET", "/api/queues", &[]).await;
+    assert!(!queues.contains("$durable"), "{queues}");
+
+    // SIGKILL: the persistent ones it chose are kept, the other is not.
+    drop(node);
+    let node = broker_node(dir.path(), "again", NODE, &[]);
+    let stomp = node.address("transport=stomp addr=");
+    let console = node.address("console listening on ");
+    let (mut app, connected) = connect_as(stomp, "app").await;
+    assert_eq!(connected.command, Command::Connected, "{connected:?}");
+    let mut early = subscribe_durably(&mut app, "news", Some("kind = 'a'")).await;
+    for body in ["a1", "a2"] {
+        let m = next_message(&mut app, &mut early).await;
+        assert_eq!(String::from_utf8_lossy(&m.body), body);
+        assert_eq!(m.get("destination"), Some("/topic/news"));
+        assert_eq!(m.get("subscription"), Some("d"));
+        assert_eq!(m.get("kind"), Some("a"));
+        assert!(m.get("portico-durable-topic").is_none(), "{m:?}");
+        app.send(&Frame::new(Command::Ack).header("id", m.get("ack").unwrap()))
+            .await;
+    }
+    // While it is connected, it gets what is published at once.
+    publish_news(stomp).await;
+    for body in ["a1", "a2", "a3"] {
+        let m = message(&mut app).await;
+        assert_eq!(String::from_utf8_lossy(&m.body), body);
+        app.send(&Frame::new(Command::Ack).header("id", m.get("ack").unwrap()))
+            .await;
+    }
+    let listed = durables(console).await;
+    assert_eq!(listed[0]["active"], true, "{listed:?}");
+
+    // Unsubscribed by its id only, it keeps what is published; with its
+    // name, it goes with what it kept.
+    app.send(
+        &Frame::new(Command::Unsubscribe)
+            .header("id", "d")
+            .header("receipt", "gone"),
+    )
+    .await;
+    let receipt = app.next().await.expect("RECEIPT");
+    assert_eq!(receipt.command, Command::Receipt, "{receipt:?}");
+    publish_news(stomp).await;
+    app.send(
+        &Frame::new(Command::Unsubscribe)
+            .header("id", "d")
+            .header("activemq.subscriptionName", "news")
+            .header("receipt", "removed"),
+    )
+    .await;
+    let receipt = app.next().await.expect("RECEIPT");
+    assert_eq!(receipt.command, Command::Receipt, "{receipt:?}");
+    assert!(durables(console).await.is_empty());
+    // Subscribing again starts afresh: nothing from before.
+    let early = subscribe_durably(&mut app, "news", Some("kind = 'a'")).await;
+    assert!(early.is_empty(), "{early:?}");
+    let mut publisher = RawClient::connect(stomp).await;
+    send(&mut publisher, "/topic/news", "fresh", &[("kind", "a")]).await;
+    let m = message(&mut app).await;
+    assert_eq!(m.body, b"fresh");
+}
+
+const PAIR_NODE: &str = r#"
+[broker]
+name = "NAME"
+data_dir = "shared"
+
+[[transport]]
+name = "stomp"
+bind = "127.0.0.1:0"
+
+[console]
+bind = "127.0.0.1:0"
+
+[ha]
+lease_renew = "50ms"
+takeover_after = "150ms"
+"#;
+
+/// A durable subscription and what it kept survive a failover of an
+/// active/standby pair: the standby takes over the shared data_dir and
+/// knows the subscription.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_durable_subscription_survives_a_failover_of_the_pair() {
+    let dir = tempfile::tempdir().unwrap();
+    let active = broker_node(dir.path(), "a", &PAIR_NODE.replace("NAME", "a"), &[]);
+    let stomp = active.address("transport=stomp addr=");
+    let standby = broker_node(dir.path(), "b", &PAIR_NODE.replace("NAME", "b"), &[]);
+    let (mut app, connected) = connect_as(stomp, "app").await;
+    assert_eq!(connected.command, Command::Connected, "{connected:?}");
+    assert!(subscribe_durably(&mut app, "news", None).await.is_empty());
+    drop(app);
+    publish_news(stomp).await;
+
+    drop(active); // SIGKILL: the standby takes over.
+    let stomp = standby.address("transport=stomp addr=");
+    let console = standby.address("console listening on ");
+    let listed = durables(console).await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["pending"], 3, "{listed:?}");
+    let (mut app, connected) = connect_as(stomp, "app").await;
+    assert_eq!(connected.command, Command::Connected, "{connected:?}");
+    let mut early = subscribe_durably(&mut app, "news", None).await;
+    for body in ["a1", "b", "a2"] {
+        let m = next_message(&mut app, &mut early).await;
+        assert_eq!(String::from_utf8_lossy(&m.body), body);
+        assert_eq!(m.get("destination"), Some("/topic/news"));
+    }
+}

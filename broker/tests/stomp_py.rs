@@ -83,3 +83,8 @@ async fn stomp10_headers_are_not_escaped() {
 async fn selectors() {
     scenario("selectors").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_subscriber() {
+    scenario("durable_subscriber").await;
+}

@@ -35,7 +35,7 @@ pub(super) fn render(core: &BrokerCore, stats: &Stats, bridges: &[BridgeInfo]) -
         f
     };
     let queue = |name: &str| vec![("queue", name.to_owned())];
-    let q = &stats.queues;
+    let q: Vec<_> = super::visible_queues(stats).collect();
     registry.register(
         "queue_messages",
         "Messages a queue holds: waiting, scheduled to come back, delivered and not acknowledged.",
@@ -80,6 +80,33 @@ pub(super) fn render(core: &BrokerCore, stats: &Stats, bridges: &[BridgeInfo]) -
         counters(
             q.iter()
                 .map(|s| (queue(&s.name), s.dead_lettered))
+                .collect(),
+        ),
+    );
+    let durables = super::durable_views(core, stats);
+    let durable = |d: &super::DurableView| {
+        vec![
+            ("client_id", d.client_id.clone()),
+            ("subscription", d.subscription.clone()),
+        ]
+    };
+    registry.register(
+        "durable_subscription_messages",
+        "Messages a durable topic subscription keeps for its subscriber.",
+        gauges(
+            durables
+                .iter()
+                .map(|d| (durable(d), d.pending as i64))
+                .collect(),
+        ),
+    );
+    registry.register(
+        "durable_subscription_active",
+        "1 while a durable topic subscription's subscriber is connected.",
+        gauges(
+            durables
+                .iter()
+                .map(|d| (durable(d), i64::from(d.active)))
                 .collect(),
         ),
     );

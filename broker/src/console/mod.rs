@@ -27,8 +27,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::auth::Operation;
-use crate::router::{Destination, Kind, QueueActionError, Stats};
-use crate::shared::BrokerCore;
+use crate::router::{Destination, Kind, QueueActionError, QueueStats, Stats};
+use crate::shared::{BrokerCore, PurgeError};
 
 /// Console connections open at once; more wait in the kernel's backlog.
 const CONNECTIONS: usize = 128;
@@ -110,14 +110,15 @@ async fn handle(
                 )
             }
         }
-        "/api/queues" => json(&stats.queues),
+        "/api/queues" => json(&visible_queues(&stats).collect::<Vec<_>>()),
+        "/api/durable-subscriptions" => json(&durable_views(core, &stats)),
         "/api/topics" => json(&stats.topics),
         "/api/connections" => json(&stats.connections),
         "/api/network" => json(&core.bridges.info()),
-        "/" | "/queues" | "/topics" | "/connections" | "/network" => respond(
+        "/" | "/queues" | "/topics" | "/durable" | "/connections" | "/network" => respond(
             StatusCode::OK,
             "text/html; charset=utf-8",
-            page(&core.name, &path, &stats, &core.bridges.info()),
+            page(core, &path, &stats, &core.bridges.info()),
         ),
         _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
     }
@@ -161,35 +162,35 @@ async fn change(
         Action::Purge => "purged",
         Action::Delete => "deleted",
     };
-    let purged = match core
-        .router
-        .purge(name.clone(), matches!(action, Action::Delete))
-        .await
+    if crate::durable::is_hidden(&Destination {
+        kind: Kind::Queue,
+        name: name.clone(),
+    }) && matches!(action, Action::Delete)
     {
+        return text(
+            StatusCode::CONFLICT,
+            "this queue belongs to a durable subscription: UNSUBSCRIBE with its activemq.subscriptionName to remove it\n",
+        );
+    }
+    let purged = match core.purge(&name, matches!(action, Action::Delete)).await {
         Ok(purged) => purged,
-        Err(e @ QueueActionError::NotFound(_)) => {
+        Err(PurgeError::Refused(e @ QueueActionError::NotFound(_))) => {
             return text(StatusCode::NOT_FOUND, &format!("{e}\n"))
         }
-        Err(e @ QueueActionError::HasConsumers { .. }) => {
+        Err(PurgeError::Refused(e @ QueueActionError::HasConsumers { .. })) => {
             return text(StatusCode::CONFLICT, &format!("{e}\n"))
         }
-    };
-    if !purged.stored.is_empty() {
-        let stored = match core.journal.acknowledge(purged.stored.clone()).await {
-            Ok(durable) => durable.wait().await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = stored {
+        Err(e) => {
             warn!(queue = %name, error = %e, "the purge could not be stored: the messages come back after a restart");
             return text(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "the purge could not be stored\n",
             );
         }
-    }
+    };
     json(&serde_json::json!({
         "queue": name,
-        what: purged.messages,
+        what: purged,
     }))
 }
 
@@ -321,9 +322,61 @@ fn escape(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
-fn page(broker: &str, path: &str, stats: &Stats, bridges: &[crate::network::BridgeInfo]) -> String {
+/// Queues as users name them: durable subscriptions' hidden queues are
+/// shown as the subscriptions they are.
+fn visible_queues(stats: &Stats) -> impl Iterator<Item = &QueueStats> {
+    stats
+        .queues
+        .iter()
+        .filter(|q| !q.name.starts_with(crate::durable::QUEUE_PREFIX))
+}
+
+/// A durable subscription as the console and `/api/durable-subscriptions`
+/// show it.
+#[derive(Debug, serde::Serialize)]
+pub(super) struct DurableView {
+    client_id: String,
+    subscription: String,
+    topic: String,
+    selector: Option<String>,
+    /// Its subscriber is connected.
+    active: bool,
+    /// Messages it keeps: waiting, and delivered and not acknowledged.
+    pending: usize,
+    /// Messages it took since start.
+    enqueued: u64,
+    /// Messages its subscriber acknowledged since start.
+    dequeued: u64,
+}
+
+pub(super) fn durable_views(core: &BrokerCore, stats: &Stats) -> Vec<DurableView> {
+    core.durables
+        .list()
+        .into_iter()
+        .map(|sub| {
+            let queue = stats.queues.iter().find(|q| q.name == sub.queue);
+            DurableView {
+                active: queue.is_some_and(|q| q.consumers > 0),
+                pending: queue.map_or(0, |q| q.pending),
+                enqueued: queue.map_or(0, |q| q.enqueued),
+                dequeued: queue.map_or(0, |q| q.dequeued),
+                client_id: sub.client_id,
+                subscription: sub.name,
+                topic: sub.topic,
+                selector: sub.selector,
+            }
+        })
+        .collect()
+}
+
+fn page(
+    core: &BrokerCore,
+    path: &str,
+    stats: &Stats,
+    bridges: &[crate::network::BridgeInfo],
+) -> String {
     let mut html = String::new();
-    let broker = escape(broker);
+    let broker = escape(&core.name);
     let _ = write!(
         html,
         "<!doctype html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"5\">\
@@ -331,7 +384,7 @@ fn page(broker: &str, path: &str, stats: &Stats, bridges: &[crate::network::Brid
          table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 10px;text-align:right}}\
          td:first-child,th:first-child{{text-align:left}}nav a{{margin-right:1em}}</style></head><body>\
          <h1>{broker}</h1><nav><a href=\"/queues\">Queues</a><a href=\"/topics\">Topics</a>\
-         <a href=\"/connections\">Connections</a><a href=\"/network\">Network</a></nav>"
+         <a href=\"/durable\">Durable subscribers</a><a href=\"/connections\">Connections</a><a href=\"/network\">Network</a></nav>"
     );
     match path {
         "/topics" => {
@@ -345,6 +398,23 @@ fn page(broker: &str, path: &str, stats: &Stats, bridges: &[crate::network::Brid
                     t.enqueued,
                     t.dequeued,
                     t.expired
+                );
+            }
+        }
+        "/durable" => {
+            html.push_str("<h2>Durable topic subscribers</h2><table><tr><th>Client id</th><th>Subscription</th><th>Topic</th><th>Selector</th><th>State</th><th>Pending</th><th>Enqueued</th><th>Dequeued</th></tr>");
+            for d in durable_views(core, stats) {
+                let _ = write!(
+                    html,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    escape(&d.client_id),
+                    escape(&d.subscription),
+                    escape(&d.topic),
+                    escape(d.selector.as_deref().unwrap_or("")),
+                    if d.active { "active" } else { "offline" },
+                    d.pending,
+                    d.enqueued,
+                    d.dequeued
                 );
             }
         }
@@ -382,7 +452,7 @@ fn page(broker: &str, path: &str, stats: &Stats, bridges: &[crate::network::Brid
         }
         _ => {
             html.push_str("<h2>Queues</h2><table><tr><th>Name</th><th>Pending</th><th>Consumers</th><th>Enqueued</th><th>Dequeued</th><th>Expired</th><th>Dead-lettered</th></tr>");
-            for q in &stats.queues {
+            for q in visible_queues(stats) {
                 let _ = write!(
                     html,
                     "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",

@@ -333,9 +333,11 @@ impl FromPeer<'_> {
             Accepted::Duplicate => Arrival {
                 durable: None,
                 message: None,
+                copies: Vec::new(),
                 ack,
             },
             Accepted::Taken { message, durable } => Arrival {
+                copies: intake::durable_copies(core, &message).await?,
                 durable,
                 message: Some(message),
                 ack,
@@ -353,6 +355,8 @@ impl FromPeer<'_> {
 pub(super) struct Arrival {
     durable: Option<Durable>,
     message: Option<Arc<Message>>,
+    /// Durable subscriptions' copies of a topic message.
+    copies: Vec<intake::Copy>,
     ack: Option<String>,
 }
 
@@ -371,6 +375,14 @@ pub(super) async fn take_arrivals(
             if let Some(durable) = arrival.durable.take() {
                 last = Some(durable);
             }
+            if let Some(durable) = arrival
+                .copies
+                .iter_mut()
+                .rev()
+                .find_map(|c| c.durable.take())
+            {
+                last = Some(durable);
+            }
         }
         if let Some(durable) = last {
             if let Err(e) = durable.wait().await {
@@ -384,6 +396,9 @@ pub(super) async fn take_arrivals(
             if let Some(message) = arrival.message {
                 core.router.send(message).await;
                 state.received.fetch_add(1, Ordering::Relaxed);
+            }
+            for copy in arrival.copies {
+                core.router.send(copy.message).await;
             }
             if let Some(id) = arrival.ack {
                 Frame::new(Command::Ack).header("id", id).encode(&mut acks);

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Link, HOPS_HEADER};
 use crate::auth::Operation;
+use crate::durable;
 use crate::router::Destination;
 use crate::shared::BrokerCore;
 use crate::stomp::{Command, Frame};
@@ -23,8 +24,17 @@ pub(super) async fn advertise(
     let mut changes = core.router.demand_changes();
     let mut advertised: BTreeMap<Destination, u32> = BTreeMap::new();
     loop {
-        let demand = core.router.demand(&link.peer).await;
-        let wanted: BTreeMap<Destination, u32> = demand
+        let mut demand = core.router.demand(&link.peer).await;
+        // A durable subscription's hidden queue is this broker's own; its
+        // topic is demand here whether its subscriber is connected or not.
+        demand.retain(|(d, _)| !durable::is_hidden(d));
+        demand.extend(core.durables.topics().into_iter().map(|t| (t, 0)));
+        let mut wanted: BTreeMap<Destination, u32> = BTreeMap::new();
+        for (d, hops) in demand {
+            let best = wanted.entry(d).or_insert(hops);
+            *best = (*best).min(hops);
+        }
+        let wanted: BTreeMap<Destination, u32> = wanted
             .into_iter()
             .map(|(d, hops)| (d, hops + 1))
             .filter(|(d, hops)| *hops <= link.consumer_ttl && !d.is_wildcard() && link.admits(d))

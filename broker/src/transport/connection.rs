@@ -1,7 +1,7 @@
 //! One client connection from start to end: CONNECT, then a bridge
 //! hand-off or a session with its pipeline and writer, then goodbye.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -60,6 +60,8 @@ pub(crate) async fn serve<S>(
         pipeline: None,
         bridge: None,
         known: HashSet::new(),
+        client_id: None,
+        durable: HashMap::new(),
     };
     let connected = tokio::select! {
         _ = stop.cancelled() => return,

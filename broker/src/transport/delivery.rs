@@ -30,7 +30,16 @@ pub(super) fn encode_delivery(
     acks: &mut Vec<u64>,
 ) {
     let m = &d.message;
-    let destination = m.destination.stomp();
+    // A durable subscription's message names the topic it was sent to.
+    let topic = crate::durable::is_hidden(&m.destination)
+        .then(|| {
+            m.headers
+                .iter()
+                .find(|(n, _)| n == crate::durable::TOPIC_HEADER)
+                .map(|(_, v)| v.clone())
+        })
+        .flatten();
+    let destination = topic.unwrap_or_else(|| m.destination.stomp());
     let fixed = [
         ("subscription", d.subscription.as_str()),
         ("message-id", m.message_id.as_str()),
@@ -38,7 +47,11 @@ pub(super) fn encode_delivery(
     ];
     let ack = d.ack.as_deref().map(|ack| ("ack", ack));
     let redelivered = d.redelivered.then_some(("redelivered", "true"));
-    let carried = m.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()));
+    let carried = m
+        .headers
+        .iter()
+        .filter(|(n, _)| n != crate::durable::TOPIC_HEADER)
+        .map(|(n, v)| (n.as_str(), v.as_str()));
     let headers = fixed
         .into_iter()
         .chain(ack)

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
+use crate::intake::Copy;
 use crate::router::Message;
 use crate::shared::BrokerCore;
 use crate::stomp::{Command, Frame, Version};
@@ -26,6 +27,8 @@ pub(super) enum Piped {
     Send {
         durable: Option<Durable>,
         message: Arc<Message>,
+        /// Durable subscriptions' copies of a topic message.
+        copies: Vec<Copy>,
         receipt: Option<String>,
         /// The connection's and the broker's budgets, given back once routed.
         _permit: (OwnedSemaphorePermit, OwnedSemaphorePermit),
@@ -58,16 +61,27 @@ pub(super) async fn run_pipeline(
             Piped::Send {
                 durable,
                 message,
+                mut copies,
                 receipt: id,
                 _permit,
             } => {
-                if let Some(durable) = durable {
+                // The journal completes in order: the last record on disk
+                // means all are.
+                let last = copies
+                    .iter_mut()
+                    .rev()
+                    .find_map(|c| c.durable.take())
+                    .or(durable);
+                if let Some(durable) = last {
                     if let Err(e) = durable.wait().await {
                         failed = Some(format!("a message could not be stored: {e}"));
                         continue;
                     }
                 }
                 core.router.send(message).await;
+                for copy in copies {
+                    core.router.send(copy.message).await;
+                }
                 if let Some(id) = id {
                     let _ = control.send(receipt(id)).await;
                 }

@@ -2,7 +2,7 @@
 //! sends — SEND through the intake, SUBSCRIBE and ACK to the router,
 //! transactions held until COMMIT — and the ERROR that ends it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +16,7 @@ use super::pipeline::{receipt_bytes, Piped, Pipeline, PIPELINE_BYTES};
 use super::transactions::Transactions;
 use crate::auth::{Operation, Principal};
 use crate::dedup::Key;
+use crate::durable::{self, ClientId};
 use crate::intake::Stamps;
 use crate::intake::{self, Accepted, Arriving, Source};
 use crate::logins::Refusal;
@@ -87,6 +88,10 @@ pub(super) struct Session {
     pub(super) bridge: Option<Frame>,
     /// Destinations this connection sent to that are known to exist.
     pub(super) known: HashSet<Destination>,
+    /// The `client-id` of its CONNECT, held while it lives.
+    pub(super) client_id: Option<ClientId>,
+    /// Its active durable subscriptions: subscription id to name.
+    pub(super) durable: HashMap<String, String>,
 }
 
 /// Destinations a connection remembers as existing (more are asked about).
@@ -228,6 +233,16 @@ impl Session {
                 Some(&frame),
             ));
         }
+        if let (Some(client_id), false) = (frame.get("client-id"), bridge) {
+            // One connection per client id, as in ActiveMQ (a durable
+            // subscription is consumed by one subscriber).
+            self.client_id = Some(self.core.durables.claim(client_id).ok_or_else(|| {
+                Fatal::new(
+                    format!("client-id {client_id:?} is already connected"),
+                    Some(&frame),
+                )
+            })?);
+        }
         self.sender = Some(Arc::from(principal.user.as_str()));
         self.principal = Some(principal);
         // Logged in: frames may be as large as the broker allows.
@@ -359,16 +374,27 @@ impl Session {
                     )),
                     _ => None,
                 };
-                let consumer = Consumer {
+                let mut consumer = Consumer {
                     ack,
                     prefetch,
                     selector,
                 };
-                self.core
+                let mut destination = destination;
+                if let (Some(name), Kind::Topic) = (durable_name(&frame), destination.kind) {
+                    destination = self.durable_subscribe(&frame, &id, name).await?;
+                    // Its selector chose what the subscription keeps.
+                    consumer.selector = None;
+                }
+                let subscribed = self
+                    .core
                     .router
-                    .subscribe(self.id, id, destination, consumer)
+                    .subscribe(self.id, id.clone(), destination, consumer)
                     .await
-                    .map_err(|e| Fatal::new(e, Some(&frame)))?;
+                    .map_err(|e| Fatal::new(e, Some(&frame)));
+                if subscribed.is_err() {
+                    self.durable.remove(&id);
+                }
+                subscribed?;
                 self.receipt(&frame).await;
                 Ok(())
             }
@@ -378,11 +404,18 @@ impl Session {
                     .or_else(|| frame.get("destination"))
                     .ok_or_else(|| Fatal::new("UNSUBSCRIBE needs an id header", Some(&frame)))?
                     .to_owned();
-                self.core
-                    .router
-                    .unsubscribe(self.id, id)
-                    .await
-                    .map_err(|e| Fatal::new(e, Some(&frame)))?;
+                let name = durable_name(&frame).map(str::to_owned);
+                let active = self.durable.remove(&id);
+                if active.is_some() || name.is_none() {
+                    self.core
+                        .router
+                        .unsubscribe(self.id, id)
+                        .await
+                        .map_err(|e| Fatal::new(e, Some(&frame)))?;
+                }
+                if let Some(name) = name {
+                    self.durable_unsubscribe(&frame, &name).await?;
+                }
                 self.receipt(&frame).await;
                 Ok(())
             }
@@ -462,6 +495,12 @@ impl Session {
     /// Parses `text` and checks that this session's user may `op` it.
     fn authorized(&self, frame: &Frame, text: &str, op: Operation) -> Result<Destination, Fatal> {
         let destination = Destination::parse(text).map_err(|e| Fatal::new(e, Some(frame)))?;
+        if durable::is_hidden(&destination) {
+            return Err(Fatal::new(
+                format!("{destination} belongs to a durable subscription: subscribe to its topic with activemq.subscriptionName"),
+                Some(frame),
+            ));
+        }
         if destination.is_wildcard() && op == Operation::Write {
             return Err(Fatal::new(
                 "cannot send to a wildcard destination",
@@ -667,6 +706,9 @@ impl Session {
                 Piped::Receipt(receipt)
             }
             Accepted::Taken { message, durable } => Piped::Send {
+                copies: intake::durable_copies(&self.core, &message)
+                    .await
+                    .map_err(|e| fail("the message could not be stored").detail(e.to_string()))?,
                 durable,
                 message,
                 receipt,
@@ -702,6 +744,86 @@ impl Session {
             Fatal::new("the acknowledgement could not be stored", Some(frame)).detail(e.to_string())
         })?;
         self.pipe(Piped::Durable { durable, receipt }).await
+    }
+}
+
+/// The durable subscription a SUBSCRIBE or UNSUBSCRIBE names: ActiveMQ's
+/// `activemq.subscriptionName`, or `durable-subscription-name`.
+fn durable_name(frame: &Frame) -> Option<&str> {
+    frame
+        .get("activemq.subscriptionName")
+        .or_else(|| frame.get("durable-subscription-name"))
+        .filter(|n| !n.is_empty())
+}
+
+impl Session {
+    /// The client id of its CONNECT, which a durable subscription needs.
+    fn client_id(&self, frame: &Frame) -> Result<String, Fatal> {
+        self.client_id
+            .as_ref()
+            .map(|c| c.id.clone())
+            .ok_or_else(|| Fatal::new(durable::DurableError::NoClientId, Some(frame)))
+    }
+
+    /// Makes (or finds) this client's durable subscription `name` to the
+    /// frame's topic and returns the hidden queue to consume.
+    async fn durable_subscribe(
+        &mut self,
+        frame: &Frame,
+        id: &str,
+        name: &str,
+    ) -> Result<Destination, Fatal> {
+        let fatal = |e: &dyn std::fmt::Display| Fatal::new(e, Some(frame));
+        let client_id = self.client_id(frame)?;
+        if self.durable.values().any(|n| n == name) {
+            return Err(fatal(&durable::DurableError::Active(name.to_owned())));
+        }
+        let topic = self.destination(frame, Operation::Read)?;
+        // Counted among the broker's destinations before it is saved.
+        let selector = frame.get("selector").filter(|s| !s.trim().is_empty());
+        let subscribed = self
+            .core
+            .durables
+            .subscribe(&client_id, name, &topic, selector)
+            .await
+            .map_err(|e| fatal(&e))?;
+        if let Err(e) = self.core.router.ensure(subscribed.queue.clone()).await {
+            // Too many destinations: the subscription goes again.
+            let _ = self.core.durables.remove(&client_id, name).await;
+            return Err(fatal(&e));
+        }
+        if subscribed.changed {
+            // Another topic or selector is a new subscription (JMS): what
+            // the old one kept goes.
+            self.core
+                .purge(&subscribed.queue.name, false)
+                .await
+                .map_err(|e| fatal(&e))?;
+        }
+        info!(conn = %self.id, client_id = ?client_id, subscription = ?name, topic = %topic, "durable subscriber");
+        self.durable.insert(id.to_owned(), name.to_owned());
+        Ok(subscribed.queue)
+    }
+
+    /// Removes this client's durable subscription `name` and what it kept.
+    async fn durable_unsubscribe(&mut self, frame: &Frame, name: &str) -> Result<(), Fatal> {
+        let fatal = |e: &dyn std::fmt::Display| Fatal::new(e, Some(frame));
+        let client_id = self.client_id(frame)?;
+        if self.durable.values().any(|n| n == name) {
+            return Err(fatal(&durable::DurableError::Active(name.to_owned())));
+        }
+        let queue = self
+            .core
+            .durables
+            .remove(&client_id, name)
+            .await
+            .map_err(|e| fatal(&e))?;
+        self.core
+            .purge(&queue.name, true)
+            .await
+            .map_err(|e| fatal(&e))?;
+        info!(conn = %self.id, client_id = ?client_id, subscription = ?name, "durable subscription removed");
+        Ok(())
     }
 }
 

@@ -51,12 +51,12 @@ class Collector(stomp.ConnectionListener):
         self.wait(f"receipt {r}", lambda: r in self.receipts)
 
 
-def connect(host, port, ca, heartbeats=(0, 0), **kw):
+def connect(host, port, ca, heartbeats=(0, 0), connect_headers=None, **kw):
     conn = stomp.Connection12([(host, port)], heartbeats=heartbeats, **kw)
     conn.set_ssl(for_hosts=[(host, port)], ca_certs=ca, ssl_version=ssl.PROTOCOL_TLS_CLIENT)
     listener = Collector()
     conn.set_listener("collector", listener)
-    conn.connect(wait=True)
+    conn.connect(wait=True, headers=connect_headers or {})
     return conn, listener
 
 
@@ -267,8 +267,44 @@ def selectors(host, port, ca):
         c.disconnect()
 
 
+def durable_subscriber(host, port, ca):
+    """A durable topic subscriber (client-id on CONNECT, activemq.subscriptionName
+    on SUBSCRIBE) gets, when it comes back, the persistent messages published
+    while it was away; UNSUBSCRIBE with the name removes the subscription."""
+    t = "/topic/interop.durable"
+    durable = {"activemq.subscriptionName": "py-sub"}
+    sub, ls = connect(host, port, ca, connect_headers={"client-id": "py-client"})
+    sub.subscribe(t, id="d", ack="client-individual", headers=durable, receipt="ready")
+    ls.wait_receipt("ready")
+    sub.disconnect(receipt="bye")
+    sender, lp = connect(host, port, ca)
+    for i in range(5):
+        sender.send(t, f"away{i}", headers={"persistent": "true"}, receipt=f"p{i}")
+    lp.wait_receipt("p4")
+    back, lb = connect(host, port, ca, connect_headers={"client-id": "py-client"})
+    back.subscribe(t, id="d", ack="client-individual", headers=durable)
+    lb.wait_messages(5)
+    assert bodies(lb.messages) == [f"away{i}" for i in range(5)], bodies(lb.messages)
+    assert all(m.headers["destination"] == t for m in lb.messages)
+    for m in lb.messages:
+        back.ack(m.headers["ack"])
+    back.unsubscribe(id="d", headers=durable, receipt="removed")
+    lb.wait_receipt("removed")
+    sender.send(t, "nobody", headers={"persistent": "true"}, receipt="after")
+    lp.wait_receipt("after")
+    back.disconnect(receipt="bye")
+    again, la = connect(host, port, ca, connect_headers={"client-id": "py-client"})
+    again.subscribe(t, id="d", headers=durable, receipt="fresh")
+    la.wait_receipt("fresh")
+    sender.send(t, "new", receipt="n")
+    la.wait_messages(1)
+    assert bodies(la.messages) == ["new"], bodies(la.messages)
+    for c in (again, sender):
+        c.disconnect()
+
+
 SCENARIOS = {f.__name__: f for f in [
-    selectors,
+    selectors, durable_subscriber,
     queue_send_receive, topic_fanout, client_ack_is_cumulative,
     client_individual_and_nack, client_nack_is_cumulative, stomp10_headers_are_not_escaped,
     transactions, receipts_and_errors, heart_beats,
