@@ -20,7 +20,7 @@ use tracing::{info, warn};
 use crate::client::DEDUP_HEADER;
 use crate::dedup::Key;
 use crate::router::{Destination, Kind, Message, Retired, DEFAULT_PRIORITY, PRIORITIES};
-use crate::shared::BrokerCore;
+use crate::shared::{ActionError, BrokerCore};
 use crate::store::{Durable, JournalError, StoredMessage};
 
 /// The header with a message's expiry time (ms since the epoch; 0: never).
@@ -378,36 +378,13 @@ async fn retire_one(core: &BrokerCore, retired: Retired) -> Result<(), JournalEr
         return Ok(());
     };
     let original = Arc::unwrap_or_clone(message);
-    let seq = core.next_seq();
     // A dead letter does not expire (as in ActiveMQ), and says where it
     // came from and why.
-    let mut headers: Vec<(String, String)> = original
-        .headers
-        .into_iter()
-        .filter(|(name, _)| {
-            name != EXPIRES_HEADER
-                && name != ORIGINAL_DESTINATION_HEADER
-                && name != FAILURE_CAUSE_HEADER
-        })
-        .collect();
-    headers.push((
-        ORIGINAL_DESTINATION_HEADER.to_owned(),
-        original.destination.to_string(),
-    ));
-    headers.push((FAILURE_CAUSE_HEADER.to_owned(), cause.to_string()));
-    let dead = Message {
-        seq,
-        message_id: format!("ID:{}-{seq}", core.name),
-        destination: to,
-        headers,
-        body: original.body,
-        stored: original.stored,
-        sender: original.sender,
-        expires: 0,
-        priority: original.priority,
-        group: original.group,
-        deliver_at: 0,
-    };
+    let from = original.destination.to_string();
+    let dead = rehome(core, &original, to, |headers| {
+        headers.push((ORIGINAL_DESTINATION_HEADER.to_owned(), from));
+        headers.push((FAILURE_CAUSE_HEADER.to_owned(), cause.to_string()));
+    });
     if original.stored {
         core.journal
             .replace(original.seq, record_of(&dead))
@@ -418,6 +395,92 @@ async fn retire_one(core: &BrokerCore, retired: Retired) -> Result<(), JournalEr
     info!(from = %original.destination, to = %dead.destination, %cause, "dead letter");
     core.router.send(Arc::new(dead)).await;
     Ok(())
+}
+
+/// `original` as a new message to `to` (a dead letter, or one retried
+/// from a dead-letter queue): its own id, no expiry and no schedule, the
+/// dead-letter headers left out and then what `add` adds.
+fn rehome(
+    core: &BrokerCore,
+    original: &Message,
+    to: Destination,
+    add: impl FnOnce(&mut Vec<(String, String)>),
+) -> Message {
+    let seq = core.next_seq();
+    let mut headers: Vec<(String, String)> = original
+        .headers
+        .iter()
+        .filter(|(name, _)| {
+            name != EXPIRES_HEADER
+                && name != ORIGINAL_DESTINATION_HEADER
+                && name != FAILURE_CAUSE_HEADER
+                && name != DELIVER_AT_HEADER
+        })
+        .cloned()
+        .collect();
+    add(&mut headers);
+    Message {
+        seq,
+        message_id: format!("ID:{}-{seq}", core.name),
+        destination: to,
+        headers,
+        body: original.body.clone(),
+        stored: original.stored,
+        sender: original.sender.clone(),
+        expires: 0,
+        priority: original.priority,
+        group: original.group.clone(),
+        deliver_at: 0,
+    }
+}
+
+/// Where a dead letter came from (its `original-destination`).
+pub(crate) fn original_destination(message: &Message) -> Option<Destination> {
+    message
+        .headers
+        .iter()
+        .find(|(k, _)| k == ORIGINAL_DESTINATION_HEADER)
+        .and_then(|(_, v)| Destination::parse(v).ok())
+}
+
+/// The console's "retry": moves the dead letters waiting in queue `name`
+/// (all, or the one with `message_id`) back to where they came from, each
+/// stored one in one journal record, as its move here was. Returns how
+/// many went.
+pub(crate) async fn retry(
+    core: &BrokerCore,
+    name: &str,
+    message_id: Option<String>,
+) -> Result<usize, ActionError> {
+    let taken = core
+        .router
+        .take(name.to_owned(), move |m| {
+            original_destination(m).is_some()
+                && message_id.as_ref().is_none_or(|id| *id == m.message_id)
+        })
+        .await?;
+    let count = taken.len();
+    for (i, message) in taken.iter().enumerate() {
+        let Some(to) = original_destination(message) else {
+            continue;
+        };
+        let back = rehome(core, message, to, |_| {});
+        if message.stored {
+            let moved = match core.journal.replace(message.seq, record_of(&back)).await {
+                Ok(durable) => durable.wait().await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = moved {
+                // Those not moved are still stored where they were: a
+                // restart finds them there.
+                warn!(queue = name, error = %e, left = count - i, "a retry could not be stored");
+                return Err(e.into());
+            }
+        }
+        info!(from = name, to = %back.destination, "dead letter retried");
+        core.router.send(Arc::new(back)).await;
+    }
+    Ok(count)
 }
 
 /// What the journal keeps of a message (its copy of the body: the

@@ -36,6 +36,9 @@ pub(crate) struct BrokerCore {
     /// Recent `portico-dedup-id`s: a re-sent message already stored is dropped.
     recent: std::sync::Mutex<dedup::Dedup>,
     pub(crate) bridges: network::Bridges,
+    /// When this node became active.
+    started: std::time::Instant,
+    started_at: std::time::SystemTime,
     /// Durable topic subscriptions and the client ids connected now.
     pub(crate) durables: Arc<Durables>,
 }
@@ -130,6 +133,8 @@ impl BrokerCore {
             ),
             recent: std::sync::Mutex::new(recent),
             bridges: network::Bridges::default(),
+            started: std::time::Instant::now(),
+            started_at: std::time::SystemTime::now(),
             durables: Arc::new(durables),
         });
         tokio::spawn(crate::intake::retire(Arc::downgrade(&core), retirements));
@@ -155,7 +160,7 @@ impl BrokerCore {
     /// Takes every message waiting in queue `name` (with `delete`, the
     /// queue too, if it has no consumers), and the journal agrees before
     /// this returns: how many messages went.
-    pub(crate) async fn purge(&self, name: &str, delete: bool) -> Result<usize, PurgeError> {
+    pub(crate) async fn purge(&self, name: &str, delete: bool) -> Result<usize, ActionError> {
         let purged = self.router.purge(name.to_owned(), delete).await?;
         if !purged.stored.is_empty() {
             self.journal
@@ -201,6 +206,10 @@ impl BrokerCore {
             memory,
             name: self.name.clone(),
             role: "active",
+            version: env!("CARGO_PKG_VERSION"),
+            started_at: router::rfc3339(self.started_at),
+            uptime_seconds: self.started.elapsed().as_secs(),
+            journal_bytes: self.journal.disk_bytes(),
             connections_total: self.next_conn.load(Ordering::Relaxed) - 1,
             protocol_errors: self.errors.load(Ordering::Relaxed),
             failed_logins: self.failed_logins.load(Ordering::Relaxed),
@@ -209,22 +218,30 @@ impl BrokerCore {
     }
 }
 
-/// Why a purge did not happen, or did not reach the journal.
+/// Why a console action on a queue (purge, delete, retry) did not happen,
+/// or did not reach the journal.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum PurgeError {
+pub(crate) enum ActionError {
     #[error(transparent)]
     Refused(#[from] router::QueueActionError),
-    #[error("the purge could not be stored: {0}")]
+    #[error("the change could not be stored: {0}")]
     Journal(#[from] crate::store::JournalError),
 }
 
 /// `GET /api/broker`: the node and its counters.
 #[derive(Debug, serde::Serialize)]
 pub(crate) struct Summary {
-    name: String,
+    pub(crate) name: String,
     /// Messages held in memory, against `memory_limit`.
-    memory: router::MemoryStats,
-    role: &'static str,
+    pub(crate) memory: router::MemoryStats,
+    /// Always `active`: a standby serves no console.
+    pub(crate) role: &'static str,
+    pub(crate) version: &'static str,
+    /// When this node became active (RFC 3339).
+    pub(crate) started_at: String,
+    pub(crate) uptime_seconds: u64,
+    /// Bytes of the journal's segments on disk.
+    pub(crate) journal_bytes: u64,
     /// Client connections accepted since start.
     pub(crate) connections_total: u64,
     /// Connections closed with an ERROR: bad frames, limits, refused logins.
@@ -233,5 +250,5 @@ pub(crate) struct Summary {
     /// user without the right to.
     pub(crate) failed_logins: u64,
     /// Connections closed at accept: over `max_connections_per_source`.
-    refused_connections: u64,
+    pub(crate) refused_connections: u64,
 }

@@ -1,6 +1,7 @@
-//! The console changes state only for an admin: purging or deleting a queue
-//! needs the HTTP Basic login of a user with the `admin` right on it; a
-//! purge is journaled, so the messages stay gone after a restart.
+//! The console changes state only for an admin: purging or deleting a queue,
+//! sending to it or retrying its dead letters needs the HTTP Basic login of
+//! a user with the `admin` right on it; each is journaled, so it holds after
+//! a restart. The pages render in a real browser (headless Chromium).
 
 mod common;
 
@@ -10,13 +11,18 @@ use std::time::Duration;
 use base64::Engine as _;
 use common::*;
 use portico_broker::stomp::{Command, Frame};
+use portico_test_support::post_form;
 
 const ADMIN_PASSWORD: &str = "admin-pw:with-a-colon";
 const APP_PASSWORD: &str = "app-pw";
 
 fn secured() -> BrokerDir {
-    let dir = BrokerDir::new(
-        r#"
+    secured_with("")
+}
+
+fn secured_with(extra: &str) -> BrokerDir {
+    let dir = BrokerDir::new(&format!(
+        r#"{extra}
 [[user]]
 name = "admin"
 password_file = "admin.password"
@@ -32,8 +38,8 @@ destination = "queue://>"
 read = ["admins", "apps"]
 write = ["admins", "apps"]
 admin = ["admins"]
-"#,
-    );
+"#
+    ));
     std::fs::write(dir.path("admin.password"), ADMIN_PASSWORD).unwrap();
     std::fs::write(dir.path("app.password"), APP_PASSWORD).unwrap();
     dir
@@ -216,5 +222,321 @@ async fn without_configured_users_the_console_changes_nothing() {
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("configure a [[user]]"), "{body}");
     assert_eq!(pending(console, "orders").await, Some(1));
+    broker.shutdown(Duration::from_secs(1)).await;
+}
+
+/// Makes a dead letter: a persistent message to `orders` (whose policy
+/// allows no redelivery) that a consumer refuses once.
+async fn dead_letter(stomp: SocketAddr, body: &str) {
+    let mut app = connect(stomp, "app", APP_PASSWORD).await;
+    app.send(
+        &Frame::new(Command::Send)
+            .header("destination", "/queue/orders")
+            .header("persistent", "true")
+            .header("kind", "poison")
+            .header("receipt", "sent")
+            .body(body),
+    )
+    .await;
+    assert_eq!(app.next().await.unwrap().command, Command::Receipt);
+    app.send(
+        &Frame::new(Command::Subscribe)
+            .header("destination", "/queue/orders")
+            .header("id", "s")
+            .header("ack", "client-individual"),
+    )
+    .await;
+    let m = app.next().await.unwrap();
+    assert_eq!(m.command, Command::Message, "{m:?}");
+    app.send(
+        &Frame::new(Command::Nack)
+            .header("id", m.get("ack").unwrap())
+            .header("receipt", "refused"),
+    )
+    .await;
+    assert_eq!(app.next().await.unwrap().command, Command::Receipt);
+}
+
+const ONE_DELIVERY: &str = r#"
+[[policy]]
+destination = "queue://orders"
+max_redeliveries = 0
+redelivery_delay = "0s"
+"#;
+
+/// The queue page lists the waiting messages (headers and body) and its
+/// forms act for an admin: send, and retry a dead letter back to its queue
+/// (journaled: it holds after a restart).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queue_page_shows_messages_and_its_forms_send_and_retry() {
+    let dir = secured_with(ONE_DELIVERY);
+    let broker = dir.start().await;
+    let stomp = broker.transport_addr("stomp").unwrap();
+    let console = broker.console_addr().unwrap();
+    let admin = basic("admin", ADMIN_PASSWORD);
+    let admin = [("authorization", admin.as_str())];
+
+    // Sent from the form: 303 back to the page, which says what was done.
+    let sent = post_form(
+        console,
+        "/queues/invoices/send",
+        &admin,
+        &[
+            ("body", "<b>total</b> 42"),
+            ("headers", "customer: ACME\npriority: 7"),
+            ("persistent", "true"),
+        ],
+    )
+    .await;
+    assert_eq!(sent.status, 303, "{}", sent.body);
+    assert!(
+        sent.head.contains("location: /queues/invoices?done=sent"),
+        "{}",
+        sent.head
+    );
+    let page = http_get(console, "/queues/invoices?done=sent%201%20message").await;
+    assert!(page.contains("sent 1 message"), "{page}");
+    assert!(page.contains("customer: ACME"), "{page}");
+    assert!(page.contains("&lt;b&gt;total&lt;/b&gt; 42"), "{page}");
+    assert!(page.contains("<td>7</td><td>yes</td>"), "{page}");
+    let listed: serde_json::Value =
+        serde_json::from_str(&http_get(console, "/api/queues/invoices/messages").await).unwrap();
+    assert_eq!(listed["waiting"], 1);
+    assert_eq!(listed["messages"][0]["body"], "<b>total</b> 42");
+    // Refused without the admin right, and for bad headers.
+    let app = basic("app", APP_PASSWORD);
+    let refused = post_form(
+        console,
+        "/queues/invoices/send",
+        &[("authorization", &app)],
+        &[("body", "x")],
+    )
+    .await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    let bad = post_form(
+        console,
+        "/queues/invoices/send",
+        &admin,
+        &[("body", "x"), ("headers", "priority: 11")],
+    )
+    .await;
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    assert!(bad.body.contains("priority"), "{}", bad.body);
+    // A consumer gets what the form sent, with its headers.
+    let mut consumer = connect(stomp, "app", APP_PASSWORD).await;
+    consumer
+        .send(
+            &Frame::new(Command::Subscribe)
+                .header("destination", "/queue/invoices")
+                .header("id", "i"),
+        )
+        .await;
+    let m = consumer.next().await.unwrap();
+    assert_eq!(m.body, b"<b>total</b> 42");
+    assert_eq!(m.get("customer"), Some("ACME"));
+    assert_eq!(m.get("persistent"), Some("true"));
+    drop(consumer);
+
+    // A dead letter: the DLQ's page offers to retry it.
+    dead_letter(stomp, "poison pill").await;
+    let page = http_get(console, "/queues/ActiveMQ.DLQ").await;
+    assert!(page.contains("Retry to /queue/orders"), "{page}");
+    assert!(page.contains("dlqDeliveryFailureCause"), "{page}");
+    let retried = post_form(console, "/queues/ActiveMQ.DLQ/retry", &admin, &[]).await;
+    assert_eq!(retried.status, 303, "{}", retried.body);
+    assert_eq!(pending(console, "ActiveMQ.DLQ").await, Some(0));
+    assert_eq!(pending(console, "orders").await, Some(1));
+
+    // Journaled: after a restart it is in orders, without the dead
+    // letter's headers.
+    broker.shutdown(Duration::from_secs(1)).await;
+    let broker = dir.start().await;
+    let stomp = broker.transport_addr("stomp").unwrap();
+    let console = broker.console_addr().unwrap();
+    assert_eq!(pending(console, "ActiveMQ.DLQ").await.unwrap_or(0), 0);
+    let mut consumer = connect(stomp, "app", APP_PASSWORD).await;
+    consumer
+        .send(
+            &Frame::new(Command::Subscribe)
+                .header("destination", "/queue/orders")
+                .header("id", "o"),
+        )
+        .await;
+    let m = consumer.next().await.unwrap();
+    assert_eq!(m.body, b"poison pill");
+    assert_eq!(m.get("kind"), Some("poison"));
+    assert!(m.get("original-destination").is_none(), "{m:?}");
+    broker.shutdown(Duration::from_secs(1)).await;
+}
+
+/// Runs headless Chromium (Debian's `chromium`) with `args` on `url`; its
+/// standard output. Bounded in time.
+fn chromium(profile: &std::path::Path, args: &[&str], url: &str) -> String {
+    let mut child = std::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--window-size=1280,1000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .arg(url)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("headless Chromium (Debian package chromium) is needed");
+    let started = std::time::Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("chromium did not finish with {url} in 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "chromium failed on {url}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Every page renders in a real browser with what a person came to see
+/// (the DOM Chromium built is checked), and a screenshot of each is left
+/// for a person to look at: the paths are printed in the test output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_renders_in_headless_chromium() {
+    let dir = secured_with(&format!(
+        "{ONE_DELIVERY}
+[[authorization]]
+destination = \"topic://>\"
+read = [\"apps\"]
+write = [\"apps\"]
+"
+    ));
+    let broker = dir.start().await;
+    let stomp = broker.transport_addr("stomp").unwrap();
+    let console = broker.console_addr().unwrap();
+    // Something to show: waiting messages, a dead letter, a durable
+    // subscriber that went away, a connected client.
+    let mut app = connect(stomp, "app", APP_PASSWORD).await;
+    produce(&mut app, "invoices", 3).await;
+    dead_letter(stomp, "poison pill").await;
+    let (mut durable, connected) = {
+        let mut c = RawClient::open(stomp).await;
+        c.send(
+            &Frame::new(Command::Connect)
+                .header("accept-version", "1.2")
+                .header("login", "app")
+                .header("passcode", APP_PASSWORD)
+                .header("client-id", "billing"),
+        )
+        .await;
+        let answer = c.next().await.unwrap();
+        (c, answer)
+    };
+    assert_eq!(connected.command, Command::Connected, "{connected:?}");
+    durable
+        .send(
+            &Frame::new(Command::Subscribe)
+                .header("destination", "/topic/prices")
+                .header("id", "p")
+                .header("activemq.subscriptionName", "price-feed")
+                .header("receipt", "ok"),
+        )
+        .await;
+    assert_eq!(durable.next().await.unwrap().command, Command::Receipt);
+    drop(durable);
+
+    let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let profile = tempfile::tempdir().unwrap();
+    let base = format!("http://{console}");
+    for (page, file, expect) in [
+        (
+            "/",
+            "overview",
+            vec![
+                "Overview",
+                "Memory",
+                "Journal",
+                "Active since",
+                "Since start",
+            ],
+        ),
+        (
+            "/queues",
+            "queues",
+            vec![
+                "invoices",
+                "ActiveMQ.DLQ",
+                "Producers",
+                "Enqueued since start",
+            ],
+        ),
+        (
+            "/queues/invoices",
+            "queue-invoices",
+            vec![
+                "message 0",
+                "message 2",
+                "Send a message",
+                "Purge waiting messages",
+            ],
+        ),
+        (
+            "/queues/ActiveMQ.DLQ",
+            "queue-dlq",
+            vec![
+                "poison pill",
+                "Retry to /queue/orders",
+                "dlqDeliveryFailureCause",
+            ],
+        ),
+        (
+            "/durable",
+            "durable",
+            vec!["billing", "price-feed", "/topic/prices", "offline"],
+        ),
+        (
+            "/connections",
+            "connections",
+            vec!["app", "/queue/invoices", "Sent since connected"],
+        ),
+        ("/network", "network", vec!["No network bridges"]),
+    ] {
+        let url = format!("{base}{page}");
+        let profile = profile.path().to_owned();
+        let (dom, shot) = tokio::task::spawn_blocking({
+            let shots = shots.clone();
+            move || {
+                let dom = chromium(&profile, &["--dump-dom"], &url);
+                let shot = shots.join(format!("{file}.png"));
+                chromium(
+                    &profile,
+                    &[&format!("--screenshot={}", shot.display())],
+                    &url,
+                );
+                (dom, shot)
+            }
+        })
+        .await
+        .unwrap();
+        for text in expect {
+            assert!(
+                dom.contains(text),
+                "{page}: {text:?} not in the DOM:\n{dom}"
+            );
+        }
+        let png = std::fs::read(&shot).unwrap();
+        assert!(
+            png.starts_with(b"\x89PNG") && png.len() > 10_000,
+            "{page}: the screenshot is not a picture of a page"
+        );
+        println!("console page {page}: screenshot {}", shot.display());
+    }
+    drop(app);
     broker.shutdown(Duration::from_secs(1)).await;
 }

@@ -93,20 +93,42 @@ async fn the_console_shows_live_figures_as_html_and_json() {
     let connections: serde_json::Value = serde_json::from_str(&connections).unwrap();
     assert_eq!(connections.as_array().unwrap().len(), 1);
     assert_eq!(connections[0]["subscriptions"], 2);
+    // Each connection's destinations (subscribed and sent to) and counts.
+    assert_eq!(
+        connections[0]["destinations"],
+        serde_json::json!(["/queue/Orders", "/topic/Prices"])
+    );
+    assert_eq!(connections[0]["messages_sent"], 3);
+    assert_eq!(connections[0]["messages_delivered"], 3);
     assert_eq!(get(console, "/api/network").await.1.trim(), "[]");
     let (status, health) = get(console, "/health").await;
     assert_eq!(status, 200);
     assert!(health.contains("active"));
-    for page in ["/", "/queues", "/topics", "/connections", "/network"] {
+    for page in [
+        "/",
+        "/queues",
+        "/queues/Orders",
+        "/topics",
+        "/durable",
+        "/connections",
+        "/network",
+    ] {
         let (status, html) = get(console, page).await;
         assert_eq!(status, 200, "{page}");
         assert!(html.starts_with("<!doctype html>"), "{page}");
     }
+    // Pending, consumers, producers, then counters labelled "since start".
     let (_, html) = get(console, "/queues").await;
     assert!(
-        html.contains("<td>Orders</td><td>0</td><td>1</td><td>3</td><td>3</td>"),
+        html.contains(
+            "<td><a href=\"/queues/Orders\">Orders</a></td><td>0</td><td>1</td><td>1</td><td>3</td><td>3</td>"
+        ),
         "{html}"
     );
+    assert!(html.contains("<th>Enqueued since start</th>"), "{html}");
+    // Empty tables say so.
+    let (_, html) = get(console, "/network").await;
+    assert!(html.contains("No network bridges"), "{html}");
     broker.shutdown(Duration::from_secs(1)).await;
 }
 

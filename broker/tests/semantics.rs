@@ -462,6 +462,13 @@ async fn the_console_serves_prometheus_metrics() {
         send(&mut client, "/queue/metered", &format!("m{i}"), &[]).await;
     }
     send(&mut client, "/queue/metered", "stale", &[("expires", "1")]).await;
+    send(
+        &mut client,
+        "/queue/kept",
+        "stored",
+        &[("persistent", "true")],
+    )
+    .await;
     send(&mut client, "/queue/orders", "poison", &[]).await;
     subscribe(&mut client, "s", "/queue/orders", "client-individual").await;
     for _ in 0..3 {
@@ -490,9 +497,18 @@ async fn the_console_serves_prometheus_metrics() {
         "portico_broker_queue_dead_lettered_total{queue=\"orders\"} 1",
         "portico_broker_queue_messages{queue=\"ActiveMQ.DLQ\"} 2",
         "portico_broker_connections{transport=\"stomp\"} 1",
+        "portico_broker_queue_producers{queue=\"metered\"} 1",
+        "# TYPE portico_broker_journal_fsync_seconds histogram",
     ] {
         assert!(body.lines().any(|l| l == line), "{line:?} not in:\n{body}");
     }
+    let value = |name: &str| -> f64 {
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} not in:\n{body}"))
+    };
+    assert!(value("portico_broker_journal_bytes") > 0.0);
+    assert!(value("portico_broker_journal_fsync_seconds_count") >= 1.0);
     assert!(!body.contains("# EOF"));
     let open = request(
         console,
@@ -510,12 +526,12 @@ async fn the_console_serves_prometheus_metrics() {
     // The console's queue page shows both counters too.
     let (_, html) = http(console, "GET", "/queues", &[]).await;
     assert!(
-        html.contains("<th>Expired</th><th>Dead-lettered</th>"),
+        html.contains("<th>Expired since start</th><th>Dead-lettered since start</th>"),
         "{html}"
     );
     let orders = html
         .split("<tr>")
-        .find(|row| row.starts_with("<td>orders</td>"))
+        .find(|row| row.contains(">orders</a></td>"))
         .and_then(|row| row.split("</tr>").next())
         .unwrap_or_default();
     assert!(orders.ends_with("<td>0</td><td>1</td>"), "{orders}");

@@ -130,14 +130,63 @@ pub async fn request(
     path: &str,
     headers: &[(&str, &str)],
 ) -> Response {
+    request_with_body(addr, method, path, headers, "").await
+}
+
+/// `POST path` with an HTML form's fields (`application/x-www-form-urlencoded`)
+/// and the `Origin` a browser sends with it.
+pub async fn post_form(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    fields: &[(&str, &str)],
+) -> Response {
+    let body: String = fields
+        .iter()
+        .map(|(k, v)| format!("{}={}", encode_component(k), encode_component(v)))
+        .collect::<Vec<_>>()
+        .join("&");
+    let origin = format!("http://{addr}");
+    let mut all = vec![
+        ("content-type", "application/x-www-form-urlencoded"),
+        ("origin", origin.as_str()),
+    ];
+    all.extend_from_slice(headers);
+    request_with_body(addr, "POST", path, &all, &body).await
+}
+
+/// Percent-encodes everything but letters and digits (as a form does,
+/// spaces as %20).
+fn encode_component(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// One HTTP/1.1 request with `headers` and `body`.
+pub async fn request_with_body(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Response {
     let mut tcp = TcpStream::connect(addr).await.unwrap();
     let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: 0\r\n"
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
+        body.len()
     );
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
     request.push_str("\r\n");
+    request.push_str(body);
     tcp.write_all(request.as_bytes()).await.unwrap();
     let mut out = String::new();
     tokio::time::timeout(DEADLINE, tcp.read_to_string(&mut out))

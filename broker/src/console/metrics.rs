@@ -34,11 +34,21 @@ pub(super) fn render(core: &BrokerCore, stats: &Stats, bridges: &[BridgeInfo]) -
         }
         f
     };
+    let gauge = |value: i64| {
+        let g = Gauge::<i64>::default();
+        g.set(value);
+        g
+    };
+    let counter = |value: u64| {
+        let c = Counter::<u64>::default();
+        c.inc_by(value);
+        c
+    };
     let queue = |name: &str| vec![("queue", name.to_owned())];
     let q: Vec<_> = super::visible_queues(stats).collect();
     registry.register(
         "queue_messages",
-        "Messages a queue holds: waiting, scheduled to come back, delivered and not acknowledged.",
+        "Messages a queue holds: waiting, scheduled to come back, delivered and not acknowledged",
         gauges(
             q.iter()
                 .map(|s| (queue(&s.name), s.pending as i64))
@@ -47,12 +57,12 @@ pub(super) fn render(core: &BrokerCore, stats: &Stats, bridges: &[BridgeInfo]) -
     );
     registry.register(
         "queue_bytes",
-        "Bytes of the messages a queue holds.",
+        "Bytes of the messages a queue holds",
         gauges(q.iter().map(|s| (queue(&s.name), s.bytes as i64)).collect()),
     );
     registry.register(
         "queue_consumers",
-        "Consumers of a queue.",
+        "Consumers of a queue",
         gauges(
             q.iter()
                 .map(|s| (queue(&s.name), s.consumers as i64))
@@ -60,23 +70,32 @@ pub(super) fn render(core: &BrokerCore, stats: &Stats, bridges: &[BridgeInfo]) -
         ),
     );
     registry.register(
+        "queue_producers",
+        "Connections sending to a queue now",
+        gauges(
+            q.iter()
+                .map(|s| (queue(&s.name), s.producers as i64))
+                .collect(),
+        ),
+    );
+    registry.register(
         "queue_enqueued",
-        "Messages a queue took since start.",
+        "Messages a queue took since start",
         counters(q.iter().map(|s| (queue(&s.name), s.enqueued)).collect()),
     );
     registry.register(
         "queue_dequeued",
-        "Messages a queue's consumers took (acknowledged) since start.",
+        "Messages a queue's consumers took (acknowledged) since start",
         counters(q.iter().map(|s| (queue(&s.name), s.dequeued)).collect()),
     );
     registry.register(
         "queue_expired",
-        "Messages that expired in a queue since start.",
+        "Messages that expired in a queue since start",
         counters(q.iter().map(|s| (queue(&s.name), s.expired)).collect()),
     );
     registry.register(
         "queue_dead_lettered",
-        "Messages a queue moved to a dead-letter queue since start.",
+        "Messages a queue moved to a dead-letter queue since start",
         counters(
             q.iter()
                 .map(|s| (queue(&s.name), s.dead_lettered))
@@ -92,7 +111,7 @@ pub(super) fn render(core: &BrokerCore, stats: &Stats, bridges: &[BridgeInfo]) -
     };
     registry.register(
         "durable_subscription_messages",
-        "Messages a durable topic subscription keeps for its subscriber.",
+        "Messages a durable topic subscription keeps for its subscriber",
         gauges(
             durables
                 .iter()
@@ -102,7 +121,7 @@ pub(super) fn render(core: &BrokerCore, stats: &Stats, bridges: &[BridgeInfo]) -
     );
     registry.register(
         "durable_subscription_active",
-        "1 while a durable topic subscription's subscriber is connected.",
+        "1 while a durable topic subscription's subscriber is connected",
         gauges(
             durables
                 .iter()
@@ -114,7 +133,7 @@ pub(super) fn render(core: &BrokerCore, stats: &Stats, bridges: &[BridgeInfo]) -
     let t = &stats.topics;
     registry.register(
         "topic_subscribers",
-        "Subscribers of a topic.",
+        "Subscribers of a topic",
         gauges(
             t.iter()
                 .map(|s| (topic(&s.name), s.subscribers as i64))
@@ -122,18 +141,27 @@ pub(super) fn render(core: &BrokerCore, stats: &Stats, bridges: &[BridgeInfo]) -
         ),
     );
     registry.register(
+        "topic_producers",
+        "Connections publishing to a topic now",
+        gauges(
+            t.iter()
+                .map(|s| (topic(&s.name), s.producers as i64))
+                .collect(),
+        ),
+    );
+    registry.register(
         "topic_enqueued",
-        "Messages published to a topic since start.",
+        "Messages published to a topic since start",
         counters(t.iter().map(|s| (topic(&s.name), s.enqueued)).collect()),
     );
     registry.register(
         "topic_dequeued",
-        "Deliveries to a topic's subscribers since start.",
+        "Deliveries to a topic's subscribers since start",
         counters(t.iter().map(|s| (topic(&s.name), s.dequeued)).collect()),
     );
     registry.register(
         "topic_expired",
-        "Messages that expired before a subscriber took them, since start.",
+        "Messages that expired before a subscriber took them, since start",
         counters(t.iter().map(|s| (topic(&s.name), s.expired)).collect()),
     );
     let mut by_transport: BTreeMap<&str, i64> = BTreeMap::new();
@@ -142,7 +170,7 @@ pub(super) fn render(core: &BrokerCore, stats: &Stats, bridges: &[BridgeInfo]) -
     }
     registry.register(
         "connections",
-        "Open connections by transport (bridges included).",
+        "Open connections by transport (bridges included)",
         gauges(
             by_transport
                 .into_iter()
@@ -151,42 +179,51 @@ pub(super) fn render(core: &BrokerCore, stats: &Stats, bridges: &[BridgeInfo]) -
         ),
     );
     let summary = core.summary(stats.memory);
-    let one = |value: u64| vec![(Labels::new(), value)];
     registry.register(
         "connections_accepted",
-        "Client connections accepted since start.",
-        counters(one(summary.connections_total)),
+        "Client connections accepted since start",
+        counter(summary.connections_total),
     );
     registry.register(
         "failed_logins",
-        "CONNECTs refused since start.",
-        counters(one(summary.failed_logins)),
+        "CONNECTs refused since start",
+        counter(summary.failed_logins),
     );
     registry.register(
         "protocol_errors",
-        "Connections closed with an ERROR since start.",
-        counters(one(summary.protocol_errors)),
+        "Connections closed with an ERROR since start",
+        counter(summary.protocol_errors),
     );
     let memory = stats.memory;
     registry.register(
         "memory_used_bytes",
-        "Bytes of messages the broker holds.",
-        gauges(vec![(Labels::new(), memory.used as i64)]),
+        "Bytes of messages the broker holds",
+        gauge(memory.used as i64),
     );
     registry.register(
         "memory_limit_bytes",
-        "The broker's memory_limit.",
-        gauges(vec![(Labels::new(), memory.limit as i64)]),
+        "The broker's memory_limit",
+        gauge(memory.limit as i64),
     );
     registry.register(
         "held_senders",
-        "Senders waiting for room (a queue's or the broker's).",
-        gauges(vec![(Labels::new(), memory.held_senders as i64)]),
+        "Senders waiting for room (a queue's or the broker's)",
+        gauge(memory.held_senders as i64),
+    );
+    registry.register(
+        "journal_bytes",
+        "Bytes of the journal's segments on disk",
+        gauge(i64::try_from(core.journal.disk_bytes()).unwrap_or(i64::MAX)),
+    );
+    registry.register(
+        "journal_fsync_seconds",
+        "How long the journal's group commits took to write and fsync",
+        core.journal.fsync_histogram(),
     );
     registry.register(
         "scheduled_messages",
-        "Scheduled messages waiting for their time.",
-        gauges(vec![(Labels::new(), stats.scheduled as i64)]),
+        "Scheduled messages waiting for their time",
+        gauge(stats.scheduled as i64),
     );
     let bridge = |b: &BridgeInfo| {
         vec![
@@ -196,7 +233,7 @@ pub(super) fn render(core: &BrokerCore, stats: &Stats, bridges: &[BridgeInfo]) -
     };
     registry.register(
         "bridge_up",
-        "1 while a network bridge is connected.",
+        "1 while a network bridge is connected",
         gauges(
             bridges
                 .iter()
@@ -206,7 +243,7 @@ pub(super) fn render(core: &BrokerCore, stats: &Stats, bridges: &[BridgeInfo]) -
     );
     registry.register(
         "bridge_forwarded",
-        "Messages a bridge forwarded to its peer since start.",
+        "Messages a bridge forwarded to its peer since start",
         counters(
             bridges
                 .iter()
@@ -216,7 +253,7 @@ pub(super) fn render(core: &BrokerCore, stats: &Stats, bridges: &[BridgeInfo]) -
     );
     registry.register(
         "bridge_received",
-        "Messages a bridge received from its peer since start.",
+        "Messages a bridge received from its peer since start",
         counters(
             bridges
                 .iter()

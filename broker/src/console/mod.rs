@@ -2,14 +2,15 @@
 //! under `/api`, and `GET /health` (200 while this node is active).
 //!
 //! Reading needs no login (the console binds to loopback unless told
-//! otherwise). Anything that changes state — `POST /api/queues/NAME/purge`,
-//! `DELETE /api/queues/NAME` — needs HTTP Basic credentials of a configured
-//! user with the `admin` right on that queue.
+//! otherwise). Anything that changes state (see `actions`) needs HTTP
+//! Basic credentials of a configured user with the `admin` right on that
+//! queue.
 
+mod actions;
 mod metrics;
+mod pages;
 
 use std::convert::Infallible;
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -24,11 +25,11 @@ use hyper_util::rt::TokioIo;
 use portico_core::metrics_text;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::auth::Operation;
-use crate::router::{Destination, Kind, QueueActionError, QueueStats, Stats};
-use crate::shared::{BrokerCore, PurgeError};
+use crate::router::{Destination, Kind, QueueStats, Stats};
+use crate::shared::BrokerCore;
 
 /// Console connections open at once; more wait in the kernel's backlog.
 const CONNECTIONS: usize = 128;
@@ -80,7 +81,7 @@ async fn handle(
 ) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_owned();
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return change(core, &req, &path, remote).await;
+        return actions::change(core, req, &path, remote).await;
     }
     if path == "/health" {
         return respond(
@@ -90,10 +91,9 @@ async fn handle(
         );
     }
     let stats = core.router.stats().await;
-    if path == "/api/broker" {
-        return json(&core.summary(stats.memory));
-    }
+    let html = |body: String| respond(StatusCode::OK, "text/html; charset=utf-8", body);
     match path.as_str() {
+        "/api/broker" => json(&core.summary(stats.memory)),
         "/metrics" => {
             let text = metrics::render(core, &stats, &core.bridges.info());
             let accept = req
@@ -111,97 +111,98 @@ async fn handle(
             }
         }
         "/api/queues" => json(&visible_queues(&stats).collect::<Vec<_>>()),
-        "/api/durable-subscriptions" => json(&durable_views(core, &stats)),
         "/api/topics" => json(&stats.topics),
+        "/api/durable-subscriptions" => json(&durable_views(core, &stats)),
         "/api/connections" => json(&stats.connections),
         "/api/network" => json(&core.bridges.info()),
-        "/" | "/queues" | "/topics" | "/durable" | "/connections" | "/network" => respond(
-            StatusCode::OK,
-            "text/html; charset=utf-8",
-            page(core, &path, &stats, &core.bridges.info()),
-        ),
-        _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+        "/" => html(pages::overview(core, &stats, &core.bridges.info())),
+        "/queues" => html(pages::queues(core, &stats)),
+        "/topics" => html(pages::topics(core, &stats)),
+        "/durable" => html(pages::durable(core, &stats)),
+        "/connections" => html(pages::connections(core, &stats)),
+        "/network" => html(pages::network(core, &core.bridges.info())),
+        _ => {
+            if let Some(name) = path
+                .strip_prefix("/api/queues/")
+                .and_then(|rest| rest.strip_suffix("/messages"))
+            {
+                return browse_json(core, name).await;
+            }
+            if let Some(name) = path.strip_prefix("/queues/") {
+                let Some(name) = queue_name(name) else {
+                    return text(StatusCode::BAD_REQUEST, "invalid queue name\n");
+                };
+                let notice = req.uri().query().and_then(notice_of);
+                return match core.router.browse(name.clone(), pages::BROWSE).await {
+                    Ok(browsed) => html(pages::queue(
+                        core,
+                        &stats,
+                        &pages::QueuePage {
+                            name: &name,
+                            browsed: &browsed,
+                            notice: notice.as_deref(),
+                        },
+                    )),
+                    Err(e) => respond(
+                        StatusCode::NOT_FOUND,
+                        "text/html; charset=utf-8",
+                        pages::failure(core, "/queues", &e.to_string()),
+                    ),
+                };
+            }
+            respond(StatusCode::NOT_FOUND, "text/plain", "not found\n".into())
+        }
     }
 }
 
-/// What a state-changing request asks for.
-enum Action {
-    Purge,
-    Delete,
+/// A queue name from a URL path segment (percent-decoded).
+pub(super) fn queue_name(raw: &str) -> Option<String> {
+    match percent_encoding::percent_decode_str(raw).decode_utf8() {
+        Ok(name) if !name.is_empty() && !name.contains('/') => Some(name.into_owned()),
+        _ => None,
+    }
 }
 
-/// `POST /api/queues/NAME/purge` and `DELETE /api/queues/NAME`, for an
-/// admin of that queue.
-async fn change(
-    core: &Arc<BrokerCore>,
-    req: &Request<Incoming>,
-    path: &str,
-    remote: SocketAddr,
-) -> Response<Full<Bytes>> {
-    let target = path.strip_prefix("/api/queues/").and_then(|rest| {
-        match (req.method(), rest.strip_suffix("/purge")) {
-            (&Method::POST, Some(name)) => Some((Action::Purge, name)),
-            (&Method::DELETE, None) => Some((Action::Delete, rest)),
-            _ => None,
-        }
-    });
-    let Some((action, raw_name)) = target else {
-        return text(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "only POST /api/queues/NAME/purge and DELETE /api/queues/NAME change state\n",
-        );
-    };
-    let name = match percent_encoding::percent_decode_str(raw_name).decode_utf8() {
-        Ok(name) if !name.is_empty() => name.into_owned(),
-        _ => return text(StatusCode::BAD_REQUEST, "invalid queue name\n"),
-    };
-    if let Err(refused) = admin_of(core, req, &name, remote).await {
-        return refused;
-    }
-    let what = match action {
-        Action::Purge => "purged",
-        Action::Delete => "deleted",
-    };
-    if crate::durable::is_hidden(&Destination {
-        kind: Kind::Queue,
-        name: name.clone(),
-    }) && matches!(action, Action::Delete)
-    {
-        return text(
-            StatusCode::CONFLICT,
-            "this queue belongs to a durable subscription: UNSUBSCRIBE with its activemq.subscriptionName to remove it\n",
-        );
-    }
-    let purged = match core.purge(&name, matches!(action, Action::Delete)).await {
-        Ok(purged) => purged,
-        Err(PurgeError::Refused(e @ QueueActionError::NotFound(_))) => {
-            return text(StatusCode::NOT_FOUND, &format!("{e}\n"))
-        }
-        Err(PurgeError::Refused(e @ QueueActionError::HasConsumers { .. })) => {
-            return text(StatusCode::CONFLICT, &format!("{e}\n"))
-        }
-        Err(e) => {
-            warn!(queue = %name, error = %e, "the purge could not be stored: the messages come back after a restart");
-            return text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the purge could not be stored\n",
-            );
-        }
-    };
-    json(&serde_json::json!({
-        "queue": name,
-        what: purged,
-    }))
+/// `?done=…` after an action: what it did, shown on the queue's page.
+fn notice_of(query: &str) -> Option<String> {
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "done")
+        .map(|(_, v)| v.chars().take(200).collect())
 }
 
-/// `Ok` when the request carries the credentials of a user with the admin
+/// `GET /api/queues/NAME/messages`: the first waiting messages as JSON.
+async fn browse_json(core: &BrokerCore, raw: &str) -> Response<Full<Bytes>> {
+    let Some(name) = queue_name(raw) else {
+        return text(StatusCode::BAD_REQUEST, "invalid queue name\n");
+    };
+    match core.router.browse(name.clone(), pages::BROWSE).await {
+        Ok(browsed) => json(&serde_json::json!({
+            "queue": name,
+            "waiting": browsed.waiting,
+            "messages": browsed.messages.iter().map(|(m, redelivered)| serde_json::json!({
+                "message_id": m.message_id,
+                "priority": m.priority,
+                "persistent": m.stored,
+                "redelivered": redelivered,
+                "headers": m.headers.iter()
+                    .filter(|(k, _)| k != crate::durable::TOPIC_HEADER)
+                    .map(|(k, v)| [k, v]).collect::<Vec<_>>(),
+                "body": String::from_utf8_lossy(&m.body[..m.body.len().min(4096)]),
+                "bytes": m.body.len(),
+            })).collect::<Vec<_>>(),
+        })),
+        Err(e) => text(StatusCode::NOT_FOUND, &format!("{e}\n")),
+    }
+}
+
+/// The user, when the request carries the credentials of a user with the admin
 /// right on queue `name`; otherwise the response that refuses it.
-async fn admin_of(
+pub(super) async fn admin_of(
     core: &Arc<BrokerCore>,
     req: &Request<Incoming>,
     name: &str,
     remote: SocketAddr,
-) -> Result<(), Response<Full<Bytes>>> {
+) -> Result<String, Response<Full<Bytes>>> {
     // A page elsewhere must not get a browser to act with its cached login.
     if let Some(origin) = req.headers().get(ORIGIN) {
         let host = req.headers().get(HOST).and_then(|h| h.to_str().ok());
@@ -274,7 +275,7 @@ async fn admin_of(
         ));
     }
     info!(client.addr = %remote, user = ?user, queue = ?name, method = %req.method(), "console: change allowed");
-    Ok(())
+    Ok(user)
 }
 
 /// (user, password) from an `Authorization: Basic` header.
@@ -294,11 +295,11 @@ fn basic_credentials(req: &Request<Incoming>) -> Option<(String, String)> {
     Some((user, password))
 }
 
-fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+pub(super) fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
     respond(status, "text/plain; charset=utf-8", body.to_owned())
 }
 
-fn json<T: serde::Serialize>(value: &T) -> Response<Full<Bytes>> {
+pub(super) fn json<T: serde::Serialize>(value: &T) -> Response<Full<Bytes>> {
     respond(
         StatusCode::OK,
         "application/json",
@@ -306,7 +307,11 @@ fn json<T: serde::Serialize>(value: &T) -> Response<Full<Bytes>> {
     )
 }
 
-fn respond(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+pub(super) fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: String,
+) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     response
@@ -315,16 +320,9 @@ fn respond(status: StatusCode, content_type: &'static str, body: String) -> Resp
     response
 }
 
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
 /// Queues as users name them: durable subscriptions' hidden queues are
 /// shown as the subscriptions they are.
-fn visible_queues(stats: &Stats) -> impl Iterator<Item = &QueueStats> {
+pub(super) fn visible_queues(stats: &Stats) -> impl Iterator<Item = &QueueStats> {
     stats
         .queues
         .iter()
@@ -367,106 +365,4 @@ pub(super) fn durable_views(core: &BrokerCore, stats: &Stats) -> Vec<DurableView
             }
         })
         .collect()
-}
-
-fn page(
-    core: &BrokerCore,
-    path: &str,
-    stats: &Stats,
-    bridges: &[crate::network::BridgeInfo],
-) -> String {
-    let mut html = String::new();
-    let broker = escape(&core.name);
-    let _ = write!(
-        html,
-        "<!doctype html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"5\">\
-         <title>{broker} — portico-broker</title><style>body{{font-family:sans-serif;margin:2em}}\
-         table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 10px;text-align:right}}\
-         td:first-child,th:first-child{{text-align:left}}nav a{{margin-right:1em}}</style></head><body>\
-         <h1>{broker}</h1><nav><a href=\"/queues\">Queues</a><a href=\"/topics\">Topics</a>\
-         <a href=\"/durable\">Durable subscribers</a><a href=\"/connections\">Connections</a><a href=\"/network\">Network</a></nav>"
-    );
-    match path {
-        "/topics" => {
-            html.push_str("<h2>Topics</h2><table><tr><th>Name</th><th>Subscribers</th><th>Enqueued</th><th>Dequeued</th><th>Expired</th></tr>");
-            for t in &stats.topics {
-                let _ = write!(
-                    html,
-                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                    escape(&t.name),
-                    t.subscribers,
-                    t.enqueued,
-                    t.dequeued,
-                    t.expired
-                );
-            }
-        }
-        "/durable" => {
-            html.push_str("<h2>Durable topic subscribers</h2><table><tr><th>Client id</th><th>Subscription</th><th>Topic</th><th>Selector</th><th>State</th><th>Pending</th><th>Enqueued</th><th>Dequeued</th></tr>");
-            for d in durable_views(core, stats) {
-                let _ = write!(
-                    html,
-                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                    escape(&d.client_id),
-                    escape(&d.subscription),
-                    escape(&d.topic),
-                    escape(d.selector.as_deref().unwrap_or("")),
-                    if d.active { "active" } else { "offline" },
-                    d.pending,
-                    d.enqueued,
-                    d.dequeued
-                );
-            }
-        }
-        "/connections" => {
-            html.push_str("<h2>Connections</h2><table><tr><th>Client</th><th>User</th><th>Transport</th><th>Version</th><th>Subscriptions</th><th>Connected</th></tr>");
-            for c in &stats.connections {
-                let _ = write!(
-                    html,
-                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                    escape(&c.remote),
-                    escape(&c.user),
-                    escape(&c.transport),
-                    c.version,
-                    c.subscriptions,
-                    c.connected_at
-                );
-            }
-        }
-        "/network" => {
-            html.push_str("<h2>Network bridges</h2><table><tr><th>Bridge</th><th>Remote broker</th><th>Remote address</th><th>Direction</th><th>State</th><th>Forwarded</th><th>Received</th></tr>");
-            for b in bridges {
-                let _ = write!(
-                    html,
-                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                    escape(&b.name),
-                    escape(&b.remote_broker),
-                    escape(&b.remote_address),
-                    b.direction,
-                    if b.duplex { " (duplex)" } else { "" },
-                    b.state,
-                    b.messages_forwarded,
-                    b.messages_received
-                );
-            }
-        }
-        _ => {
-            html.push_str("<h2>Queues</h2><table><tr><th>Name</th><th>Pending</th><th>Consumers</th><th>Enqueued</th><th>Dequeued</th><th>Expired</th><th>Dead-lettered</th></tr>");
-            for q in visible_queues(stats) {
-                let _ = write!(
-                    html,
-                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                    escape(&q.name),
-                    q.pending,
-                    q.consumers,
-                    q.enqueued,
-                    q.dequeued,
-                    q.expired,
-                    q.dead_lettered
-                );
-            }
-        }
-    }
-    html.push_str("</table></body></html>");
-    html
 }

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
@@ -83,15 +83,13 @@ pub(super) async fn run(
         .register(
             conn,
             outbox,
-            ConnectionInfo {
-                id: conn,
-                remote: state.remote_address.clone(),
-                user: format!("bridge:{}", link.peer),
-                transport: "bridge".into(),
-                version: "1.2".into(),
-                connected_at: crate::router::rfc3339(SystemTime::now()),
-                subscriptions: 0,
-            },
+            ConnectionInfo::new(
+                conn,
+                state.remote_address.clone(),
+                format!("bridge:{}", link.peer),
+                "bridge".into(),
+                "1.2".into(),
+            ),
         )
         .await;
     let ended = CancellationToken::new();

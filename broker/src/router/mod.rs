@@ -153,6 +153,47 @@ pub struct ConnectionInfo {
     pub version: String,
     pub connected_at: String,
     pub subscriptions: usize,
+    /// The destinations it subscribed to and sent to, `/queue/…` or
+    /// `/topic/…` (filled in by `Router::stats`).
+    pub destinations: Vec<String>,
+    /// Messages it sent since it connected (filled in by `Router::stats`).
+    pub messages_sent: u64,
+    /// Messages delivered to it since it connected (filled in likewise).
+    pub messages_delivered: u64,
+    /// Where the connection counts what it sends and is delivered.
+    #[serde(skip)]
+    pub counters: Arc<ConnCounters>,
+}
+
+impl ConnectionInfo {
+    pub fn new(
+        id: ConnId,
+        remote: String,
+        user: String,
+        transport: String,
+        version: String,
+    ) -> Self {
+        Self {
+            id,
+            remote,
+            user,
+            transport,
+            version,
+            connected_at: rfc3339(SystemTime::now()),
+            subscriptions: 0,
+            destinations: Vec::new(),
+            messages_sent: 0,
+            messages_delivered: 0,
+            counters: Arc::default(),
+        }
+    }
+}
+
+/// A connection's message counts, kept by its session and writer.
+#[derive(Debug, Default)]
+pub struct ConnCounters {
+    pub sent: std::sync::atomic::AtomicU64,
+    pub delivered: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -160,6 +201,8 @@ pub struct QueueStats {
     pub name: String,
     pub pending: usize,
     pub consumers: usize,
+    /// Connections sending to it now.
+    pub producers: usize,
     pub enqueued: u64,
     pub dequeued: u64,
     /// Expired before anyone took them.
@@ -174,6 +217,8 @@ pub struct QueueStats {
 pub struct TopicStats {
     pub name: String,
     pub subscribers: usize,
+    /// Connections publishing to it now.
+    pub producers: usize,
     pub enqueued: u64,
     pub dequeued: u64,
     /// Expired before a subscriber took them.
@@ -229,6 +274,8 @@ enum Op {
     },
     Ensure {
         destination: Destination,
+        /// The connection about to send to it: one of its producers.
+        producer: Option<ConnId>,
         reply: oneshot::Sender<Result<(), RouterError>>,
     },
     VirtualTopicQueues {
@@ -268,6 +315,26 @@ enum Op {
         delete: bool,
         reply: oneshot::Sender<Result<Purged, QueueActionError>>,
     },
+    Browse {
+        name: String,
+        limit: usize,
+        reply: oneshot::Sender<Result<Browsed, QueueActionError>>,
+    },
+    Take {
+        name: String,
+        wanted: Box<dyn Fn(&Message) -> bool + Send>,
+        reply: oneshot::Sender<Result<Vec<Arc<Message>>, QueueActionError>>,
+    },
+}
+
+/// The first messages waiting in a queue, as the console shows them.
+#[derive(Debug, Default)]
+pub struct Browsed {
+    /// Messages waiting in all.
+    pub waiting: usize,
+    /// The first of them, in delivery order, each with whether it was
+    /// delivered before.
+    pub messages: Vec<(Arc<Message>, bool)>,
 }
 
 /// What purging (or deleting) a queue took out.
@@ -443,9 +510,29 @@ impl Router {
     /// Makes sure `destination` exists: an error once the broker has its
     /// maximum of destinations and this one is new.
     pub async fn ensure(&self, destination: Destination) -> Result<(), RouterError> {
-        self.ask(|reply| Op::Ensure { destination, reply })
-            .await
-            .unwrap_or(Err(RouterError::Stopping))
+        self.ask(|reply| Op::Ensure {
+            destination,
+            producer: None,
+            reply,
+        })
+        .await
+        .unwrap_or(Err(RouterError::Stopping))
+    }
+
+    /// `ensure`, for a connection about to send to `destination`: it
+    /// counts as one of its producers until it goes.
+    pub async fn ensure_for(
+        &self,
+        conn: ConnId,
+        destination: Destination,
+    ) -> Result<(), RouterError> {
+        self.ask(|reply| Op::Ensure {
+            destination,
+            producer: Some(conn),
+            reply,
+        })
+        .await
+        .unwrap_or(Err(RouterError::Stopping))
     }
 
     /// The queues that take copies of what is sent to virtual topic
@@ -508,6 +595,33 @@ impl Router {
         self.ask(|reply| Op::Purge {
             name,
             delete,
+            reply,
+        })
+        .await
+        .unwrap_or(Err(missing))
+    }
+}
+
+impl Router {
+    /// The first `limit` messages waiting in queue `name` (see [`Browsed`]).
+    pub async fn browse(&self, name: String, limit: usize) -> Result<Browsed, QueueActionError> {
+        let missing = QueueActionError::NotFound(name.clone());
+        self.ask(|reply| Op::Browse { name, limit, reply })
+            .await
+            .unwrap_or(Err(missing))
+    }
+
+    /// Takes the messages waiting in queue `name` that `wanted` says (the
+    /// caller makes the journal agree).
+    pub async fn take(
+        &self,
+        name: String,
+        wanted: impl Fn(&Message) -> bool + Send + 'static,
+    ) -> Result<Vec<Arc<Message>>, QueueActionError> {
+        let missing = QueueActionError::NotFound(name.clone());
+        self.ask(|reply| Op::Take {
+            name,
+            wanted: Box::new(wanted),
             reply,
         })
         .await

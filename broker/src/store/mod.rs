@@ -10,6 +10,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
@@ -71,7 +72,15 @@ struct Append {
 #[derive(Debug, Clone)]
 pub struct Journal {
     tx: mpsc::Sender<Append>,
+    dir: PathBuf,
+    /// Seconds each group commit took to write and fsync.
+    fsync: Histogram,
 }
+
+/// Buckets of the fsync histogram, in seconds (100 µs to 1 s).
+const FSYNC_BUCKETS: [f64; 13] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
 
 impl Journal {
     /// Replays the journal in `dir` and starts its writer thread.
@@ -89,11 +98,37 @@ impl Journal {
         let mut state = Writer::replay(dir, segment_size)?;
         let recovered = state.recovered.take().unwrap_or_default();
         let (tx, rx) = mpsc::channel(QUEUE);
+        let fsync = Histogram::new(FSYNC_BUCKETS);
+        let timings = fsync.clone();
         std::thread::Builder::new()
             .name("journal-writer".into())
-            .spawn(move || state.run(rx))
+            .spawn(move || state.run(rx, &timings))
             .map_err(io)?;
-        Ok((Self { tx }, recovered))
+        let journal = Self {
+            tx,
+            dir: dir.to_owned(),
+            fsync,
+        };
+        Ok((journal, recovered))
+    }
+
+    /// Bytes of the journal's segments on disk now.
+    pub fn disk_bytes(&self) -> u64 {
+        std::fs::read_dir(&self.dir)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
+    /// How long group commits took to write and fsync, in seconds.
+    pub fn fsync_histogram(&self) -> Histogram {
+        self.fsync.clone()
     }
 
     /// Queues a message for the writer (waiting only for room in its
@@ -280,7 +315,7 @@ impl Writer {
         Ok(writer)
     }
 
-    fn run(mut self, mut rx: mpsc::Receiver<Append>) {
+    fn run(mut self, mut rx: mpsc::Receiver<Append>, fsync: &Histogram) {
         let mut buf = Vec::with_capacity(1024 * 1024);
         while let Some(first) = rx.blocking_recv() {
             let mut batch = vec![first];
@@ -300,7 +335,10 @@ impl Writer {
                     lengths.push((buf.len() - before) as u64);
                 }
             }
-            let result = self.write(&buf).map_err(|e| WriteFailure {
+            let started = std::time::Instant::now();
+            let result = self.write(&buf);
+            fsync.observe(started.elapsed().as_secs_f64());
+            let result = result.map_err(|e| WriteFailure {
                 path: segment_path(&self.dir, self.current),
                 detail: e.to_string(),
             });

@@ -4,7 +4,6 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, Semaphore};
@@ -62,6 +61,7 @@ pub(crate) async fn serve<S>(
         known: HashSet::new(),
         client_id: None,
         durable: HashMap::new(),
+        counters: Arc::default(),
     };
     let connected = tokio::select! {
         _ = stop.cancelled() => return,
@@ -119,21 +119,16 @@ pub(crate) async fn serve<S>(
         .principal
         .clone()
         .unwrap_or_else(|| Principal::anonymous(None));
-    core.router
-        .register(
-            id,
-            outbox,
-            ConnectionInfo {
-                id,
-                remote: remote.to_string(),
-                user: principal.user.clone(),
-                transport: transport.clone(),
-                version: session.version.as_str().to_owned(),
-                connected_at: crate::router::rfc3339(SystemTime::now()),
-                subscriptions: 0,
-            },
-        )
-        .await;
+    let info = ConnectionInfo::new(
+        id,
+        remote.to_string(),
+        principal.user.clone(),
+        transport.clone(),
+        session.version.as_str().to_owned(),
+    );
+    let counters = info.counters.clone();
+    session.counters = counters.clone();
+    core.router.register(id, outbox, info).await;
     let (pipe_tx, pipe_rx) = mpsc::channel(256);
     let pipeline_task = tokio::spawn(run_pipeline(
         core.clone(),
@@ -159,6 +154,7 @@ pub(crate) async fn serve<S>(
             done: writer_done.clone(),
             encoder: StompEncoder {
                 version: session.version,
+                counters,
             },
         },
         writer,

@@ -1,7 +1,10 @@
 //! How a client's deliveries are written: MESSAGE frames for its STOMP
 //! version, and the ERROR that tells a slow subscriber it was dropped.
 
-use crate::router::{AckMode, Delivery};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::router::{AckMode, ConnCounters, Delivery};
 use crate::stomp::{encode_parts_as, Command, Frame, Version};
 
 use super::writer::Encoder;
@@ -9,11 +12,14 @@ use super::writer::Encoder;
 /// A client's deliveries: MESSAGE frames for its STOMP version.
 pub(super) struct StompEncoder {
     pub(super) version: Version,
+    /// Counts the deliveries written (for the console).
+    pub(super) counters: Arc<ConnCounters>,
 }
 
 impl Encoder for StompEncoder {
     fn encode(&self, d: &Delivery, out: &mut Vec<u8>, acks: &mut Vec<u64>) {
         encode_delivery(self.version, d, out, acks);
+        self.counters.delivered.fetch_add(1, Ordering::Relaxed);
     }
 
     fn slow_consumer(&self) -> Option<Vec<u8>> {

@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +21,9 @@ use crate::durable::{self, ClientId};
 use crate::intake::Stamps;
 use crate::intake::{self, Accepted, Arriving, Source};
 use crate::logins::Refusal;
-use crate::router::{AckId, AckMode, ConnId, Consumer, Destination, Kind, VIRTUAL_TOPIC_PREFIX};
+use crate::router::{
+    AckId, AckMode, ConnCounters, ConnId, Consumer, Destination, Kind, VIRTUAL_TOPIC_PREFIX,
+};
 use crate::selector::Selector;
 use crate::shared::BrokerCore;
 use crate::stomp::{
@@ -92,6 +95,8 @@ pub(super) struct Session {
     pub(super) client_id: Option<ClientId>,
     /// Its active durable subscriptions: subscription id to name.
     pub(super) durable: HashMap<String, String>,
+    /// What it sent and was delivered, for the console.
+    pub(super) counters: Arc<ConnCounters>,
 }
 
 /// Destinations a connection remembers as existing (more are asked about).
@@ -624,7 +629,12 @@ impl Session {
         if !self.known.contains(&destination) {
             // New to this connection: the broker may be at its maximum of
             // destinations (checked before anything is stored).
-            if let Err(e) = self.core.router.ensure(destination.clone()).await {
+            let ensured = self
+                .core
+                .router
+                .ensure_for(self.id, destination.clone())
+                .await;
+            if let Err(e) = ensured {
                 return Err(fail(&e.to_string()));
             }
             if self.known.len() < KNOWN_DESTINATIONS {
@@ -699,6 +709,7 @@ impl Session {
         let accepted = intake::accept(&self.core, arriving)
             .await
             .map_err(|e| fail("the message could not be stored").detail(e.to_string()))?;
+        self.counters.sent.fetch_add(1, Ordering::Relaxed);
         let item = match accepted {
             Accepted::Duplicate => {
                 // A failover client re-sent what was already accepted.

@@ -79,6 +79,11 @@ impl Lanes {
         Some(taken)
     }
 
+    /// The waiting messages in delivery order.
+    pub(super) fn iter(&self) -> impl Iterator<Item = &Pending> {
+        self.lanes.iter().rev().flat_map(VecDeque::iter)
+    }
+
     pub(super) fn len(&self) -> usize {
         self.len
     }

@@ -12,7 +12,7 @@
 //! unacknowledged deliveries and its prefetch window: beyond, its
 //! subscriptions wait.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -102,6 +102,8 @@ struct Conn {
     info: ConnectionInfo,
     /// Subscription id → key.
     subs: HashMap<String, SubKey>,
+    /// Destinations it sent to (at most the broker's destinations).
+    produced: BTreeSet<Destination>,
     /// Bytes delivered in client ack modes and not yet acknowledged.
     inflight_bytes: usize,
     /// A delivery waited for `inflight_bytes` to go down: acknowledging
@@ -251,6 +253,7 @@ impl State {
                         outbox,
                         info,
                         subs: HashMap::new(),
+                        produced: BTreeSet::new(),
                         inflight_bytes: 0,
                         starved: false,
                     },
@@ -302,8 +305,18 @@ impl State {
                 queues.sort();
                 let _ = reply.send(queues);
             }
-            Op::Ensure { destination, reply } => {
-                let _ = reply.send(self.ensure(&destination));
+            Op::Ensure {
+                destination,
+                producer,
+                reply,
+            } => {
+                let ensured = self.ensure(&destination);
+                if let (Ok(()), Some(conn)) = (&ensured, producer) {
+                    if let Some(conn) = self.conns.get_mut(&conn) {
+                        conn.produced.insert(destination);
+                    }
+                }
+                let _ = reply.send(ensured);
             }
             Op::Send { message, reply } => self.route(message, reply),
             Op::Ack { conn, ack, reply } => {
@@ -326,6 +339,16 @@ impl State {
                 reply,
             } => {
                 let _ = reply.send(self.purge(&name, delete));
+            }
+            Op::Browse { name, limit, reply } => {
+                let _ = reply.send(self.browse(&name, limit));
+            }
+            Op::Take {
+                name,
+                wanted,
+                reply,
+            } => {
+                let _ = reply.send(self.take(&name, wanted.as_ref()));
             }
         }
         if !self.held.is_empty() {
@@ -607,6 +630,21 @@ impl State {
     }
 
     fn stats(&self) -> Stats {
+        let mut producers: HashMap<&Destination, usize> = HashMap::new();
+        for conn in self.conns.values() {
+            for d in &conn.produced {
+                *producers.entry(d).or_default() += 1;
+            }
+        }
+        let producers_of = |kind, name: &str| {
+            producers
+                .get(&Destination {
+                    kind,
+                    name: name.to_owned(),
+                })
+                .copied()
+                .unwrap_or(0)
+        };
         let mut queues: Vec<QueueStats> = self
             .queues
             .iter()
@@ -621,6 +659,7 @@ impl State {
                         .map(|s| s.inflight.len())
                         .sum::<usize>(),
                 consumers: q.consumers.len(),
+                producers: producers_of(Kind::Queue, name),
                 enqueued: q.enqueued,
                 dequeued: q.dequeued,
                 expired: q.expired,
@@ -635,14 +674,31 @@ impl State {
             .map(|(name, t)| TopicStats {
                 name: name.clone(),
                 subscribers: t.subscribers.len(),
+                producers: producers_of(Kind::Topic, name),
                 enqueued: t.enqueued,
                 dequeued: t.dequeued,
                 expired: t.expired,
             })
             .collect();
         topics.sort_by(|a, b| a.name.cmp(&b.name));
-        let mut connections: Vec<ConnectionInfo> =
-            self.conns.values().map(|c| c.info.clone()).collect();
+        let mut connections: Vec<ConnectionInfo> = self
+            .conns
+            .values()
+            .map(|c| {
+                let mut info = c.info.clone();
+                let mut destinations: BTreeSet<&Destination> = c
+                    .subs
+                    .values()
+                    .filter_map(|k| self.subs.get(k))
+                    .map(|s| &s.destination)
+                    .collect();
+                destinations.extend(&c.produced);
+                info.destinations = destinations.into_iter().map(Destination::stomp).collect();
+                info.messages_sent = info.counters.sent.load(Ordering::Relaxed);
+                info.messages_delivered = info.counters.delivered.load(Ordering::Relaxed);
+                info
+            })
+            .collect();
         connections.sort_by_key(|c| c.id);
         Stats {
             scheduled: self.scheduled.len(),

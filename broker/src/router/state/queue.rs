@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::{ack_id, Pending, State};
-use crate::router::{Delivery, Message, Purged, QueueActionError, SubKey};
+use crate::router::{Browsed, Delivery, Message, Purged, QueueActionError, SubKey};
 use tokio::sync::mpsc;
 
 /// Message groups a queue remembers the consumer of (ActiveMQ's default
@@ -244,6 +244,53 @@ impl State {
             self.queues.remove(name);
         }
         Ok(purged)
+    }
+
+    /// The first `limit` messages waiting in queue `name`, in delivery
+    /// order, and how many wait in all.
+    pub(super) fn browse(&self, name: &str, limit: usize) -> Result<Browsed, QueueActionError> {
+        let queue = self
+            .queues
+            .get(name)
+            .ok_or_else(|| QueueActionError::NotFound(name.to_owned()))?;
+        Ok(Browsed {
+            waiting: queue.messages.len(),
+            messages: queue
+                .messages
+                .iter()
+                .take(limit)
+                .map(|p| (p.message.clone(), p.redelivered))
+                .collect(),
+        })
+    }
+
+    /// Takes the waiting messages of queue `name` that `wanted` says, in
+    /// delivery order (not those delivered and unacknowledged, nor those
+    /// waiting out a redelivery delay).
+    pub(super) fn take(
+        &mut self,
+        name: &str,
+        wanted: &(dyn Fn(&Message) -> bool + Send),
+    ) -> Result<Vec<Arc<Message>>, QueueActionError> {
+        let queue = self
+            .queues
+            .get_mut(name)
+            .ok_or_else(|| QueueActionError::NotFound(name.to_owned()))?;
+        let mut taken: Vec<Arc<Message>> = queue
+            .messages
+            .take(|p| wanted(&p.message))
+            .into_iter()
+            .map(|p| p.message)
+            .collect();
+        taken.sort_by_key(|m| (std::cmp::Reverse(m.priority), m.seq));
+        let freed: usize = taken.iter().map(|m| m.size()).sum();
+        for m in &taken {
+            queue.failures.remove(&m.seq);
+        }
+        queue.bytes = queue.bytes.saturating_sub(freed);
+        queue.dequeued += taken.len() as u64;
+        self.memory = self.memory.saturating_sub(freed);
+        Ok(taken)
     }
 
     /// Puts recovered messages back in their queues (all of them, whatever

@@ -62,15 +62,13 @@ impl Harness {
 
     fn connect(&mut self, conn: ConnId) {
         let (outbox, rx) = Outbox::new(256);
-        let info = ConnectionInfo {
-            id: conn,
-            remote: "test".into(),
-            user: "test".into(),
-            transport: "test".into(),
-            version: "1.2".into(),
-            connected_at: String::new(),
-            subscriptions: 0,
-        };
+        let info = ConnectionInfo::new(
+            conn,
+            "test".into(),
+            "test".into(),
+            "test".into(),
+            "1.2".into(),
+        );
         self.state.handle(Op::Register { conn, outbox, info });
         self.outboxes.insert(conn, rx);
     }
