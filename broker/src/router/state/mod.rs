@@ -221,25 +221,32 @@ impl State {
     }
 
     pub(super) async fn run(mut self, mut rx: mpsc::Receiver<Op>) {
+        // One timer for the next redelivery, sweep or scheduled message,
+        // moved only when that time changes (not made again for every op).
+        let timer = tokio::time::sleep_until(Instant::now());
+        tokio::pin!(timer);
+        let mut armed: Option<Instant> = None;
         loop {
             let scheduled = self.scheduled.keys().next().map(|(at, _)| *at);
             let wake = [self.next_due, self.next_sweep, scheduled]
                 .into_iter()
                 .flatten()
                 .min();
-            let op = match wake {
-                Some(at) => tokio::select! {
-                    op = rx.recv() => op,
-                    _ = tokio::time::sleep_until(at) => {
-                        self.tick(Instant::now());
-                        continue;
-                    }
+            if wake != armed {
+                if let Some(at) = wake {
+                    timer.as_mut().reset(at);
+                }
+                armed = wake;
+            }
+            tokio::select! {
+                op = rx.recv() => match op {
+                    Some(op) => self.handle(op),
+                    None => return,
                 },
-                None => rx.recv().await,
-            };
-            match op {
-                Some(op) => self.handle(op),
-                None => return,
+                () = &mut timer, if armed.is_some() => {
+                    armed = None;
+                    self.tick(Instant::now());
+                }
             }
         }
     }
