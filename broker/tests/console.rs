@@ -226,8 +226,9 @@ async fn without_configured_users_the_console_changes_nothing() {
 }
 
 /// Makes a dead letter: a persistent message to `orders` (whose policy
-/// allows no redelivery) that a consumer refuses once.
-async fn dead_letter(stomp: SocketAddr, body: &str) {
+/// allows no redelivery) that a consumer refuses once; returns once it is
+/// in the dead-letter queue.
+async fn dead_letter(stomp: SocketAddr, console: SocketAddr, body: &str) {
     let mut app = connect(stomp, "app", APP_PASSWORD).await;
     app.send(
         &Frame::new(Command::Send)
@@ -255,6 +256,11 @@ async fn dead_letter(stomp: SocketAddr, body: &str) {
     )
     .await;
     assert_eq!(app.next().await.unwrap().command, Command::Receipt);
+    // The move to the dead-letter queue follows the NACK.
+    wait_for("the dead letter in ActiveMQ.DLQ", || async {
+        pending(console, "ActiveMQ.DLQ").await.unwrap_or(0) >= 1
+    })
+    .await;
 }
 
 const ONE_DELIVERY: &str = r#"
@@ -338,7 +344,7 @@ async fn the_queue_page_shows_messages_and_its_forms_send_and_retry() {
     drop(consumer);
 
     // A dead letter: the DLQ's page offers to retry it.
-    dead_letter(stomp, "poison pill").await;
+    dead_letter(stomp, console, "poison pill").await;
     let page = http_get(console, "/queues/ActiveMQ.DLQ").await;
     assert!(page.contains("Retry to /queue/orders"), "{page}");
     assert!(page.contains("dlqDeliveryFailureCause"), "{page}");
@@ -423,7 +429,7 @@ write = [\"apps\"]
     // subscriber that went away, a connected client.
     let mut app = connect(stomp, "app", APP_PASSWORD).await;
     produce(&mut app, "invoices", 3).await;
-    dead_letter(stomp, "poison pill").await;
+    dead_letter(stomp, console, "poison pill").await;
     let (mut durable, connected) = {
         let mut c = RawClient::open(stomp).await;
         c.send(
