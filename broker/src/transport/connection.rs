@@ -134,7 +134,6 @@ pub(crate) async fn serve<S>(
         core.clone(),
         pipe_rx,
         session.control.clone(),
-        session.version,
     ));
     session.pipeline = Some(Pipeline {
         tx: pipe_tx,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
-use crate::intake::Copy;
+use crate::intake::{self, Accepted, Arriving, Copy};
 use crate::router::Message;
 use crate::shared::BrokerCore;
 use crate::stomp::{Command, Frame, Version};
@@ -29,16 +29,17 @@ pub(super) enum Piped {
         message: Arc<Message>,
         /// Durable subscriptions' copies of a topic message.
         copies: Vec<Copy>,
-        receipt: Option<String>,
+        /// The protocol's answer (a RECEIPT, a Response), sent once routed.
+        reply: Option<Vec<u8>>,
         /// The connection's and the broker's budgets, given back once routed.
         _permit: (OwnedSemaphorePermit, OwnedSemaphorePermit),
     },
-    /// A receipt for a frame that needed no more work (a duplicate SEND).
-    Receipt(Option<String>),
-    /// Journal records (acknowledgements) to await before the receipt.
+    /// An answer to a frame that needed no more work (a duplicate SEND).
+    Reply(Option<Vec<u8>>),
+    /// Journal records (acknowledgements) to await before the answer.
     Durable {
         durable: Durable,
-        receipt: Option<String>,
+        reply: Option<Vec<u8>>,
     },
     /// Answers once everything before it is done.
     Flush(oneshot::Sender<Result<(), String>>),
@@ -48,9 +49,7 @@ pub(super) async fn run_pipeline(
     core: Arc<BrokerCore>,
     mut rx: mpsc::Receiver<Piped>,
     control: mpsc::Sender<Vec<u8>>,
-    version: Version,
 ) {
-    let receipt = |id: String| receipt_bytes(version, id);
     let mut failed: Option<String> = None;
     while let Some(item) = rx.recv().await {
         match item {
@@ -62,7 +61,7 @@ pub(super) async fn run_pipeline(
                 durable,
                 message,
                 mut copies,
-                receipt: id,
+                reply,
                 _permit,
             } => {
                 // The journal completes in order: the last record on disk
@@ -82,28 +81,96 @@ pub(super) async fn run_pipeline(
                 for copy in copies {
                     core.router.send(copy.message).await;
                 }
-                if let Some(id) = id {
-                    let _ = control.send(receipt(id)).await;
+                if let Some(reply) = reply {
+                    let _ = control.send(reply).await;
                 }
             }
-            Piped::Durable {
-                durable,
-                receipt: id,
-            } => {
+            Piped::Durable { durable, reply } => {
                 if let Err(e) = durable.wait().await {
                     failed = Some(format!("an acknowledgement could not be stored: {e}"));
                     continue;
                 }
-                if let Some(id) = id {
-                    let _ = control.send(receipt(id)).await;
+                if let Some(reply) = reply {
+                    let _ = control.send(reply).await;
                 }
             }
-            Piped::Receipt(id) => {
-                if let Some(id) = id {
-                    let _ = control.send(receipt(id)).await;
+            Piped::Reply(reply) => {
+                if let Some(reply) = reply {
+                    let _ = control.send(reply).await;
                 }
             }
         }
+    }
+}
+
+/// Why a message did not make it onto the pipeline.
+#[derive(Debug)]
+pub(super) enum SubmitError {
+    /// The connection is closing.
+    Closing,
+    /// The journal did not take it.
+    Store(String),
+}
+
+impl Pipeline {
+    /// One message through the intake and onto this pipeline, whatever
+    /// protocol brought it: the connection's budget, then the broker's
+    /// (`before_waiting` runs first if either must be waited for), the
+    /// intake (dedup, id, journal), the durable subscriptions' copies of a
+    /// topic message; `reply` goes out once it is routed.
+    pub(super) async fn submit(
+        &self,
+        core: &BrokerCore,
+        arriving: Arriving<'_>,
+        reply: Option<Vec<u8>>,
+        before_waiting: impl FnOnce(),
+    ) -> Result<(), SubmitError> {
+        // The connection's own budget first, then the broker's: a
+        // connection held back waits on its own, not on everyone's.
+        let cost = u32::try_from(arriving.body.len())
+            .unwrap_or(u32::MAX)
+            .clamp(1, PIPELINE_BYTES);
+        let budgets = (
+            self.budget.clone().try_acquire_many_owned(cost),
+            core.intake.clone().try_acquire_many_owned(cost),
+        );
+        let (permit, intake) = match budgets {
+            (Ok(permit), Ok(intake)) => (permit, intake),
+            (permit, _) => {
+                before_waiting();
+                let permit = match permit {
+                    Ok(p) => p,
+                    Err(_) => self
+                        .budget
+                        .clone()
+                        .acquire_many_owned(cost)
+                        .await
+                        .map_err(|_| SubmitError::Closing)?,
+                };
+                let intake = core
+                    .intake
+                    .clone()
+                    .acquire_many_owned(cost)
+                    .await
+                    .map_err(|_| SubmitError::Closing)?;
+                (permit, intake)
+            }
+        };
+        let stored = |e: crate::store::JournalError| SubmitError::Store(e.to_string());
+        let item = match intake::accept(core, arriving).await.map_err(stored)? {
+            // A failover client re-sent what was already accepted.
+            Accepted::Duplicate => Piped::Reply(reply),
+            Accepted::Taken { message, durable } => Piped::Send {
+                copies: intake::durable_copies(core, &message)
+                    .await
+                    .map_err(stored)?,
+                durable,
+                message,
+                reply,
+                _permit: (permit, intake),
+            },
+        };
+        self.tx.send(item).await.map_err(|_| SubmitError::Closing)
     }
 }
 

@@ -11,15 +11,15 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use tracing::{debug, info};
+use tracing::info;
 
-use super::pipeline::{receipt_bytes, Piped, Pipeline, PIPELINE_BYTES};
+use super::pipeline::{receipt_bytes, Piped, Pipeline, SubmitError};
 use super::transactions::Transactions;
 use crate::auth::{Operation, Principal};
 use crate::dedup::Key;
 use crate::durable::{self, ClientId};
 use crate::intake::Stamps;
-use crate::intake::{self, Accepted, Arriving, Source};
+use crate::intake::{self, Arriving, Source};
 use crate::logins::Refusal;
 use crate::router::{
     AckId, AckMode, ConnCounters, ConnId, Consumer, Destination, Kind, VIRTUAL_TOPIC_PREFIX,
@@ -644,41 +644,6 @@ impl Session {
         let Some(pipeline) = &self.pipeline else {
             return Err(fail("not connected"));
         };
-        // The connection's own budget first, then the broker's: a
-        // connection held back waits on its own, not on everyone's.
-        let cost = u32::try_from(body.len())
-            .unwrap_or(u32::MAX)
-            .clamp(1, PIPELINE_BYTES);
-        let closing = || fail("the connection is closing");
-        let budgets = (
-            pipeline.budget.clone().try_acquire_many_owned(cost),
-            self.core.intake.clone().try_acquire_many_owned(cost),
-        );
-        let (permit, intake) = match budgets {
-            (Ok(permit), Ok(intake)) => (permit, intake),
-            (permit, _) => {
-                // About to wait: what the read buffer holds beyond its
-                // unread bytes goes back first.
-                self.buf.trim();
-                let permit = match permit {
-                    Ok(p) => p,
-                    Err(_) => pipeline
-                        .budget
-                        .clone()
-                        .acquire_many_owned(cost)
-                        .await
-                        .map_err(|_| closing())?,
-                };
-                let intake = self
-                    .core
-                    .intake
-                    .clone()
-                    .acquire_many_owned(cost)
-                    .await
-                    .map_err(|_| closing())?;
-                (permit, intake)
-            }
-        };
         let sender = self.sender.clone();
         let scoped;
         let dedup_id = match (frame.get(crate::client::DEDUP_HEADER), &scope) {
@@ -706,27 +671,16 @@ impl Session {
             dedup,
             message_id: None,
         };
-        let accepted = intake::accept(&self.core, arriving)
-            .await
-            .map_err(|e| fail("the message could not be stored").detail(e.to_string()))?;
         self.counters.sent.fetch_add(1, Ordering::Relaxed);
-        let item = match accepted {
-            Accepted::Duplicate => {
-                // A failover client re-sent what was already accepted.
-                debug!(conn = %self.id, "dropping a duplicate SEND");
-                Piped::Receipt(receipt)
-            }
-            Accepted::Taken { message, durable } => Piped::Send {
-                copies: intake::durable_copies(&self.core, &message)
-                    .await
-                    .map_err(|e| fail("the message could not be stored").detail(e.to_string()))?,
-                durable,
-                message,
-                receipt,
-                _permit: (permit, intake),
-            },
-        };
-        pipeline.tx.send(item).await.map_err(|_| closing())
+        let reply = receipt.map(|r| receipt_bytes(self.version, r));
+        // About to wait for room: what the read buffer holds beyond its
+        // unread bytes goes back first.
+        let buf = &mut self.buf;
+        match pipeline.submit(&self.core, arriving, reply, || buf.trim()).await {
+            Ok(()) => Ok(()),
+            Err(SubmitError::Closing) => Err(fail("the connection is closing")),
+            Err(SubmitError::Store(e)) => Err(fail("the message could not be stored").detail(e)),
+        }
     }
 
     /// Acknowledges through the pipeline: the journal records of stored
@@ -740,7 +694,7 @@ impl Session {
                 .nack(self.id, id)
                 .await
                 .map_err(|e| Fatal::new(e, Some(frame)))?;
-            return self.pipe(Piped::Receipt(receipt)).await;
+            return self.pipe(Piped::Reply(self.reply(receipt))).await;
         }
         let stored = self
             .core
@@ -749,12 +703,18 @@ impl Session {
             .await
             .map_err(|e| Fatal::new(e, Some(frame)))?;
         if stored.is_empty() {
-            return self.pipe(Piped::Receipt(receipt)).await;
+            return self.pipe(Piped::Reply(self.reply(receipt))).await;
         }
         let durable = self.core.journal.acknowledge(stored).await.map_err(|e| {
             Fatal::new("the acknowledgement could not be stored", Some(frame)).detail(e.to_string())
         })?;
-        self.pipe(Piped::Durable { durable, receipt }).await
+        let reply = self.reply(receipt);
+        self.pipe(Piped::Durable { durable, reply }).await
+    }
+
+    /// A RECEIPT for `receipt`, if there is one.
+    fn reply(&self, receipt: Option<String>) -> Option<Vec<u8>> {
+        receipt.map(|r| receipt_bytes(self.version, r))
     }
 }
 

@@ -24,6 +24,11 @@ pub(crate) trait Encoder: Send + 'static {
     /// What to tell a peer the router dropped for reading too slowly
     /// (nothing: the connection just ends).
     fn slow_consumer(&self) -> Option<Vec<u8>>;
+
+    /// What goes out when nothing else did for a while (STOMP: a newline).
+    fn heartbeat(&self, out: &mut Vec<u8>) {
+        out.push(b'\n');
+    }
 }
 
 /// What a connection's writer owns.
@@ -74,7 +79,7 @@ pub(crate) async fn run<E: Encoder, W: AsyncWrite + Unpin>(mut w: Outgoing<E>, m
                     break;
                 }
             },
-            _ = tokio::time::sleep_until(next_beat), if w.beat.is_some() => buf.push(b'\n'),
+            _ = tokio::time::sleep_until(next_beat), if w.beat.is_some() => w.encoder.heartbeat(&mut buf),
             _ = w.done.cancelled() => break,
         }
         // Let the tasks that are ready (the router, the connection's
