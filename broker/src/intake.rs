@@ -46,12 +46,18 @@ pub(crate) const FAILURE_CAUSE_HEADER: &str = "dlqDeliveryFailureCause";
 
 /// The namespace of the broker network's own headers.
 pub(crate) const INTERNAL_PREFIX: &str = "portico-";
+/// The headers that carry what an OpenWire message was (its JMS type of
+/// body, its JMS message id) to an OpenWire consumer.
+pub(crate) const JMS_PREFIX: &str = "portico-jms-";
 
 /// Who a message came from, as far as its headers are concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Source {
     /// A client connection (STOMP SEND).
     Client,
+    /// An OpenWire client: its message's JMS facts travel in the broker's
+    /// own `portico-jms-` headers, which only this source may set.
+    OpenWire,
     /// Another broker, over a bridge (a forwarded MESSAGE).
     Bridge,
 }
@@ -503,6 +509,7 @@ pub(crate) fn keeps(source: Source, name: &str) -> bool {
     match source {
         Source::Bridge => true,
         Source::Client => !name.starts_with(INTERNAL_PREFIX) || name == DEDUP_HEADER,
+        Source::OpenWire => !name.starts_with(INTERNAL_PREFIX) || name.starts_with(JMS_PREFIX),
     }
 }
 

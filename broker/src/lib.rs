@@ -147,6 +147,7 @@ impl Broker {
             }
             let transport = transport::Transport {
                 name: t.name.clone(),
+                protocol: transport::Protocol::of(&t.name),
                 tls,
                 proxy_protocol: t.proxy_protocol,
             };

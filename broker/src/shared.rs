@@ -172,6 +172,54 @@ impl BrokerCore {
         Ok(purged.messages)
     }
 
+    /// Makes (or finds) durable subscription `name` of `client_id` to
+    /// `topic` and returns its hidden queue to consume (see `durable`):
+    /// counted among the broker's destinations, and emptied if it existed
+    /// with another topic or selector (a new subscription, as JMS says).
+    pub(crate) async fn durable_subscribe(
+        &self,
+        client_id: &str,
+        name: &str,
+        topic: &Destination,
+        selector: Option<&str>,
+    ) -> Result<Destination, String> {
+        let subscribed = self
+            .durables
+            .subscribe(client_id, name, topic, selector)
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Err(e) = self.router.ensure(subscribed.queue.clone()).await {
+            // Too many destinations: the subscription goes again.
+            let _ = self.durables.remove(client_id, name).await;
+            return Err(e.to_string());
+        }
+        if subscribed.changed {
+            self.purge(&subscribed.queue.name, false)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        info!(client_id = ?client_id, subscription = ?name, topic = %topic, "durable subscriber");
+        Ok(subscribed.queue)
+    }
+
+    /// Removes durable subscription `name` of `client_id` and what it kept.
+    pub(crate) async fn durable_unsubscribe(
+        &self,
+        client_id: &str,
+        name: &str,
+    ) -> Result<(), String> {
+        let queue = self
+            .durables
+            .remove(client_id, name)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.purge(&queue.name, true)
+            .await
+            .map_err(|e| e.to_string())?;
+        info!(client_id = ?client_id, subscription = ?name, "durable subscription removed");
+        Ok(())
+    }
+
     /// Empties and deletes hidden queues of durable subscriptions that
     /// are no longer registered (removed just before a crash, before their
     /// queue was emptied).

@@ -11,7 +11,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use common::*;
 use portico_broker::stomp::{Command, Frame};
-use portico_test_support::post_form;
+use portico_test_support::{output_within, post_form};
 
 const ADMIN_PASSWORD: &str = "admin-pw:with-a-colon";
 const APP_PASSWORD: &str = "app-pw";
@@ -378,7 +378,8 @@ async fn the_queue_page_shows_messages_and_its_forms_send_and_retry() {
 /// Runs headless Chromium (Debian's `chromium`) with `args` on `url`; its
 /// standard output. Bounded in time.
 fn chromium(profile: &std::path::Path, args: &[&str], url: &str) -> String {
-    let mut child = std::process::Command::new("chromium")
+    let mut command = std::process::Command::new("chromium");
+    command
         .args([
             "--headless",
             "--no-sandbox",
@@ -388,23 +389,8 @@ fn chromium(profile: &std::path::Path, args: &[&str], url: &str) -> String {
         ])
         .arg(format!("--user-data-dir={}", profile.display()))
         .args(args)
-        .arg(url)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("headless Chromium (Debian package chromium) is needed");
-    let started = std::time::Instant::now();
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        if started.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            panic!("chromium did not finish with {url} in 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let output = child.wait_with_output().unwrap();
+        .arg(url);
+    let output = output_within(&mut command, Duration::from_secs(60));
     assert!(output.status.success(), "chromium failed on {url}");
     String::from_utf8_lossy(&output.stdout).into_owned()
 }

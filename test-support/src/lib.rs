@@ -206,6 +206,26 @@ pub async fn request_with_body(
     }
 }
 
+/// Runs `command` to its end, its output piped, killing it (and failing
+/// the test) if it takes longer than `limit`.
+pub fn output_within(command: &mut Command, limit: Duration) -> std::process::Output {
+    let what = format!("{command:?}");
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("{what} did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
 /// `GET path`: the body, which must come with a 200.
 pub async fn http_get(addr: SocketAddr, path: &str) -> String {
     let (status, body) = http(addr, "GET", path, &[]).await;

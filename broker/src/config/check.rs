@@ -101,16 +101,16 @@ pub(super) fn check(
     for (span, t) in transports {
         let bind = socket_addr(d, &t.bind);
         let tls = match t.name.get_ref().as_str() {
-            "stomp" => {
+            "stomp" | "openwire" => {
                 for extra in [&t.cert, &t.key].into_iter().flatten() {
                     d.error(
                         extra.span(),
-                        "`cert` and `key` are only for \"stomp+ssl\" transports",
+                        "`cert` and `key` are only for \"stomp+ssl\" and \"openwire+ssl\" transports",
                     );
                 }
                 Some(None)
             }
-            "stomp+ssl" => match (&t.cert, &t.key) {
+            "stomp+ssl" | "openwire+ssl" => match (&t.cert, &t.key) {
                 (Some(cert), Some(key)) => {
                     let (cert_path, key_path) =
                         (base.join(cert.get_ref()), base.join(key.get_ref()));
@@ -128,14 +128,17 @@ pub(super) fn check(
                     }
                 }
                 _ => {
-                    d.error(span, "a \"stomp+ssl\" transport needs `cert` and `key`");
+                    d.error(
+                        span,
+                        format!("a {:?} transport needs `cert` and `key`", t.name.get_ref()),
+                    );
                     None
                 }
             },
             other => {
                 d.error(
                     t.name.span(),
-                    format!("unknown transport {other:?}: use \"stomp+ssl\" or \"stomp\""),
+                    format!("unknown transport {other:?}: use \"stomp+ssl\", \"stomp\", \"openwire+ssl\" or \"openwire\""),
                 );
                 None
             }

@@ -289,6 +289,8 @@ enum Op {
     Ack {
         conn: ConnId,
         ack: AckId,
+        /// That message only, whatever the subscription's ack mode.
+        only: bool,
         reply: oneshot::Sender<Result<Vec<u64>, RouterError>>,
     },
     Nack {
@@ -552,9 +554,27 @@ impl Router {
 
     /// Acknowledges; returns the journal ids of stored messages acknowledged.
     pub async fn ack(&self, conn: ConnId, ack: AckId) -> Result<Vec<u64>, RouterError> {
-        self.ask(|reply| Op::Ack { conn, ack, reply })
-            .await
-            .unwrap_or(Err(RouterError::Stopping))
+        self.ask(|reply| Op::Ack {
+            conn,
+            ack,
+            only: false,
+            reply,
+        })
+        .await
+        .unwrap_or(Err(RouterError::Stopping))
+    }
+
+    /// Acknowledges the one message named, even in a cumulative (`client`)
+    /// subscription (JMS's individual acknowledgement).
+    pub async fn ack_one(&self, conn: ConnId, ack: AckId) -> Result<Vec<u64>, RouterError> {
+        self.ask(|reply| Op::Ack {
+            conn,
+            ack,
+            only: true,
+            reply,
+        })
+        .await
+        .unwrap_or(Err(RouterError::Stopping))
     }
 
     pub async fn nack(&self, conn: ConnId, ack: AckId) -> Result<(), RouterError> {

@@ -130,11 +130,7 @@ pub(crate) async fn serve<S>(
     session.counters = counters.clone();
     core.router.register(id, outbox, info).await;
     let (pipe_tx, pipe_rx) = mpsc::channel(256);
-    let pipeline_task = tokio::spawn(run_pipeline(
-        core.clone(),
-        pipe_rx,
-        session.control.clone(),
-    ));
+    let pipeline_task = tokio::spawn(run_pipeline(core.clone(), pipe_rx, session.control.clone()));
     session.pipeline = Some(Pipeline {
         tx: pipe_tx,
         budget: Arc::new(Semaphore::new(PIPELINE_BYTES as usize)),

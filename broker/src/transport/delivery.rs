@@ -56,7 +56,9 @@ pub(super) fn encode_delivery(
     let carried = m
         .headers
         .iter()
-        .filter(|(n, _)| n != crate::durable::TOPIC_HEADER)
+        .filter(|(n, _)| {
+            n != crate::durable::TOPIC_HEADER && !n.starts_with(crate::intake::JMS_PREFIX)
+        })
         .map(|(n, v)| (n.as_str(), v.as_str()));
     let headers = fixed
         .into_iter()

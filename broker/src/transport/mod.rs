@@ -3,6 +3,7 @@
 
 pub(crate) mod connection;
 mod delivery;
+mod openwire;
 mod pipeline;
 mod session;
 mod transactions;
@@ -92,10 +93,29 @@ impl Drop for Slot {
     }
 }
 
+/// The protocol a transport speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    Stomp,
+    OpenWire,
+}
+
+impl Protocol {
+    /// By transport name: `openwire` and `openwire+ssl`, else STOMP.
+    pub(crate) fn of(name: &str) -> Self {
+        if name.starts_with("openwire") {
+            Self::OpenWire
+        } else {
+            Self::Stomp
+        }
+    }
+}
+
 /// One listening transport: what each of its connections starts with.
 #[derive(Clone)]
 pub(crate) struct Transport {
     pub(crate) name: String,
+    pub(crate) protocol: Protocol,
     pub(crate) tls: Option<TlsAcceptor>,
     /// Each connection starts with a PROXY v2 header naming the client.
     pub(crate) proxy_protocol: bool,
@@ -126,6 +146,26 @@ async fn read_proxy_header(tcp: &mut TcpStream) -> Result<Option<SocketAddr>, St
         Ok(Some((parsed, _))) => Ok(parsed.map(|h| h.source)),
         Ok(None) => Err("PROXY header cut short".into()),
         Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Serves one connection in its transport's protocol.
+async fn serve<S>(
+    protocol: Protocol,
+    core: Arc<BrokerCore>,
+    stream: S,
+    remote: SocketAddr,
+    transport: String,
+    deadline: Instant,
+    stop: CancellationToken,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    match protocol {
+        Protocol::Stomp => connection::serve(core, stream, remote, transport, deadline, stop).await,
+        Protocol::OpenWire => {
+            openwire::serve(core, stream, remote, transport, deadline, stop).await
+        }
     }
 }
 
@@ -187,11 +227,12 @@ pub(crate) async fn accept_loop(
                 return;
             };
             let name = transport.name;
+            let protocol = transport.protocol;
             match transport.tls {
-                None => connection::serve(core, tcp, remote, name, deadline, stop).await,
+                None => serve(protocol, core, tcp, remote, name, deadline, stop).await,
                 Some(acceptor) => match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
-                        connection::serve(core, stream, remote, name, deadline, stop).await;
+                        serve(protocol, core, stream, remote, name, deadline, stop).await;
                     }
                     Ok(Err(e)) => {
                         debug!(client.addr = %remote, error = %e, "TLS handshake failed");

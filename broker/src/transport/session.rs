@@ -676,7 +676,10 @@ impl Session {
         // About to wait for room: what the read buffer holds beyond its
         // unread bytes goes back first.
         let buf = &mut self.buf;
-        match pipeline.submit(&self.core, arriving, reply, || buf.trim()).await {
+        match pipeline
+            .submit(&self.core, arriving, reply, || buf.trim())
+            .await
+        {
             Ok(()) => Ok(()),
             Err(SubmitError::Closing) => Err(fail("the connection is closing")),
             Err(SubmitError::Store(e)) => Err(fail("the message could not be stored").detail(e)),
@@ -750,30 +753,14 @@ impl Session {
             return Err(fatal(&durable::DurableError::Active(name.to_owned())));
         }
         let topic = self.destination(frame, Operation::Read)?;
-        // Counted among the broker's destinations before it is saved.
         let selector = frame.get("selector").filter(|s| !s.trim().is_empty());
-        let subscribed = self
+        let queue = self
             .core
-            .durables
-            .subscribe(&client_id, name, &topic, selector)
+            .durable_subscribe(&client_id, name, &topic, selector)
             .await
             .map_err(|e| fatal(&e))?;
-        if let Err(e) = self.core.router.ensure(subscribed.queue.clone()).await {
-            // Too many destinations: the subscription goes again.
-            let _ = self.core.durables.remove(&client_id, name).await;
-            return Err(fatal(&e));
-        }
-        if subscribed.changed {
-            // Another topic or selector is a new subscription (JMS): what
-            // the old one kept goes.
-            self.core
-                .purge(&subscribed.queue.name, false)
-                .await
-                .map_err(|e| fatal(&e))?;
-        }
-        info!(conn = %self.id, client_id = ?client_id, subscription = ?name, topic = %topic, "durable subscriber");
         self.durable.insert(id.to_owned(), name.to_owned());
-        Ok(subscribed.queue)
+        Ok(queue)
     }
 
     /// Removes this client's durable subscription `name` and what it kept.
@@ -783,17 +770,10 @@ impl Session {
         if self.durable.values().any(|n| n == name) {
             return Err(fatal(&durable::DurableError::Active(name.to_owned())));
         }
-        let queue = self
-            .core
-            .durables
-            .remove(&client_id, name)
-            .await
-            .map_err(|e| fatal(&e))?;
         self.core
-            .purge(&queue.name, true)
+            .durable_unsubscribe(&client_id, name)
             .await
             .map_err(|e| fatal(&e))?;
-        info!(conn = %self.id, client_id = ?client_id, subscription = ?name, "durable subscription removed");
         Ok(())
     }
 }

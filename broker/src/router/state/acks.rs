@@ -59,6 +59,7 @@ impl State {
         &mut self,
         conn: ConnId,
         ack: AckId,
+        only: bool,
     ) -> Result<(SubKey, Vec<Arc<Message>>), RouterError> {
         let (key, seq) = self.find(conn, ack)?;
         let Some(sub) = self.subs.get_mut(&key) else {
@@ -66,6 +67,7 @@ impl State {
         };
         let at = sub.inflight.iter().position(|m| m.seq == seq).unwrap_or(0);
         let settled: Vec<Arc<Message>> = match sub.ack {
+            _ if only => sub.inflight.remove(at).into_iter().collect(),
             AckMode::ClientIndividual => sub.inflight.remove(at).into_iter().collect(),
             _ => sub.inflight.drain(..=at).collect(),
         };
@@ -87,9 +89,15 @@ impl State {
         }
     }
 
-    /// Acknowledges; returns the journal ids of stored messages acknowledged.
-    pub(super) fn ack(&mut self, conn: ConnId, ack: AckId) -> Result<Vec<u64>, RouterError> {
-        let (key, acked) = self.settle(conn, ack)?;
+    /// Acknowledges (with `only`, the one message named, whatever the
+    /// mode); returns the journal ids of stored messages acknowledged.
+    pub(super) fn ack(
+        &mut self,
+        conn: ConnId,
+        ack: AckId,
+        only: bool,
+    ) -> Result<Vec<u64>, RouterError> {
+        let (key, acked) = self.settle(conn, ack, only)?;
         let size = total_size(&acked);
         self.memory = self.memory.saturating_sub(size);
         let Some(sub) = self.subs.get(&key) else {
@@ -122,7 +130,7 @@ impl State {
     /// dead-letter queue once delivered too often (see `retire`); topic
     /// messages are dropped.
     pub(super) fn nack(&mut self, conn: ConnId, ack: AckId) -> Result<(), RouterError> {
-        let (key, returned) = self.settle(conn, ack)?;
+        let (key, returned) = self.settle(conn, ack, false)?;
         let Some(sub) = self.subs.get(&key) else {
             return Err(RouterError::SubscriptionGone(key));
         };

@@ -326,8 +326,13 @@ impl State {
                 let _ = reply.send(ensured);
             }
             Op::Send { message, reply } => self.route(message, reply),
-            Op::Ack { conn, ack, reply } => {
-                let _ = reply.send(self.ack(conn, ack));
+            Op::Ack {
+                conn,
+                ack,
+                only,
+                reply,
+            } => {
+                let _ = reply.send(self.ack(conn, ack, only));
             }
             Op::Nack { conn, ack, reply } => {
                 let _ = reply.send(self.nack(conn, ack));

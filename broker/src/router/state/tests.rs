@@ -176,9 +176,14 @@ impl Harness {
 
     fn ack(&mut self, conn: ConnId, ack: &str) -> Result<Vec<u64>, String> {
         let ack = AckId::parse(ack).unwrap();
-        self.ask(|reply| Op::Ack { conn, ack, reply })
-            .expect("answered at once")
-            .map_err(|e| e.to_string())
+        self.ask(|reply| Op::Ack {
+            conn,
+            ack,
+            only: false,
+            reply,
+        })
+        .expect("answered at once")
+        .map_err(|e| e.to_string())
     }
 
     fn nack(&mut self, conn: ConnId, ack: &str) -> Result<(), String> {

@@ -1,0 +1,265 @@
+//! OpenWire with ActiveMQ's own client, unchanged: the `activemq producer`
+//! and `activemq consumer` commands of Debian's `activemq` package (the
+//! ones Amazon MQ's tutorial runs), over TLS and plain TCP, and messages
+//! crossing between OpenWire and STOMP both ways.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command as Process;
+use std::time::Duration;
+
+use common::*;
+use portico_broker::stomp::{Command, Frame};
+use portico_test_support::output_within;
+
+const OPENWIRE: &str = r#"
+[[transport]]
+name = "openwire+ssl"
+bind = "127.0.0.1:0"
+cert = "broker.crt"
+key = "broker.key"
+
+[[transport]]
+name = "openwire"
+bind = "127.0.0.1:0"
+"#;
+
+/// ActiveMQ's command line (`activemq.jar`, as the `activemq` script runs
+/// it) with `args`; its output. TLS trusts the test's CA.
+fn activemq(dir: &Path, args: &[&str]) -> String {
+    let base = dir.join("activemq");
+    std::fs::create_dir_all(&base).unwrap();
+    let log4j = base.join("log4j.properties");
+    std::fs::write(
+        &log4j,
+        "log4j.rootLogger=INFO, out\n\
+         log4j.appender.out=org.apache.log4j.ConsoleAppender\n\
+         log4j.appender.out.layout=org.apache.log4j.PatternLayout\n\
+         log4j.appender.out.layout.ConversionPattern=%m%n\n",
+    )
+    .unwrap();
+    let trust = base.join("trust.p12");
+    if !trust.exists() {
+        let made = Process::new("keytool")
+            .args([
+                "-importcert",
+                "-noprompt",
+                "-alias",
+                "portico-dev-ca",
+                "-storetype",
+                "PKCS12",
+                "-storepass",
+                "changeit",
+                "-file",
+            ])
+            .arg(dir.join("ca.crt"))
+            .arg("-keystore")
+            .arg(&trust)
+            .output()
+            .expect("keytool (a JDK or JRE) is needed");
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+    }
+    let jar = Path::new("/usr/share/activemq/bin/activemq.jar");
+    assert!(
+        jar.exists(),
+        "Debian's activemq package is needed (.ci/run installs it)"
+    );
+    let mut java = Process::new("java");
+    java.arg(format!("-Dactivemq.home={}", "/usr/share/activemq"))
+        .arg(format!("-Dactivemq.base={}", base.display()))
+        .arg(format!("-Dactivemq.conf={}", base.display()))
+        .arg(format!("-Dlog4j.configuration=file:{}", log4j.display()))
+        .arg(format!("-Djavax.net.ssl.trustStore={}", trust.display()))
+        .arg("-Djavax.net.ssl.trustStorePassword=changeit")
+        .arg("-Djavax.net.ssl.trustStoreType=PKCS12")
+        .arg("-jar")
+        .arg(jar)
+        .args(args);
+    let out = output_within(&mut java, Duration::from_secs(90));
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+async fn run(dir: &BrokerDir, args: Vec<String>) -> String {
+    let dir_path = dir.dir.path().to_owned();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        activemq(&dir_path, &args)
+    })
+    .await
+    .unwrap()
+}
+
+/// `activemq producer` of `count` messages to `destination`, with `extra`
+/// options.
+async fn produce(
+    dir: &BrokerDir,
+    url: &str,
+    destination: &str,
+    count: u32,
+    extra: &[&str],
+) -> String {
+    let count = count.to_string();
+    let mut args = vec![
+        "producer",
+        "--brokerUrl",
+        url,
+        "--destination",
+        destination,
+        "--messageCount",
+        &count,
+    ];
+    args.extend_from_slice(extra);
+    run(dir, args.iter().map(|s| (*s).to_owned()).collect()).await
+}
+
+/// `activemq consumer` of `count` messages from `destination`.
+async fn consume(dir: &BrokerDir, url: &str, destination: &str, count: u32) -> String {
+    let count = count.to_string();
+    let args = [
+        "consumer",
+        "--brokerUrl",
+        url,
+        "--destination",
+        destination,
+        "--messageCount",
+        &count,
+    ];
+    run(dir, args.iter().map(|s| (*s).to_owned()).collect()).await
+}
+
+/// The queue's figures on the console.
+async fn queue(console: std::net::SocketAddr, name: &str) -> serde_json::Value {
+    let queues: serde_json::Value =
+        serde_json::from_str(&http_get(console, "/api/queues").await).unwrap();
+    queues
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == name)
+        .cloned()
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// The tutorial's commands, as written, over TLS: persistent messages
+/// produced, stored and consumed; the console counts them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activemqs_producer_and_consumer_work_unchanged_over_tls() {
+    let dir = BrokerDir::new(OPENWIRE);
+    let broker = dir.start().await;
+    let ssl = broker.transport_addr("openwire+ssl").unwrap();
+    let console = broker.console_addr().unwrap();
+    let url = format!("ssl://localhost:{}", ssl.port());
+    let produced = produce(
+        &dir,
+        &url,
+        "queue://MyQueue",
+        200,
+        &["--messageSize", "1024", "--persistent", "true"],
+    )
+    .await;
+    assert!(produced.contains("Produced: 200 messages"), "{produced}");
+    let figures = queue(console, "MyQueue").await;
+    assert_eq!(figures["pending"], 200, "{figures}");
+    let consumed = consume(&dir, &url, "queue://MyQueue", 200).await;
+    assert!(consumed.contains("Consumed: 200 messages"), "{consumed}");
+    wait_for("the consumer's acknowledgements", || async {
+        queue(console, "MyQueue").await["dequeued"] == 200
+    })
+    .await;
+    assert_eq!(queue(console, "MyQueue").await["pending"], 0);
+    broker.shutdown(Duration::from_secs(1)).await;
+}
+
+/// A message sent over STOMP reaches an OpenWire consumer as a text
+/// message, and one sent over OpenWire reaches a STOMP subscriber with
+/// its JMS headers as STOMP headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_cross_between_stomp_and_openwire_both_ways() {
+    let dir = BrokerDir::new(OPENWIRE);
+    let broker = dir.start().await;
+    let openwire = broker.transport_addr("openwire").unwrap();
+    let stomp = broker.transport_addr("stomp").unwrap();
+    let url = format!("tcp://127.0.0.1:{}", openwire.port());
+
+    // STOMP to OpenWire.
+    let mut client = RawClient::connect(stomp).await;
+    client
+        .send(
+            &Frame::new(Command::Send)
+                .header("destination", "/queue/crossing")
+                .header("persistent", "true")
+                .header("receipt", "r")
+                .body("hello from STOMP"),
+        )
+        .await;
+    assert_eq!(client.next().await.unwrap().command, Command::Receipt);
+    let consumed = consume(&dir, &url, "queue://crossing", 1).await;
+    assert!(consumed.contains("Received hello from STOMP"), "{consumed}");
+
+    // OpenWire to STOMP.
+    let produced = produce(
+        &dir,
+        &url,
+        "queue://crossing.back",
+        3,
+        &["--persistent", "true"],
+    )
+    .await;
+    assert!(produced.contains("Produced: 3 messages"), "{produced}");
+    client
+        .send(
+            &Frame::new(Command::Subscribe)
+                .header("destination", "/queue/crossing.back")
+                .header("id", "s"),
+        )
+        .await;
+    for n in 0..3 {
+        let m = client.next().await.unwrap();
+        assert_eq!(m.command, Command::Message, "{m:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&m.body),
+            format!("test message: {n}")
+        );
+        assert_eq!(m.get("persistent"), Some("true"), "{m:?}");
+        assert!(m.get("priority").is_some(), "{m:?}");
+        assert!(
+            !m.headers.iter().any(|(k, _)| k.starts_with("portico-")),
+            "{m:?}"
+        );
+    }
+    broker.shutdown(Duration::from_secs(1)).await;
+}
+
+/// A wrong password gets ActiveMQ's own refusal; the right one connects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_is_refused_as_activemq_refuses_it() {
+    let dir = BrokerDir::new(&format!(
+        "{OPENWIRE}
+[[user]]
+name = \"app\"
+password_file = \"app.password\"
+"
+    ));
+    std::fs::write(dir.path("app.password"), "right").unwrap();
+    let broker = dir.start().await;
+    let openwire = broker.transport_addr("openwire").unwrap();
+    let url = format!("tcp://127.0.0.1:{}", openwire.port());
+    let login = |password| ["--user", "app", "--password", password];
+    let refused = produce(&dir, &url, "queue://q", 1, &login("wrong")).await;
+    assert!(
+        refused.contains("User name [app] or password is invalid."),
+        "{refused}"
+    );
+    let produced = produce(&dir, &url, "queue://q", 1, &login("right")).await;
+    assert!(produced.contains("Produced: 1 messages"), "{produced}");
+    broker.shutdown(Duration::from_secs(1)).await;
+}
