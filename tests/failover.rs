@@ -11,7 +11,7 @@ use std::process::{Child, Command as Process, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use portico_test_support::{wait_until, DEADLINE};
+use portico_test_support::{activemq, wait_until, DEADLINE};
 
 /// A broker node of the real code (`portico broker-node`, what the demo
 /// runs), logging into `dir/NAME.log`; killed when dropped.
@@ -78,6 +78,8 @@ struct Setup {
     nodes: [Option<Running>; 2],
     lines: [Option<mpsc::Receiver<String>>; 2],
     front: SocketAddr,
+    /// The front door's listener for OpenWire (to the nodes' openwire+ssl).
+    front_openwire: SocketAddr,
     _server: portico::Server,
 }
 
@@ -111,7 +113,7 @@ impl Setup {
             },
         )
         .unwrap();
-        let (port, console) = (same_port(), same_port());
+        let (port, console, openwire) = (same_port(), same_port(), same_port());
         for (i, host) in HOSTS.iter().enumerate() {
             std::fs::write(
                 dir.path().join(format!("node{i}.toml")),
@@ -124,6 +126,12 @@ data_dir = "shared"
 [[transport]]
 name = "stomp+ssl"
 bind = "{host}:{port}"
+cert = "certs/broker1.crt"
+key = "certs/broker1.key"
+
+[[transport]]
+name = "openwire+ssl"
+bind = "{host}:{openwire}"
 cert = "certs/broker1.crt"
 key = "certs/broker1.key"
 
@@ -163,6 +171,25 @@ pairs = [["{a}:{port}", "{b}:{port}"]]
   port = {console}
   interval = "100ms"
   timeout = "100ms"
+
+[[listener]]
+name = "front-openwire"
+bind = "127.0.0.1:0"
+target_group = "pair-openwire"
+  [[listener.certificate]]
+  cert = "certs/mq.localhost.crt"
+  key = "certs/mq.localhost.key"
+
+[[target_group]]
+name = "pair-openwire"
+ca = "certs/ca.crt"
+server_name = "broker1"
+targets = ["{a}:{openwire}", "{b}:{openwire}"]
+pairs = [["{a}:{openwire}", "{b}:{openwire}"]]
+  [target_group.health_check]
+  port = {console}
+  interval = "100ms"
+  timeout = "100ms"
 "#,
                 a = HOSTS[0],
                 b = HOSTS[1]
@@ -173,6 +200,7 @@ pairs = [["{a}:{port}", "{b}:{port}"]]
             .await
             .unwrap();
         let front = server.listener_addr("front").unwrap();
+        let front_openwire = server.listener_addr("front-openwire").unwrap();
         let mut setup = Self {
             dir,
             port,
@@ -180,6 +208,7 @@ pairs = [["{a}:{port}", "{b}:{port}"]]
             nodes: [None, None],
             lines: [None, None],
             front,
+            front_openwire,
             _server: server,
         };
         setup.start_node(0);
@@ -415,6 +444,77 @@ async fn the_pair_survives_five_failovers_back_and_forth() {
 }
 
 /// How long the soak's faults go on: `PORTICO_SOAK_SECS`, 90 s by default.
+/// ActiveMQ's own producer and consumer commands on
+/// `failover:(ssl://<front door>)`, OpenWire through the front door to a
+/// pair: SIGKILL the active node while the producer sends; every message
+/// it produced is consumed from the node that took over (a message may
+/// come twice only as JMS allows, redelivered).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activemq_clients_fail_over_through_the_front_door_over_openwire() {
+    let mut setup = Setup::new().await;
+    let url = format!(
+        "failover:(ssl://{})?initialReconnectDelay=10&maxReconnectDelay=500",
+        setup.front_openwire
+    );
+    let (base, ca) = (setup.path("activemq"), setup.path("certs/ca.crt"));
+    const COUNT: usize = 400;
+    let producer = {
+        let (base, ca, url) = (base.clone(), ca.clone(), url.clone());
+        std::thread::spawn(move || {
+            activemq(
+                &base,
+                &ca,
+                &[
+                    "producer",
+                    "--brokerUrl",
+                    &url,
+                    "--destination",
+                    "queue://MyQueue",
+                    "--messageCount",
+                    &COUNT.to_string(),
+                    "--sleep",
+                    "5",
+                    "--persistent",
+                    "true",
+                ],
+            )
+        })
+    };
+    let outage = setup.kill_active_after(0, 100);
+    let produced = producer.join().unwrap();
+    assert!(
+        produced.contains(&format!("Produced: {COUNT} messages")),
+        "{produced}"
+    );
+    let consumed = tokio::task::spawn_blocking(move || {
+        activemq(
+            &base,
+            &ca,
+            &[
+                "consumer",
+                "--brokerUrl",
+                &url,
+                "--destination",
+                "queue://MyQueue",
+                "--messageCount",
+                &COUNT.to_string(),
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    let got: std::collections::BTreeSet<usize> = consumed
+        .lines()
+        .filter_map(|l| l.split("Received test message: ").nth(1))
+        .filter_map(|n| n.trim().parse().ok())
+        .collect();
+    let missing: Vec<usize> = (0..COUNT).filter(|n| !got.contains(n)).collect();
+    assert!(
+        missing.is_empty(),
+        "missing {missing:?} after an outage of {outage:?}:\n{consumed}"
+    );
+}
+
 fn soak_duration() -> Duration {
     let secs = std::env::var("PORTICO_SOAK_SECS")
         .ok()

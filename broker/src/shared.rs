@@ -97,8 +97,15 @@ impl BrokerCore {
                     .find(|(k, _)| k == name)
                     .map(|(_, v)| v.as_str())
             };
-            if let (Some(sender), Some(id)) = (&m.sender, header(client::DEDUP_HEADER)) {
-                recent.insert(dedup::Key::Client { sender, id });
+            // A failover client's re-send (STOMP's dedup id, a JMS message
+            // id) of what is stored is not taken twice.
+            for name in [
+                client::DEDUP_HEADER,
+                crate::transport::JMS_MESSAGE_ID_HEADER,
+            ] {
+                if let (Some(sender), Some(id)) = (&m.sender, header(name)) {
+                    recent.insert(dedup::Key::Client { sender, id });
+                }
             }
             // A forwarded message stored before a restart is not taken twice.
             if let Some(origin) = header(network::ORIGIN_HEADER) {

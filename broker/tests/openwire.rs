@@ -5,13 +5,11 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command as Process;
 use std::time::Duration;
 
 use common::*;
 use portico_broker::stomp::{Command, Frame};
-use portico_test_support::output_within;
+use portico_test_support::activemq;
 
 const OPENWIRE: &str = r#"
 [[transport]]
@@ -25,74 +23,11 @@ name = "openwire"
 bind = "127.0.0.1:0"
 "#;
 
-/// ActiveMQ's command line (`activemq.jar`, as the `activemq` script runs
-/// it) with `args`; its output. TLS trusts the test's CA.
-fn activemq(dir: &Path, args: &[&str]) -> String {
-    let base = dir.join("activemq");
-    std::fs::create_dir_all(&base).unwrap();
-    let log4j = base.join("log4j.properties");
-    std::fs::write(
-        &log4j,
-        "log4j.rootLogger=INFO, out\n\
-         log4j.appender.out=org.apache.log4j.ConsoleAppender\n\
-         log4j.appender.out.layout=org.apache.log4j.PatternLayout\n\
-         log4j.appender.out.layout.ConversionPattern=%m%n\n",
-    )
-    .unwrap();
-    let trust = base.join("trust.p12");
-    if !trust.exists() {
-        let made = Process::new("keytool")
-            .args([
-                "-importcert",
-                "-noprompt",
-                "-alias",
-                "portico-dev-ca",
-                "-storetype",
-                "PKCS12",
-                "-storepass",
-                "changeit",
-                "-file",
-            ])
-            .arg(dir.join("ca.crt"))
-            .arg("-keystore")
-            .arg(&trust)
-            .output()
-            .expect("keytool (a JDK or JRE) is needed");
-        assert!(
-            made.status.success(),
-            "{}",
-            String::from_utf8_lossy(&made.stderr)
-        );
-    }
-    let jar = Path::new("/usr/share/activemq/bin/activemq.jar");
-    assert!(
-        jar.exists(),
-        "Debian's activemq package is needed (.ci/run installs it)"
-    );
-    let mut java = Process::new("java");
-    java.arg(format!("-Dactivemq.home={}", "/usr/share/activemq"))
-        .arg(format!("-Dactivemq.base={}", base.display()))
-        .arg(format!("-Dactivemq.conf={}", base.display()))
-        .arg(format!("-Dlog4j.configuration=file:{}", log4j.display()))
-        .arg(format!("-Djavax.net.ssl.trustStore={}", trust.display()))
-        .arg("-Djavax.net.ssl.trustStorePassword=changeit")
-        .arg("-Djavax.net.ssl.trustStoreType=PKCS12")
-        .arg("-jar")
-        .arg(jar)
-        .args(args);
-    let out = output_within(&mut java, Duration::from_secs(90));
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 async fn run(dir: &BrokerDir, args: Vec<String>) -> String {
     let dir_path = dir.dir.path().to_owned();
     tokio::task::spawn_blocking(move || {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        activemq(&dir_path, &args)
+        activemq(&dir_path.join("activemq"), &dir_path.join("ca.crt"), &args)
     })
     .await
     .unwrap()

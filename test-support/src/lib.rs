@@ -226,6 +226,69 @@ pub fn output_within(command: &mut Command, limit: Duration) -> std::process::Ou
     child.wait_with_output().unwrap()
 }
 
+/// ActiveMQ's command line (`activemq.jar` of Debian's `activemq`, as its
+/// `activemq` script runs it) with `args`, in work folder `base`; its
+/// output. TLS trusts `ca` (a PEM certificate). Bounded to 90 s.
+pub fn activemq(base: &Path, ca: &Path, args: &[&str]) -> String {
+    std::fs::create_dir_all(base).unwrap();
+    let log4j = base.join("log4j.properties");
+    std::fs::write(
+        &log4j,
+        "log4j.rootLogger=INFO, out\n\
+         log4j.appender.out=org.apache.log4j.ConsoleAppender\n\
+         log4j.appender.out.layout=org.apache.log4j.PatternLayout\n\
+         log4j.appender.out.layout.ConversionPattern=%m%n\n",
+    )
+    .unwrap();
+    let trust = base.join("trust.p12");
+    if !trust.exists() {
+        let made = Command::new("keytool")
+            .args([
+                "-importcert",
+                "-noprompt",
+                "-alias",
+                "portico-dev-ca",
+                "-storetype",
+                "PKCS12",
+                "-storepass",
+                "changeit",
+                "-file",
+            ])
+            .arg(ca)
+            .arg("-keystore")
+            .arg(&trust)
+            .output()
+            .expect("keytool (a JDK or JRE) is needed");
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+    }
+    let jar = Path::new("/usr/share/activemq/bin/activemq.jar");
+    assert!(
+        jar.exists(),
+        "Debian's activemq package is needed (.ci/run installs it)"
+    );
+    let mut java = Command::new("java");
+    java.arg(format!("-Dactivemq.home={}", "/usr/share/activemq"))
+        .arg(format!("-Dactivemq.base={}", base.display()))
+        .arg(format!("-Dactivemq.conf={}", base.display()))
+        .arg(format!("-Dlog4j.configuration=file:{}", log4j.display()))
+        .arg(format!("-Djavax.net.ssl.trustStore={}", trust.display()))
+        .arg("-Djavax.net.ssl.trustStorePassword=changeit")
+        .arg("-Djavax.net.ssl.trustStoreType=PKCS12")
+        .arg("-jar")
+        .arg(jar)
+        .args(args);
+    let out = output_within(&mut java, Duration::from_secs(90));
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// `GET path`: the body, which must come with a 200.
 pub async fn http_get(addr: SocketAddr, path: &str) -> String {
     let (status, body) = http(addr, "GET", path, &[]).await;

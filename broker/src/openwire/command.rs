@@ -883,6 +883,13 @@ fn write_command(w: &mut Writer, c: &Command) {
     }
 }
 
+impl Body {
+    /// Its data structure type (ActiveMQ's `CommandTypes`).
+    pub fn kind(&self) -> u8 {
+        body_kind(self)
+    }
+}
+
 fn body_kind(body: &Body) -> u8 {
     match body {
         Body::WireFormatInfo(_) => kind::WIREFORMAT_INFO,

@@ -93,6 +93,8 @@ impl Drop for Slot {
     }
 }
 
+pub(crate) use openwire::JMS_MESSAGE_ID_HEADER;
+
 /// The protocol a transport speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Protocol {

@@ -21,7 +21,7 @@ use crate::openwire::wire::{decode_modified_utf8, encode_modified_utf8};
 use crate::router::{Destination, Kind, Message};
 
 pub(super) const KIND_HEADER: &str = "portico-jms-kind";
-pub(super) const MESSAGE_ID_HEADER: &str = "portico-jms-message-id";
+pub(crate) const MESSAGE_ID_HEADER: &str = "portico-jms-message-id";
 
 /// Headers with a JMS meaning of their own (not user properties).
 const JMS_HEADERS: [&str; 9] = [

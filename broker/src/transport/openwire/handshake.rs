@@ -184,7 +184,9 @@ where
                 }
                 version = Some(VERSION.min(info.version));
             }
-            Body::KeepAliveInfo => {}
+            // A failover client says it is one (faultTolerant) before it
+            // logs in again.
+            Body::KeepAliveInfo | Body::ConnectionControl(_) => {}
             Body::ConnectionInfo(info) if version.is_some() => {
                 let correlation = command.id;
                 let user = info.user.as_deref().filter(|u| !u.is_empty());
@@ -241,9 +243,12 @@ where
                     inactivity,
                 });
             }
-            _ => {
+            other => {
                 return Err(Refused {
-                    reason: "expected WireFormatInfo, then ConnectionInfo".into(),
+                    reason: format!(
+                        "expected WireFormatInfo, then ConnectionInfo, not a command of type {}",
+                        other.kind()
+                    ),
                     answer: None,
                 })
             }

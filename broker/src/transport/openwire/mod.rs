@@ -12,6 +12,8 @@
 //! client silent for twice that is dropped.
 
 mod convert;
+
+pub(crate) use convert::MESSAGE_ID_HEADER as JMS_MESSAGE_ID_HEADER;
 mod delivery;
 mod handshake;
 mod session;

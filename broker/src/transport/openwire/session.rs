@@ -11,6 +11,7 @@ use tokio::io::AsyncRead;
 use tokio::sync::mpsc;
 
 use crate::auth::{Operation, Principal};
+use crate::dedup::Key;
 use crate::durable::{self, ClientId};
 use crate::intake::{Arriving, Source, Stamps};
 use crate::openwire::command::{ConsumerInfo, MessageAck, ProducerAck, Removed};
@@ -314,6 +315,14 @@ impl Session {
         } else {
             None
         };
+        // A failover client re-sends what it sent when the broker went: the
+        // JMS message id (its producer's id and sequence) recognises it.
+        let message_id = message.message_id.as_ref().map(|m| m.text());
+        let sender = self.sender.clone();
+        let dedup = message_id.as_deref().map(|id| Key::Client {
+            sender: &sender,
+            id,
+        });
         let arriving = Arriving {
             expires: stamps.expires,
             priority: stamps.priority,
@@ -325,7 +334,7 @@ impl Session {
             body: arrived.body,
             persistent: message.persistent,
             sender: Some(self.sender.clone()),
-            dedup: None,
+            dedup,
             message_id: None,
         };
         self.counters.sent.fetch_add(1, Ordering::Relaxed);
