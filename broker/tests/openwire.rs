@@ -198,3 +198,79 @@ password_file = \"app.password\"
     assert!(produced.contains("Produced: 1 messages"), "{produced}");
     broker.shutdown(Duration::from_secs(1)).await;
 }
+
+/// `tests/java/JmsScenarios.java`, compiled once against ActiveMQ's client
+/// jars; the folder with its class.
+fn jms_program() -> &'static std::path::Path {
+    static COMPILED: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    COMPILED.get_or_init(|| {
+        let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("jms-scenarios");
+        std::fs::create_dir_all(&out).unwrap();
+        let source = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/java/JmsScenarios.java");
+        let compiled = portico_test_support::output_within(
+            std::process::Command::new("javac")
+                .arg("-d")
+                .arg(&out)
+                .args(["-cp", "/usr/share/activemq/lib/*", source]),
+            Duration::from_secs(120),
+        );
+        assert!(
+            compiled.status.success(),
+            "javac (default-jdk-headless) failed:\n{}",
+            String::from_utf8_lossy(&compiled.stderr)
+        );
+        out
+    })
+}
+
+/// Runs one JMS scenario against a fresh broker's OpenWire port.
+async fn jms_scenario(name: &'static str) {
+    let dir = BrokerDir::new(OPENWIRE);
+    let broker = dir.start().await;
+    let openwire = broker.transport_addr("openwire").unwrap();
+    let url = format!("tcp://127.0.0.1:{}", openwire.port());
+    let output = tokio::task::spawn_blocking(move || {
+        let classes = jms_program();
+        portico_test_support::output_within(
+            std::process::Command::new("java")
+                .arg("-cp")
+                .arg(format!("{}:/usr/share/activemq/lib/*", classes.display()))
+                .args(["JmsScenarios", name, &url]),
+            Duration::from_secs(120),
+        )
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains(&format!("ok {name}")),
+        "JMS scenario {name} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    broker.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jms_local_transactions_commit_and_roll_back() {
+    jms_scenario("transactions").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jms_client_acknowledge_is_cumulative() {
+    jms_scenario("client_ack").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jms_selectors_pick_by_property() {
+    jms_scenario("selectors").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jms_durable_subscribers_get_what_they_missed() {
+    jms_scenario("durable").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jms_message_types_headers_and_properties_round_trip() {
+    jms_scenario("types").await;
+}

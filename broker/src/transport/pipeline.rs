@@ -112,7 +112,37 @@ pub(super) enum SubmitError {
     Store(String),
 }
 
+/// Why a flush did not confirm everything before it.
+#[derive(Debug)]
+pub(super) enum FlushError {
+    Closing,
+    /// Something before it could not be stored.
+    Store(String),
+}
+
+impl std::fmt::Display for FlushError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Closing => f.write_str("the connection is closing"),
+            Self::Store(e) => write!(f, "the message could not be stored: {e}"),
+        }
+    }
+}
+
 impl Pipeline {
+    /// Waits until everything piped before now is stored and routed.
+    pub(super) async fn flush(&self) -> Result<(), FlushError> {
+        let (reply, answer) = oneshot::channel();
+        if self.tx.send(Piped::Flush(reply)).await.is_err() {
+            return Err(FlushError::Closing);
+        }
+        match answer.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(FlushError::Store(e)),
+            Err(_) => Err(FlushError::Closing),
+        }
+    }
+
     /// One message through the intake and onto this pipeline, whatever
     /// protocol brought it: the connection's budget, then the broker's
     /// (`before_waiting` runs first if either must be waited for), the

@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::info;
 
-use super::pipeline::{receipt_bytes, Piped, Pipeline, SubmitError};
+use super::pipeline::{receipt_bytes, FlushError, Piped, Pipeline, SubmitError};
 use super::transactions::Transactions;
 use crate::auth::{Operation, Principal};
 use crate::dedup::Key;
@@ -137,14 +137,12 @@ impl Session {
         let Some(pipeline) = &self.pipeline else {
             return Ok(());
         };
-        let (reply, answer) = oneshot::channel();
-        if pipeline.tx.send(Piped::Flush(reply)).await.is_err() {
-            return Err(Fatal::new("the connection is closing", None));
-        }
-        match answer.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(Fatal::new("the message could not be stored", None).detail(e)),
-            Err(_) => Err(Fatal::new("the connection is closing", None)),
+        match pipeline.flush().await {
+            Ok(()) => Ok(()),
+            Err(FlushError::Closing) => Err(Fatal::new("the connection is closing", None)),
+            Err(FlushError::Store(e)) => {
+                Err(Fatal::new("the message could not be stored", None).detail(e))
+            }
         }
     }
 

@@ -17,6 +17,7 @@ pub(crate) use convert::MESSAGE_ID_HEADER as JMS_MESSAGE_ID_HEADER;
 mod delivery;
 mod handshake;
 mod session;
+mod transactions;
 
 use delivery::OpenWireEncoder;
 use handshake::{handshake, wire_format, Frames};
@@ -174,6 +175,10 @@ pub(crate) async fn serve<S>(
         consumers: HashMap::new(),
         known: HashSet::new(),
         counters,
+        transactions: transactions::Transactions::new(
+            core.limits.max_transaction_frames,
+            core.limits.max_transaction_bytes,
+        ),
     };
     let expect = (!login.inactivity.is_zero()).then_some(login.inactivity * 2);
     let outcome = tokio::select! {

@@ -14,8 +14,8 @@ use crate::auth::{Operation, Principal};
 use crate::dedup::Key;
 use crate::durable::{self, ClientId};
 use crate::intake::{Arriving, Source, Stamps};
-use crate::openwire::command::{ConsumerInfo, MessageAck, ProducerAck, Removed};
-use crate::openwire::types::{ConsumerId, ProducerId};
+use crate::openwire::command::{ConsumerInfo, MessageAck, ProducerAck, Removed, TransactionInfo};
+use crate::openwire::types::{ConsumerId, ProducerId, TransactionId};
 use crate::openwire::{Body, Command};
 use crate::router::{AckId, AckMode, ConnCounters, ConnId, Consumer, Destination, Kind};
 use crate::selector::Selector;
@@ -24,6 +24,7 @@ use crate::transport::pipeline::{Pipeline, SubmitError};
 
 use super::convert;
 use super::handshake::{End, Frames};
+use super::transactions::Transactions;
 use super::{exception, frame, response};
 
 /// Producers one connection may hold open.
@@ -64,6 +65,7 @@ pub(super) struct Session {
     /// Destinations known to exist (sent to before).
     pub(super) known: HashSet<Destination>,
     pub(super) counters: Arc<ConnCounters>,
+    pub(super) transactions: Transactions,
 }
 
 /// The subscription id of a consumer: its session and value, then its
@@ -122,12 +124,24 @@ impl Session {
         let id = command.id;
         match command.body {
             Body::Message(ref m) if m.transaction_id.is_some() => {
-                self.send(exception(
-                    id,
-                    "javax.jms.TransactionRolledBackException",
-                    "transacted sessions are not supported over OpenWire yet",
-                ))
-                .await;
+                let Body::Message(message) = command.body else {
+                    return Ok(());
+                };
+                let tx = message
+                    .transaction_id
+                    .clone()
+                    .unwrap_or(TransactionId::Local {
+                        value: 0,
+                        connection: None,
+                    });
+                match self.transactions.send(&tx, message) {
+                    Ok(()) if command.response_required => self.send(response(id)).await,
+                    Ok(()) => {}
+                    Err(e) => {
+                        self.send(exception(id, "javax.jms.TransactionRolledBackException", e))
+                            .await;
+                    }
+                }
             }
             Body::Message(_) => {
                 let Body::Message(message) = command.body else {
@@ -208,13 +222,12 @@ impl Session {
                     self.send(frame(&Command::new(Body::KeepAliveInfo))).await;
                 }
             }
-            Body::TransactionInfo(_) => {
-                self.send(exception(
-                    id,
-                    "javax.jms.JMSException",
-                    "transacted sessions are not supported over OpenWire yet",
-                ))
-                .await;
+            Body::TransactionInfo(ref info) => {
+                let reply = match self.transaction(info).await {
+                    Ok(()) => response(id),
+                    Err(e) => exception(id, "javax.jms.TransactionRolledBackException", e),
+                };
+                self.send(reply).await;
             }
             // Sessions need nothing of their own; temporary destinations
             // are refused when used; the rest asks nothing of the broker.
@@ -440,13 +453,56 @@ impl Session {
         }
     }
 
+    /// BEGIN, COMMIT (one phase) or ROLLBACK of a local transaction; XA
+    /// is refused.
+    async fn transaction(&mut self, info: &TransactionInfo) -> Result<(), String> {
+        const BEGIN: u8 = 0;
+        const COMMIT_ONE_PHASE: u8 = 2;
+        const ROLLBACK: u8 = 4;
+        let tx = match &info.transaction_id {
+            Some(tx @ TransactionId::Local { .. }) => tx.clone(),
+            Some(TransactionId::Xa { .. }) => {
+                return Err("XA transactions are not supported".into())
+            }
+            None => return Err("a TransactionInfo needs a transaction id".into()),
+        };
+        match info.kind {
+            BEGIN => self.transactions.begin(tx),
+            ROLLBACK => {
+                // What it consumed stays delivered: the client redelivers
+                // it from its own buffer, and acknowledges it again.
+                self.transactions.finish(&tx);
+                Ok(())
+            }
+            COMMIT_ONE_PHASE => {
+                let held = self.transactions.finish(&tx);
+                for message in held.sends {
+                    self.publish(0, false, Box::new(message)).await?;
+                }
+                for mut ack in held.acks {
+                    ack.transaction_id = None;
+                    self.acknowledge(&ack).await?;
+                }
+                // Answered once everything it held is stored and routed.
+                self.pipeline.flush().await.map_err(|e| e.to_string())
+            }
+            other => Err(format!(
+                "transaction operation {other} is not supported (local transactions: begin, commit, rollback)"
+            )),
+        }
+    }
+
     /// A MessageAck: a standard ack settles every message delivered to the
     /// consumer up to the last one it names; an individual ack that one; a
     /// poison ack refuses it (redelivery or the dead-letter queue, by the
     /// policy). Delivered and redelivered acks change nothing here.
     async fn acknowledge(&mut self, ack: &MessageAck) -> Result<(), String> {
-        if ack.transaction_id.is_some() {
-            return Err("transacted sessions are not supported over OpenWire yet".into());
+        if let Some(tx) = &ack.transaction_id {
+            // Held until COMMIT; a delivered ack says nothing the broker needs.
+            if ack.ack_type != ack::DELIVERED && ack.ack_type != ack::REDELIVERED {
+                self.transactions.ack(tx, ack.clone())?;
+            }
+            return Ok(());
         }
         let Some(last) = &ack.last_message_id else {
             return Ok(());

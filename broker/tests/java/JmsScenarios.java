@@ -1,0 +1,213 @@
+// JMS scenarios against a broker, with ActiveMQ's own JMS client.
+// Usage: java JmsScenarios SCENARIO BROKER_URL
+// Prints "ok SCENARIO" when every check holds; exits non-zero otherwise.
+
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import javax.jms.*;
+import org.apache.activemq.ActiveMQConnectionFactory;
+
+public class JmsScenarios {
+    static final long WAIT = 10_000;
+
+    static void check(boolean ok, String what) {
+        if (!ok) {
+            throw new AssertionError(what);
+        }
+    }
+
+    static Connection connect(String url, String clientId) throws JMSException {
+        ActiveMQConnectionFactory factory = new ActiveMQConnectionFactory(url);
+        Connection c = factory.createConnection();
+        if (clientId != null) {
+            c.setClientID(clientId);
+        }
+        c.start();
+        return c;
+    }
+
+    static List<String> drain(MessageConsumer consumer, int n) throws JMSException {
+        List<String> got = new ArrayList<>();
+        for (int i = 0; i < n; i++) {
+            Message m = consumer.receive(WAIT);
+            check(m != null, "message " + i + " of " + n + " did not come");
+            got.add(((TextMessage) m).getText());
+        }
+        return got;
+    }
+
+    static void nothingMore(MessageConsumer consumer) throws JMSException {
+        Message m = consumer.receive(500);
+        check(m == null, "an unexpected message: " + m);
+    }
+
+    /** Sends in a transaction are held until commit and dropped at rollback;
+     *  a transacted consumer's rollback redelivers. */
+    static void transactions(String url) throws Exception {
+        Connection c = connect(url, null);
+        Session tx = c.createSession(true, Session.SESSION_TRANSACTED);
+        Queue q = tx.createQueue("jms.tx");
+        MessageProducer p = tx.createProducer(q);
+        for (String s : new String[] {"dropped-1", "dropped-2", "dropped-3"}) {
+            p.send(tx.createTextMessage(s));
+        }
+        tx.rollback();
+        p.send(tx.createTextMessage("kept-1"));
+        p.send(tx.createTextMessage("kept-2"));
+        tx.commit();
+        Session rx = c.createSession(true, Session.SESSION_TRANSACTED);
+        MessageConsumer consumer = rx.createConsumer(rx.createQueue("jms.tx"));
+        Message first = consumer.receive(WAIT);
+        check(first != null && ((TextMessage) first).getText().equals("kept-1"), "kept-1 first: " + first);
+        rx.rollback();
+        Message again = consumer.receive(WAIT);
+        check(again != null && ((TextMessage) again).getText().equals("kept-1"), "kept-1 again: " + again);
+        check(again.getJMSRedelivered(), "redelivered after rollback");
+        Message second = consumer.receive(WAIT);
+        check(second != null && ((TextMessage) second).getText().equals("kept-2"), "kept-2: " + second);
+        rx.commit();
+        nothingMore(consumer);
+        c.close();
+        // Committed consumption stays consumed.
+        Connection c2 = connect(url, null);
+        Session s2 = c2.createSession(false, Session.AUTO_ACKNOWLEDGE);
+        nothingMore(s2.createConsumer(s2.createQueue("jms.tx")));
+        c2.close();
+    }
+
+    /** CLIENT_ACKNOWLEDGE: acknowledging one acknowledges all before it;
+     *  what was not acknowledged goes to the next consumer. */
+    static void clientAck(String url) throws Exception {
+        Connection c = connect(url, null);
+        Session s = c.createSession(false, Session.AUTO_ACKNOWLEDGE);
+        MessageProducer p = s.createProducer(s.createQueue("jms.client"));
+        for (int i = 0; i < 5; i++) {
+            p.send(s.createTextMessage("m" + i));
+        }
+        Session ack = c.createSession(false, Session.CLIENT_ACKNOWLEDGE);
+        MessageConsumer consumer = ack.createConsumer(ack.createQueue("jms.client"));
+        Message last = null;
+        for (int i = 0; i < 3; i++) {
+            last = consumer.receive(WAIT);
+            check(last != null, "m" + i);
+        }
+        last.acknowledge();
+        consumer.receive(WAIT); // m3, not acknowledged
+        c.close();
+        Connection c2 = connect(url, null);
+        Session s2 = c2.createSession(false, Session.AUTO_ACKNOWLEDGE);
+        MessageConsumer next = s2.createConsumer(s2.createQueue("jms.client"));
+        List<String> rest = drain(next, 2);
+        check(rest.equals(Arrays.asList("m3", "m4")), "the unacknowledged come back: " + rest);
+        nothingMore(next);
+        c2.close();
+    }
+
+    /** A selector picks by property. */
+    static void selectors(String url) throws Exception {
+        Connection c = connect(url, null);
+        Session s = c.createSession(false, Session.AUTO_ACKNOWLEDGE);
+        Queue q = s.createQueue("jms.selectors");
+        MessageConsumer red = s.createConsumer(q, "color = 'red' AND size > 2");
+        MessageProducer p = s.createProducer(q);
+        String[][] sent = {{"red", "3"}, {"blue", "5"}, {"red", "1"}, {"red", "9"}};
+        for (String[] m : sent) {
+            TextMessage t = s.createTextMessage(m[0] + m[1]);
+            t.setStringProperty("color", m[0]);
+            t.setIntProperty("size", Integer.parseInt(m[1]));
+            p.send(t);
+        }
+        List<String> got = drain(red, 2);
+        check(got.equals(Arrays.asList("red3", "red9")), "selected: " + got);
+        nothingMore(red);
+        c.close();
+    }
+
+    /** A durable subscriber gets what was published while it was away. */
+    static void durable(String url) throws Exception {
+        Connection c = connect(url, "jms-durable-client");
+        Session s = c.createSession(false, Session.AUTO_ACKNOWLEDGE);
+        Topic t = s.createTopic("jms.durable");
+        s.createDurableSubscriber(t, "sub").close();
+        MessageProducer p = s.createProducer(t);
+        p.setDeliveryMode(DeliveryMode.PERSISTENT);
+        for (int i = 0; i < 3; i++) {
+            p.send(s.createTextMessage("away" + i));
+        }
+        c.close();
+        Connection back = connect(url, "jms-durable-client");
+        Session s2 = back.createSession(false, Session.AUTO_ACKNOWLEDGE);
+        TopicSubscriber sub = s2.createDurableSubscriber(s2.createTopic("jms.durable"), "sub");
+        List<String> got = drain(sub, 3);
+        check(got.equals(Arrays.asList("away0", "away1", "away2")), "kept: " + got);
+        sub.close();
+        s2.unsubscribe("sub");
+        back.close();
+    }
+
+    /** Every JMS message type, with headers and typed properties. */
+    static void types(String url) throws Exception {
+        Connection c = connect(url, null);
+        Session s = c.createSession(false, Session.AUTO_ACKNOWLEDGE);
+        Queue q = s.createQueue("jms.types");
+        MessageProducer p = s.createProducer(q);
+        TextMessage text = s.createTextMessage("naïve ☕ text");
+        text.setJMSCorrelationID("corr-1");
+        text.setJMSType("order");
+        text.setJMSReplyTo(s.createQueue("jms.replies"));
+        text.setIntProperty("count", 7);
+        text.setLongProperty("big", 1L << 40);
+        text.setBooleanProperty("flag", true);
+        text.setDoubleProperty("ratio", 0.5);
+        text.setStringProperty("region", "EU");
+        p.send(text);
+        BytesMessage bytes = s.createBytesMessage();
+        bytes.writeBytes(new byte[] {0, 1, 2, (byte) 0xFF});
+        p.send(bytes);
+        MapMessage map = s.createMapMessage();
+        map.setString("name", "widget");
+        map.setInt("qty", 3);
+        p.send(map);
+        p.send(s.createObjectMessage("a serialized string"));
+        StreamMessage stream = s.createStreamMessage();
+        stream.writeString("first");
+        stream.writeInt(2);
+        p.send(stream);
+        MessageConsumer consumer = s.createConsumer(q);
+        TextMessage t = (TextMessage) consumer.receive(WAIT);
+        check(t.getText().equals("naïve ☕ text"), "text: " + t.getText());
+        check("corr-1".equals(t.getJMSCorrelationID()), "correlation id");
+        check("order".equals(t.getJMSType()), "type");
+        check(t.getJMSReplyTo() != null && t.getJMSReplyTo().toString().contains("jms.replies"), "reply to: " + t.getJMSReplyTo());
+        check(t.getIntProperty("count") == 7, "int property");
+        check(t.getLongProperty("big") == 1L << 40, "long property");
+        check(t.getBooleanProperty("flag"), "boolean property");
+        check(t.getDoubleProperty("ratio") == 0.5, "double property");
+        check("EU".equals(t.getStringProperty("region")), "string property");
+        BytesMessage b = (BytesMessage) consumer.receive(WAIT);
+        byte[] got = new byte[4];
+        check(b.readBytes(got) == 4 && Arrays.equals(got, new byte[] {0, 1, 2, (byte) 0xFF}), "bytes");
+        MapMessage m = (MapMessage) consumer.receive(WAIT);
+        check("widget".equals(m.getString("name")) && m.getInt("qty") == 3, "map");
+        ObjectMessage o = (ObjectMessage) consumer.receive(WAIT);
+        check(o != null, "object message");
+        StreamMessage st = (StreamMessage) consumer.receive(WAIT);
+        check("first".equals(st.readString()) && st.readInt() == 2, "stream");
+        c.close();
+    }
+
+    public static void main(String[] args) throws Exception {
+        String scenario = args[0];
+        String url = args[1];
+        switch (scenario) {
+            case "transactions": transactions(url); break;
+            case "client_ack": clientAck(url); break;
+            case "selectors": selectors(url); break;
+            case "durable": durable(url); break;
+            case "types": types(url); break;
+            default: throw new IllegalArgumentException("unknown scenario " + scenario);
+        }
+        System.out.println("ok " + scenario);
+    }
+}
