@@ -128,7 +128,10 @@ pub(crate) async fn accept(
         }
     }
     let seq = core.next_seq();
-    let stored = arriving.persistent && arriving.destination.kind == Kind::Queue;
+    // A temporary queue lives as long as its connection: never stored.
+    let stored = arriving.persistent
+        && arriving.destination.kind == Kind::Queue
+        && !arriving.destination.is_temporary();
     let message = Message {
         seq,
         message_id: arriving

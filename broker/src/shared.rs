@@ -41,6 +41,8 @@ pub(crate) struct BrokerCore {
     started_at: std::time::SystemTime,
     /// Durable topic subscriptions and the client ids connected now.
     pub(crate) durables: Arc<Durables>,
+    /// Temporary destinations that exist now (their connections are open).
+    pub(crate) temporaries: std::sync::Mutex<std::collections::HashSet<Destination>>,
 }
 
 /// Bytes of SENDs all connections together may have on their way to the
@@ -143,6 +145,7 @@ impl BrokerCore {
             started: std::time::Instant::now(),
             started_at: std::time::SystemTime::now(),
             durables: Arc::new(durables),
+            temporaries: std::sync::Mutex::new(std::collections::HashSet::new()),
         });
         tokio::spawn(crate::intake::retire(Arc::downgrade(&core), retirements));
         core
@@ -241,6 +244,44 @@ impl BrokerCore {
                 }
             }
         }
+    }
+
+    /// Whether temporary destination `d` exists (its connection is open).
+    pub(crate) fn temporary_exists(&self, d: &Destination) -> bool {
+        self.temporaries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(d)
+    }
+
+    /// Creates temporary destination `d` (counted among the broker's
+    /// destinations).
+    pub(crate) async fn create_temporary(&self, d: &Destination) -> Result<(), String> {
+        self.router
+            .ensure(d.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        self.temporaries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(d.clone());
+        crate::transport::announce_temporary(self, d, true).await;
+        Ok(())
+    }
+
+    /// Deletes temporary destination `d` and what waits in it.
+    pub(crate) async fn delete_temporary(&self, d: &Destination) {
+        self.temporaries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(d);
+        match d.kind {
+            router::Kind::Queue => {
+                let _ = self.purge(&d.name, true).await;
+            }
+            router::Kind::Topic => self.router.drop_topic(d.name.clone()).await,
+        }
+        crate::transport::announce_temporary(self, d, false).await;
     }
 
     pub(crate) fn connection_refused(&self) {

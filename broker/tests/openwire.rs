@@ -274,3 +274,8 @@ async fn jms_durable_subscribers_get_what_they_missed() {
 async fn jms_message_types_headers_and_properties_round_trip() {
     jms_scenario("types").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jms_request_reply_over_a_temporary_queue() {
+    jms_scenario("request_reply").await;
+}

@@ -16,9 +16,57 @@ pub struct Destination {
     pub name: String,
 }
 
+/// Temporary destinations (JMS's, for request and reply) are named by
+/// these prefixes and their client-given name in hex: `/temp-queue/NAME`
+/// and `/temp-topic/NAME` in STOMP.
+const TEMP_QUEUE_PREFIX: &str = "$tmpq.";
+const TEMP_TOPIC_PREFIX: &str = "$tmpt.";
+
 impl Destination {
-    /// Parses `/queue/NAME`, `/topic/NAME`, `queue://NAME` or `topic://NAME`.
+    /// A temporary destination for `original`, the name its connection
+    /// gave it (`ID:host-…:1:1`).
+    pub fn temporary(kind: Kind, original: &str) -> Result<Self, String> {
+        let prefix = match kind {
+            Kind::Queue => TEMP_QUEUE_PREFIX,
+            Kind::Topic => TEMP_TOPIC_PREFIX,
+        };
+        let mut name = String::with_capacity(prefix.len() + original.len() * 2);
+        name.push_str(prefix);
+        for b in original.bytes() {
+            name.push_str(&format!("{b:02x}"));
+        }
+        if original.is_empty() || name.len() > 200 {
+            return Err(format!("invalid temporary destination name {original:?}"));
+        }
+        Ok(Self { kind, name })
+    }
+
+    /// The name its connection gave a temporary destination.
+    pub fn temporary_name(&self) -> Option<String> {
+        let hex = self
+            .name
+            .strip_prefix(TEMP_QUEUE_PREFIX)
+            .or_else(|| self.name.strip_prefix(TEMP_TOPIC_PREFIX))?;
+        let bytes: Option<Vec<u8>> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+            .collect();
+        String::from_utf8(bytes?).ok()
+    }
+
+    pub fn is_temporary(&self) -> bool {
+        self.name.starts_with(TEMP_QUEUE_PREFIX) || self.name.starts_with(TEMP_TOPIC_PREFIX)
+    }
+
+    /// Parses `/queue/NAME`, `/topic/NAME`, `queue://NAME` or `topic://NAME`
+    /// (and `/temp-queue/NAME`, `/temp-topic/NAME`).
     pub fn parse(text: &str) -> Result<Self, String> {
+        if let Some(n) = text.strip_prefix("/temp-queue/") {
+            return Self::temporary(Kind::Queue, n);
+        }
+        if let Some(n) = text.strip_prefix("/temp-topic/") {
+            return Self::temporary(Kind::Topic, n);
+        }
         let (kind, name) = if let Some(n) = text.strip_prefix("/queue/") {
             (Kind::Queue, n)
         } else if let Some(n) = text.strip_prefix("/topic/") {
@@ -43,6 +91,11 @@ impl Destination {
                 "invalid destination {text:?}: names are letters, digits, '.', '-', '_' (dot-separated parts)"
             ));
         }
+        if name.starts_with(TEMP_QUEUE_PREFIX) || name.starts_with(TEMP_TOPIC_PREFIX) {
+            return Err(format!(
+                "invalid destination {text:?}: temporary destinations are /temp-queue/NAME and /temp-topic/NAME"
+            ));
+        }
         Ok(Self {
             kind,
             name: name.to_owned(),
@@ -61,6 +114,12 @@ impl Destination {
 
 impl fmt::Display for Destination {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(original) = self.temporary_name() {
+            return match self.kind {
+                Kind::Queue => write!(f, "/temp-queue/{original}"),
+                Kind::Topic => write!(f, "/temp-topic/{original}"),
+            };
+        }
         match self.kind {
             Kind::Queue => write!(f, "/queue/{}", self.name),
             Kind::Topic => write!(f, "/topic/{}", self.name),
@@ -160,5 +219,16 @@ mod tests {
         // As in ActiveMQ, `>` matches none or more parts.
         assert!(f("queue://A.>").matches(&d("/queue/A")));
         assert!(Filter::parse("queue://>.a").is_err());
+    }
+
+    #[test]
+    fn temporary_destinations_keep_their_client_given_names() {
+        let t = Destination::parse("/temp-queue/ID:host-1-2-3:1:1").unwrap();
+        assert!(t.is_temporary());
+        assert_eq!(t.temporary_name().as_deref(), Some("ID:host-1-2-3:1:1"));
+        assert_eq!(t.to_string(), "/temp-queue/ID:host-1-2-3:1:1");
+        assert_eq!(Destination::parse(&t.to_string()).unwrap(), t);
+        // Only by their own syntax.
+        assert!(Destination::parse(&format!("/queue/{}", t.name)).is_err());
     }
 }

@@ -317,6 +317,9 @@ enum Op {
         delete: bool,
         reply: oneshot::Sender<Result<Purged, QueueActionError>>,
     },
+    DropTopic {
+        name: String,
+    },
     Browse {
         name: String,
         limit: usize,
@@ -623,6 +626,12 @@ impl Router {
 }
 
 impl Router {
+    /// Removes topic `name` (a temporary one whose connection went) once
+    /// it has no subscribers.
+    pub async fn drop_topic(&self, name: String) {
+        self.op(Op::DropTopic { name }).await;
+    }
+
     /// The first `limit` messages waiting in queue `name` (see [`Browsed`]).
     pub async fn browse(&self, name: String, limit: usize) -> Result<Browsed, QueueActionError> {
         let missing = QueueActionError::NotFound(name.clone());

@@ -93,7 +93,7 @@ impl Drop for Slot {
     }
 }
 
-pub(crate) use openwire::JMS_MESSAGE_ID_HEADER;
+pub(crate) use openwire::{announce_temporary, JMS_MESSAGE_ID_HEADER};
 
 /// The protocol a transport speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

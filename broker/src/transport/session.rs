@@ -504,6 +504,21 @@ impl Session {
                 Some(frame),
             ));
         }
+        if destination.is_temporary() {
+            // Made by an OpenWire (JMS) connection for its replies: anyone
+            // may send to it while it exists; only its connection reads it.
+            return match op {
+                Operation::Write if self.core.temporary_exists(&destination) => Ok(destination),
+                Operation::Write => Err(Fatal::new(
+                    format!("{destination} does not exist (its connection is gone)"),
+                    Some(frame),
+                )),
+                _ => Err(Fatal::new(
+                    format!("{destination} is read only by the connection that made it"),
+                    Some(frame),
+                )),
+            };
+        }
         if destination.is_wildcard() && op == Operation::Write {
             return Err(Fatal::new(
                 "cannot send to a wildcard destination",

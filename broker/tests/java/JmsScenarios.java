@@ -197,6 +197,48 @@ public class JmsScenarios {
         c.close();
     }
 
+    /** Request and reply over a temporary queue: a responder answers to
+     *  JMSReplyTo; once the requester's connection closes, the temporary
+     *  queue is gone and sending to it fails. */
+    static void requestReply(String url) throws Exception {
+        Connection responderConnection = connect(url, null);
+        Session rs = responderConnection.createSession(false, Session.AUTO_ACKNOWLEDGE);
+        MessageConsumer requests = rs.createConsumer(rs.createQueue("jms.requests"));
+        MessageProducer replies = rs.createProducer(null);
+        replies.setDeliveryMode(DeliveryMode.PERSISTENT);
+        Connection requester = connect(url, null);
+        Session qs = requester.createSession(false, Session.AUTO_ACKNOWLEDGE);
+        TemporaryQueue replyTo = qs.createTemporaryQueue();
+        MessageConsumer answers = qs.createConsumer(replyTo);
+        TextMessage request = qs.createTextMessage("what time is it?");
+        request.setJMSReplyTo(replyTo);
+        request.setJMSCorrelationID("q-1");
+        qs.createProducer(qs.createQueue("jms.requests")).send(request);
+        Message got = requests.receive(WAIT);
+        check(got != null, "the request");
+        Destination back = got.getJMSReplyTo();
+        check(back instanceof TemporaryQueue, "reply to a temporary queue: " + back);
+        TextMessage answer = rs.createTextMessage("noon");
+        answer.setJMSCorrelationID(got.getJMSCorrelationID());
+        replies.send(back, answer);
+        TextMessage reply = (TextMessage) answers.receive(WAIT);
+        check(reply != null && reply.getText().equals("noon"), "the reply: " + reply);
+        check("q-1".equals(reply.getJMSCorrelationID()), "correlated");
+        // Another connection may not consume from it.
+        try {
+            rs.createConsumer(back);
+            check(false, "a consumer on another connection's temporary queue");
+        } catch (JMSException expected) {
+        }
+        requester.close();
+        try {
+            replies.send(back, rs.createTextMessage("too late"));
+            check(false, "a send to a deleted temporary queue");
+        } catch (JMSException expected) {
+        }
+        responderConnection.close();
+    }
+
     public static void main(String[] args) throws Exception {
         String scenario = args[0];
         String url = args[1];
@@ -206,6 +248,7 @@ public class JmsScenarios {
             case "selectors": selectors(url); break;
             case "durable": durable(url); break;
             case "types": types(url); break;
+            case "request_reply": requestReply(url); break;
             default: throw new IllegalArgumentException("unknown scenario " + scenario);
         }
         System.out.println("ok " + scenario);

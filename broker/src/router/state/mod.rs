@@ -352,6 +352,15 @@ impl State {
             } => {
                 let _ = reply.send(self.purge(&name, delete));
             }
+            Op::DropTopic { name } => {
+                if self
+                    .topics
+                    .get(&name)
+                    .is_some_and(|t| t.subscribers.is_empty())
+                {
+                    self.topics.remove(&name);
+                }
+            }
             Op::Browse { name, limit, reply } => {
                 let _ = reply.send(self.browse(&name, limit));
             }

@@ -65,23 +65,29 @@ pub(super) fn destination(d: &JmsDestination) -> Result<Destination, String> {
     let kind = match d.kind {
         DestinationKind::Queue => "queue",
         DestinationKind::Topic => "topic",
-        DestinationKind::TempQueue | DestinationKind::TempTopic => {
-            return Err(format!(
-                "temporary destination {:?} is not supported",
-                d.name
-            ))
-        }
+        DestinationKind::TempQueue => return Destination::temporary(Kind::Queue, &d.name),
+        DestinationKind::TempTopic => return Destination::temporary(Kind::Topic, &d.name),
     };
     Destination::parse(&format!("{kind}://{}", d.name))
 }
 
-fn jms_destination(d: &Destination) -> JmsDestination {
-    JmsDestination {
-        kind: match d.kind {
-            Kind::Queue => DestinationKind::Queue,
-            Kind::Topic => DestinationKind::Topic,
+pub(super) fn jms_destination(d: &Destination) -> JmsDestination {
+    match (d.temporary_name(), d.kind) {
+        (Some(name), Kind::Queue) => JmsDestination {
+            kind: DestinationKind::TempQueue,
+            name,
         },
-        name: d.name.clone(),
+        (Some(name), Kind::Topic) => JmsDestination {
+            kind: DestinationKind::TempTopic,
+            name,
+        },
+        (None, kind) => JmsDestination {
+            kind: match kind {
+                Kind::Queue => DestinationKind::Queue,
+                Kind::Topic => DestinationKind::Topic,
+            },
+            name: d.name.clone(),
+        },
     }
 }
 

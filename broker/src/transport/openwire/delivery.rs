@@ -38,7 +38,8 @@ impl Encoder for OpenWireEncoder {
                     .and_then(|(_, v)| Destination::parse(v).ok())
             })
             .flatten();
-        let message = convert::to_jms(&self.broker, &d.message, topic.as_ref());
+        let message = super::advisory::to_jms(&self.broker, &d.message)
+            .unwrap_or_else(|| convert::to_jms(&self.broker, &d.message, topic.as_ref()));
         let dispatch = Command::new(Body::MessageDispatch(Box::new(MessageDispatch {
             consumer_id: Some(consumer),
             destination: message.destination.clone(),

@@ -11,8 +11,10 @@
 //! when nothing else did for a third of the inactivity duration, and a
 //! client silent for twice that is dropped.
 
+mod advisory;
 mod convert;
 
+pub(crate) use advisory::announce as announce_temporary;
 pub(crate) use convert::MESSAGE_ID_HEADER as JMS_MESSAGE_ID_HEADER;
 mod delivery;
 mod handshake;
@@ -175,6 +177,7 @@ pub(crate) async fn serve<S>(
         consumers: HashMap::new(),
         known: HashSet::new(),
         counters,
+        temporaries: HashSet::new(),
         transactions: transactions::Transactions::new(
             core.limits.max_transaction_frames,
             core.limits.max_transaction_bytes,
@@ -200,11 +203,18 @@ pub(crate) async fn serve<S>(
     }
     // What was received is routed before the connection goes.
     let Session {
-        pipeline, control, ..
+        pipeline,
+        control,
+        temporaries,
+        ..
     } = session;
     drop(pipeline);
     let _ = pipeline_task.await;
     core.router.unregister(id).await;
+    // Its temporary destinations go with it.
+    for temporary in temporaries {
+        core.delete_temporary(&temporary).await;
+    }
     drop(control);
     let _ = writer_task.await;
     info!(conn = %id, client.addr = %remote, "OpenWire client disconnected");

@@ -14,7 +14,9 @@ use crate::auth::{Operation, Principal};
 use crate::dedup::Key;
 use crate::durable::{self, ClientId};
 use crate::intake::{Arriving, Source, Stamps};
-use crate::openwire::command::{ConsumerInfo, MessageAck, ProducerAck, Removed, TransactionInfo};
+use crate::openwire::command::{
+    ConsumerInfo, DestinationInfo, MessageAck, ProducerAck, Removed, TransactionInfo,
+};
 use crate::openwire::types::{ConsumerId, ProducerId, TransactionId};
 use crate::openwire::{Body, Command};
 use crate::router::{AckId, AckMode, ConnCounters, ConnId, Consumer, Destination, Kind};
@@ -22,6 +24,7 @@ use crate::selector::Selector;
 use crate::shared::BrokerCore;
 use crate::transport::pipeline::{Pipeline, SubmitError};
 
+use super::advisory;
 use super::convert;
 use super::handshake::{End, Frames};
 use super::transactions::Transactions;
@@ -43,8 +46,9 @@ mod ack {
 
 /// A consumer of this connection.
 pub(super) struct Consuming {
-    /// The router subscription's id.
-    subscription: String,
+    /// Its router subscriptions' ids (several for a composite of advisory
+    /// topics).
+    subscriptions: Vec<String>,
 }
 
 /// A producer of this connection, and whether it wants ProducerAcks.
@@ -66,27 +70,29 @@ pub(super) struct Session {
     pub(super) known: HashSet<Destination>,
     pub(super) counters: Arc<ConnCounters>,
     pub(super) transactions: Transactions,
+    /// The temporary destinations this connection made (deleted with it).
+    pub(super) temporaries: HashSet<Destination>,
 }
+
+/// Temporary destinations one connection may hold.
+const MAX_TEMPORARIES: usize = 1000;
 
 /// The subscription id of a consumer: its session and value, then its
 /// connection (which may hold anything but a newline).
-fn subscription_id(c: &ConsumerId) -> String {
-    format!("{}\n{}\n{}", c.session, c.value, c.connection)
+fn subscription_id(c: &ConsumerId, part: usize) -> String {
+    format!("{}\n{}\n{part}\n{}", c.session, c.value, c.connection)
 }
 
 pub(super) fn consumer_of(subscription: &str) -> Option<ConsumerId> {
-    let mut parts = subscription.splitn(3, '\n');
+    let mut parts = subscription.splitn(4, '\n');
+    let session = parts.next()?.parse().ok()?;
+    let value = parts.next()?.parse().ok()?;
+    let _part = parts.next()?;
     Some(ConsumerId {
-        session: parts.next()?.parse().ok()?,
-        value: parts.next()?.parse().ok()?,
+        session,
+        value,
         connection: parts.next()?.to_owned(),
     })
-}
-
-/// Whether a destination is one of ActiveMQ's advisory topics, which a
-/// JMS client subscribes to by default: accepted, and never sent to.
-fn advisory(name: &str) -> bool {
-    name.starts_with("ActiveMQ.Advisory.")
 }
 
 impl Session {
@@ -217,6 +223,15 @@ impl Session {
                     }
                 }
             }
+            Body::DestinationInfo(ref info) => {
+                let reply = match self.temporary(info).await {
+                    Ok(()) => response(id),
+                    Err(e) => exception(id, "javax.jms.InvalidDestinationException", e),
+                };
+                if command.response_required {
+                    self.send(reply).await;
+                }
+            }
             Body::KeepAliveInfo => {
                 if command.response_required {
                     self.send(frame(&Command::new(Body::KeepAliveInfo))).await;
@@ -270,7 +285,17 @@ impl Session {
                 return Ok(());
             }
         };
-        if !self
+        if destination.is_temporary() {
+            // Anyone may answer on a temporary destination while it exists.
+            if !self.core.temporary_exists(&destination) {
+                self.send(refuse(
+                    "javax.jms.InvalidDestinationException",
+                    format!("Cannot publish to a deleted Destination: {destination}"),
+                ))
+                .await;
+                return Ok(());
+            }
+        } else if !self
             .core
             .auth
             .allows(&self.principal, Operation::Write, &destination)
@@ -380,14 +405,24 @@ impl Session {
             .destination
             .clone()
             .ok_or_else(|| invalid("a consumer needs a destination".into()))?;
-        if jms_destination.kind.is_topic() && jms_destination.name.split(',').all(advisory) {
-            return Ok(());
+        if jms_destination.kind.is_topic()
+            && jms_destination.name.split(',').all(advisory::is_advisory)
+        {
+            return self
+                .subscribe_advisories(consumer_id, &jms_destination.name)
+                .await;
         }
         let mut destination = convert::destination(&jms_destination).map_err(invalid)?;
         if durable::is_hidden(&destination) {
             return Err(invalid(format!("cannot consume from {destination}")));
         }
-        if !self
+        if destination.is_temporary() {
+            if !self.temporaries.contains(&destination) {
+                return Err(invalid(format!(
+                    "{destination} belongs to another connection: only the connection that made a temporary destination consumes from it"
+                )));
+            }
+        } else if !self
             .core
             .auth
             .allows(&self.principal, Operation::Read, &destination)
@@ -427,7 +462,7 @@ impl Session {
         let prefetch = usize::try_from(info.prefetch)
             .unwrap_or(0)
             .clamp(1, self.core.limits.max_prefetch);
-        let subscription = subscription_id(&consumer_id);
+        let subscription = subscription_id(&consumer_id, 0);
         self.core
             .router
             .subscribe(
@@ -442,15 +477,89 @@ impl Session {
             )
             .await
             .map_err(|e| ("javax.jms.JMSException", e.to_string()))?;
-        self.consumers
-            .insert(consumer_id, Consuming { subscription });
+        self.consumers.insert(
+            consumer_id,
+            Consuming {
+                subscriptions: vec![subscription],
+            },
+        );
+        Ok(())
+    }
+
+    /// A JMS client's subscription to advisory topics (a composite of them,
+    /// by default the temporary destinations' two): the temporary ones are
+    /// router subscriptions, told first of what exists; others stay silent.
+    async fn subscribe_advisories(
+        &mut self,
+        consumer: ConsumerId,
+        names: &str,
+    ) -> Result<(), (&'static str, String)> {
+        let mut subscriptions = Vec::new();
+        for (part, name) in names.split(',').enumerate() {
+            if name != advisory::TEMP_QUEUE_TOPIC && name != advisory::TEMP_TOPIC_TOPIC {
+                continue;
+            }
+            let topic = Destination {
+                kind: Kind::Topic,
+                name: name.to_owned(),
+            };
+            let existing = advisory::existing(&self.core, &consumer, &topic);
+            if !existing.is_empty() {
+                self.send(existing).await;
+            }
+            let subscription = subscription_id(&consumer, part);
+            self.core
+                .router
+                .subscribe(
+                    self.id,
+                    subscription.clone(),
+                    topic,
+                    Consumer {
+                        ack: AckMode::Auto,
+                        prefetch: 1000,
+                        selector: None,
+                    },
+                )
+                .await
+                .map_err(|e| ("javax.jms.JMSException", e.to_string()))?;
+            subscriptions.push(subscription);
+        }
+        self.consumers.insert(consumer, Consuming { subscriptions });
         Ok(())
     }
 
     async fn unsubscribe(&mut self, consumer: &ConsumerId) {
         if let Some(c) = self.consumers.remove(consumer) {
-            let _ = self.core.router.unsubscribe(self.id, c.subscription).await;
+            for subscription in c.subscriptions {
+                let _ = self.core.router.unsubscribe(self.id, subscription).await;
+            }
         }
+    }
+
+    /// A DestinationInfo: a temporary destination made (ADD) or deleted
+    /// (REMOVE) by this connection. Others ask nothing of the broker.
+    async fn temporary(&mut self, info: &DestinationInfo) -> Result<(), String> {
+        const ADD: u8 = 0;
+        let Some(jms) = &info.destination else {
+            return Ok(());
+        };
+        let destination = convert::destination(jms)?;
+        if !destination.is_temporary() {
+            return Ok(());
+        }
+        if info.operation == ADD {
+            if self.temporaries.len() >= MAX_TEMPORARIES && !self.temporaries.contains(&destination)
+            {
+                return Err(format!(
+                    "a connection may hold at most {MAX_TEMPORARIES} temporary destinations"
+                ));
+            }
+            self.core.create_temporary(&destination).await?;
+            self.temporaries.insert(destination);
+        } else if self.temporaries.remove(&destination) {
+            self.core.delete_temporary(&destination).await;
+        }
+        Ok(())
     }
 
     /// BEGIN, COMMIT (one phase) or ROLLBACK of a local transaction; XA
