@@ -1,6 +1,6 @@
 //! Garbage, truncated and oversized input, 32 connections of each at once,
-//! on every port of a real broker process (STOMP, STOMP over TLS, the
-//! console): every connection is closed, the broker keeps serving, and its
+//! on every port of a real broker process (STOMP, STOMP over TLS, OpenWire,
+//! the console): every connection is closed, the broker keeps serving, and its
 //! peak memory stays far below what it was sent (32 × 4 MiB per kind).
 //! Its TLS port keeps the server's cipher order, as the front door does.
 
@@ -36,6 +36,10 @@ bind = "127.0.0.1:0"
 cert = "broker.crt"
 key = "broker.key"
 
+[[transport]]
+name = "openwire"
+bind = "127.0.0.1:0"
+
 [console]
 bind = "127.0.0.1:0"
 
@@ -47,6 +51,7 @@ connect_timeout = "2s"
     );
     let stomp = node.address("transport=stomp addr=");
     let stomp_tls = node.address("transport=stomp+ssl addr=");
+    let openwire = node.address("transport=openwire addr=");
     let console = node.address("console listening on ");
     let pid = node.child.id();
     let (before, _) = hostile::memory_kib(pid);
@@ -54,6 +59,7 @@ connect_timeout = "2s"
     hostile::barrage(stomp, Speaks::Stomp).await;
     hostile::barrage(stomp_tls, Speaks::Tls).await;
     hostile::barrage(console, Speaks::Http).await;
+    hostile::barrage(openwire, Speaks::OpenWire).await;
 
     let (after, peak) = hostile::memory_kib(pid);
     println!("broker resident memory: {before} KiB before, {peak} KiB peak, {after} KiB after");
@@ -75,7 +81,7 @@ connect_timeout = "2s"
     let summary: serde_json::Value =
         serde_json::from_str(&http_get(console, "/api/broker").await).unwrap();
     let errors = summary["protocol_errors"].as_u64().unwrap();
-    assert!(errors >= 2 * hostile::CONNECTIONS as u64, "{summary}");
+    assert!(errors >= 4 * hostile::CONNECTIONS as u64, "{summary}");
 }
 
 /// The broker's TLS port picks from its own order (AES-128-GCM first, as

@@ -279,3 +279,66 @@ async fn jms_message_types_headers_and_properties_round_trip() {
 async fn jms_request_reply_over_a_temporary_queue() {
     jms_scenario("request_reply").await;
 }
+
+/// What an OpenWire client that is not one gets: the broker's
+/// WireFormatInfo, then a closed connection (an old version, a wrong
+/// magic, a lying length); the broker counts each and serves the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_openwire_clients_are_closed_and_counted() {
+    use portico_broker::openwire::command::WireFormatInfo;
+    use portico_broker::openwire::{decode_frame, encode, Body};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = BrokerDir::new(OPENWIRE);
+    let broker = dir.start().await;
+    let openwire = broker.transport_addr("openwire").unwrap();
+    let console = broker.console_addr().unwrap();
+    let old_version = {
+        let mut bytes = Vec::new();
+        encode(
+            &portico_broker::openwire::Command::new(Body::WireFormatInfo(WireFormatInfo {
+                version: 9,
+                properties: None,
+            })),
+            &mut bytes,
+        );
+        bytes
+    };
+    let mut wrong_magic = old_version.clone();
+    wrong_magic[5..13].copy_from_slice(b"NotActiv");
+    let mut lying = old_version.clone();
+    // Version 12, and options that claim a gigabyte.
+    lying[13..17].copy_from_slice(&12i32.to_be_bytes());
+    lying.truncate(17);
+    lying.extend_from_slice(&[1, 0x40, 0, 0, 0]);
+    let size = (lying.len() - 4) as i32;
+    lying[..4].copy_from_slice(&size.to_be_bytes());
+    for (what, bytes) in [
+        ("an old version", old_version),
+        ("a wrong magic", wrong_magic),
+        ("a lying length", lying),
+    ] {
+        let mut tcp = tokio::net::TcpStream::connect(openwire).await.unwrap();
+        tcp.write_all(&bytes).await.unwrap();
+        let mut got = Vec::new();
+        tokio::time::timeout(DEADLINE, tcp.read_to_end(&mut got))
+            .await
+            .unwrap_or_else(|_| panic!("{what}: still open"))
+            .unwrap();
+        let (hello, _) = decode_frame(&got, 1 << 20)
+            .unwrap()
+            .expect("a WireFormatInfo");
+        assert!(matches!(hello.body, Body::WireFormatInfo(_)), "{what}");
+    }
+    let summary: serde_json::Value =
+        serde_json::from_str(&http_get(console, "/api/broker").await).unwrap();
+    assert!(
+        summary["protocol_errors"].as_u64().unwrap() >= 3,
+        "{summary}"
+    );
+    // The next client is served.
+    let url = format!("tcp://127.0.0.1:{}", openwire.port());
+    let produced = produce(&dir, &url, "queue://after", 1, &[]).await;
+    assert!(produced.contains("Produced: 1 messages"), "{produced}");
+    broker.shutdown(Duration::from_secs(1)).await;
+}

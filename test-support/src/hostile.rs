@@ -14,6 +14,18 @@ pub enum Speaks {
     Tls,
     Http,
     Stomp,
+    OpenWire,
+}
+
+/// An OpenWire WireFormatInfo (version 12, no options) as a frame.
+fn openwire_hello() -> Vec<u8> {
+    let mut command = vec![1u8];
+    command.extend_from_slice(b"ActiveMQ");
+    command.extend_from_slice(&12i32.to_be_bytes());
+    command.push(0);
+    let mut frame = (command.len() as i32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&command);
+    frame
 }
 
 /// Connections per kind of input, all at once.
@@ -34,6 +46,12 @@ impl Speaks {
                 b"CONNECT\naccept-version:1.2\nhost:x\n\n\0SEND\ndestination:/queue/cut\ncontent-length:100\n\nabc"
                     .to_vec()
             }
+            // A ConnectionInfo frame announcing 200 bytes, 5 of them sent.
+            Self::OpenWire => {
+                let mut bytes = openwire_hello();
+                bytes.extend_from_slice(&[0, 0, 0, 200, 3, 0, 0, 0, 1]);
+                bytes
+            }
         }
     }
 
@@ -48,6 +66,14 @@ impl Speaks {
             Self::Stomp => {
                 b"CONNECT\naccept-version:1.2\nhost:x\n\n\0SEND\ndestination:/queue/big\n\n"
                     .to_vec()
+            }
+            // A frame that claims 64 MiB, then a message body that lies
+            // about its length.
+            Self::OpenWire => {
+                let mut bytes = openwire_hello();
+                bytes.extend_from_slice(&(64i32 << 20).to_be_bytes());
+                bytes.extend_from_slice(&[28, 0, 0, 0, 1, 1]);
+                bytes
             }
         }
     }
