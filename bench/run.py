@@ -5,6 +5,7 @@ one run on one machine, written up as a markdown table. `bench/run.sh` installs
 the peers and builds portico, then runs this; see bench/README.md."""
 
 import argparse
+import re
 import datetime
 import json
 import os
@@ -615,7 +616,8 @@ def idle_memory(bench, contender, count):
 # ---------------------------------------------------------------- broker
 
 
-def broker_config(bench, name, data_dir, bind_host, stomp_port, ssl_port=None, console_port=None):
+def broker_config(bench, name, data_dir, bind_host, stomp_port, ssl_port=None, console_port=None,
+                  openwire_port=None):
     certs = bench.work / "certs"
     path = bench.work / f"{name}.toml"
     text = f"""[broker]
@@ -625,6 +627,12 @@ data_dir = "{data_dir}"
 [[transport]]
 name = "stomp"
 bind = "{bind_host}:{stomp_port}"
+"""
+    if openwire_port:
+        text += f"""
+[[transport]]
+name = "openwire"
+bind = "{bind_host}:{openwire_port}"
 """
     if ssl_port:
         text += f"""
@@ -653,6 +661,7 @@ ACTIVEMQ_XML = """<beans xmlns="http://www.springframework.org/schema/beans"
     <persistenceAdapter><kahaDB directory="${activemq.data}/kahadb"/></persistenceAdapter>
     <transportConnectors>
       <transportConnector name="stomp" uri="stomp+nio://127.0.0.1:PORT"/>
+      <transportConnector name="openwire" uri="tcp://127.0.0.1:OWPORT"/>
     </transportConnectors>
   </broker>
 </beans>
@@ -661,10 +670,13 @@ ACTIVEMQ_XML = """<beans xmlns="http://www.springframework.org/schema/beans"
 
 def start_activemq(bench):
     port = free_port()
+    bench.activemq_openwire = free_port()
     base = bench.work / "activemq"
     (base / "conf").mkdir(parents=True, exist_ok=True)
     (base / "data").mkdir(exist_ok=True)
-    (base / "conf" / "activemq.xml").write_text(ACTIVEMQ_XML.replace("PORT", str(port)))
+    (base / "conf" / "activemq.xml").write_text(
+        ACTIVEMQ_XML.replace("OWPORT", str(bench.activemq_openwire)).replace("PORT", str(port))
+    )
     home = Path("/usr/share/activemq")
     proc = Proc(
         bench,
@@ -729,9 +741,71 @@ def stomp_run(bench, label, port, tag, pairs, count, persistent, selectors=False
     return pairs * count / elapsed
 
 
+def activemq_cli(bench, label, args):
+    """ActiveMQ's command line (its `producer` / `consumer`), the same client
+    for every broker; its output."""
+    base = bench.work / "activemq-cli"
+    base.mkdir(exist_ok=True)
+    log4j = base / "log4j.properties"
+    log4j.write_text(
+        "log4j.rootLogger=INFO, out\nlog4j.appender.out=org.apache.log4j.ConsoleAppender\n"
+        "log4j.appender.out.layout=org.apache.log4j.PatternLayout\n"
+        "log4j.appender.out.layout.ConversionPattern=%m%n\n"
+    )
+    home = Path("/usr/share/activemq")
+    argv = [
+        "java", f"-Dactivemq.home={home}", f"-Dactivemq.base={base}", f"-Dactivemq.conf={base}",
+        f"-Dlog4j.configuration=file:{log4j}", "-jar", home / "bin" / "activemq.jar", *args,
+    ]
+    bench.note_command(label, argv)
+    out = subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=600)
+    return out.stdout + out.stderr
+
+
+OPENWIRE_MODES = {
+    "persistent, synchronous sends": ("", "true"),
+    "persistent, asynchronous sends": ("?jms.useAsyncSend=true", "true"),
+    "non-persistent": ("", "false"),
+}
+
+
+def openwire_run(bench, label, port, tag, count, mode):
+    """ActiveMQ's producer sends `count` 1 KiB messages, then its consumer
+    takes them: (producer msg/s, consumer msg/s), each from the elapsed
+    time the command itself prints (JVM start-up left out)."""
+    query, persistent = OPENWIRE_MODES[mode]
+    url = f"tcp://127.0.0.1:{port}{query}"
+    dest = f"queue://bench.ow.{tag}"
+    elapsed = re.compile(r"Elapsed time in milli second : (\d+)")
+    produced = activemq_cli(bench, f"openwire producer {label}", [
+        "producer", "--brokerUrl", url, "--destination", dest, "--messageCount", count,
+        "--messageSize", "1024", "--persistent", persistent,
+    ])
+    if f"Produced: {count} messages" not in produced:
+        raise RuntimeError(f"{label}: the producer failed: {produced[-2000:]}")
+    # The consumer command prints no elapsed time: one that takes a single
+    # message measures its start-up and connection, and the rest are
+    # timed beyond that.
+    def consume(n):
+        started = time.monotonic()
+        out = activemq_cli(bench, f"openwire consumer {label}", [
+            "consumer", "--brokerUrl", url, "--destination", dest, "--messageCount", n,
+        ])
+        if f"Consumed: {n} messages" not in out:
+            raise RuntimeError(f"{label}: the consumer failed: {out[-2000:]}")
+        return time.monotonic() - started
+
+    overhead = consume(1)
+    drained = consume(count - 1)
+    p_ms = max(1, int(elapsed.search(produced).group(1)))
+    return count * 1000 / p_ms, (count - 1) / max(drained - overhead, 0.001)
+
+
 def broker_bench(bench, args):
     port = free_port()
-    config = broker_config(bench, "bench", bench.work / "broker-data", "127.0.0.1", port)
+    openwire_port = free_port()
+    config = broker_config(bench, "bench", bench.work / "broker-data", "127.0.0.1", port,
+                           openwire_port=openwire_port)
     ours = Proc(bench, "portico-broker", [BROKER, "run", "--config", config], env={"RUST_LOG": "warn"})
     procs = [ours]
     brokers = [("portico-broker", port)]
@@ -779,6 +853,16 @@ def broker_bench(bench, args):
                     tag = f"r{r}.{pairs}.{persistent}.{name[:3]}"
                     rate = stomp_run(bench, name, p, tag, pairs, per_pair, persistent, selectors)
                     bench.record("broker", case, name, rate)
+            # OpenWire: ActiveMQ's own client against both (a baseline may
+            # predate OpenWire).
+            openwire = [("portico-broker", openwire_port), ("ActiveMQ", bench.activemq_openwire)]
+            for m, mode in enumerate(OPENWIRE_MODES):
+                k = (r + m) % len(openwire)
+                for name, p in openwire[k:] + openwire[:k]:
+                    count = args.broker_count // 2
+                    sent, taken = openwire_run(bench, name, p, f"r{r}.{m}.{name[:3]}", count, mode)
+                    bench.record("openwire", f"{mode}: producer", name, sent)
+                    bench.record("openwire", f"{mode}: consumer", name, taken)
     finally:
         for proc in procs:
             proc.stop()
@@ -1029,6 +1113,26 @@ def write_report(bench, args, machine, started, sections):
                 f"| {case} | " + " | ".join(fmt(r) for r in rates) + f" | {fmt(theirs)} | "
                 + " | ".join(ratio(r, theirs) for r in rates) + " |"
             )
+
+    if "broker" in sections and any(s == "openwire" for (s, _k, _c) in b.results):
+        lines += [
+            "",
+            "## Broker: OpenWire messages/s, 1 KiB messages, ActiveMQ's own client",
+            "",
+            "ActiveMQ's `producer` then its `consumer` command (the same JMS client for both "
+            f"brokers; {args.broker_count // 2} messages per run). Producer rate: from the elapsed "
+            "time the producer prints. Consumer rate: the wall time of a consumer of all but one "
+            "message, less that of a consumer of one (its JVM start-up and connection). "
+            "Synchronous sends wait for the broker's answer to each persistent message; "
+            "asynchronous ones (`jms.useAsyncSend=true`) do not.",
+            "",
+            "| case | portico-broker msg/s | ActiveMQ msg/s | portico-broker vs ActiveMQ |",
+            "|---|---|---|---|",
+        ]
+        for case in [f"{m}: {side}" for m in OPENWIRE_MODES for side in ("producer", "consumer")]:
+            ours = b.median("openwire", case, "portico-broker")
+            theirs = b.median("openwire", case, "ActiveMQ")
+            lines.append(f"| {case} | {fmt(ours)} | {fmt(theirs)} | {ratio(ours, theirs)} |")
 
     lines += ["", "## Commands", "", "`$WORK` is the run's work folder (certificates, configs, logs).", ""]
     for label, line in bench.commands.items():
