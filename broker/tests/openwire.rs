@@ -342,3 +342,75 @@ async fn bad_openwire_clients_are_closed_and_counted() {
     assert!(produced.contains("Produced: 1 messages"), "{produced}");
     broker.shutdown(Duration::from_secs(1)).await;
 }
+
+/// Keep-alives both ways, at the inactivity duration the client offers
+/// (the smaller of both sides'): the broker sends KeepAliveInfo when it
+/// has nothing else to send, and drops a client silent for twice the
+/// duration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alives_go_both_ways_and_a_silent_client_is_dropped() {
+    use portico_broker::openwire::command::{ConnectionInfo, WireFormatInfo};
+    use portico_broker::openwire::types::{map_bytes, ConnectionId, Value};
+    use portico_broker::openwire::{decode_frame, encode, Body, Command as Ow};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = BrokerDir::new(OPENWIRE);
+    let broker = dir.start().await;
+    let openwire = broker.transport_addr("openwire").unwrap();
+    let mut hello = Vec::new();
+    let options = vec![("MaxInactivityDuration".to_owned(), Value::Long(600))];
+    encode(
+        &Ow::new(Body::WireFormatInfo(WireFormatInfo {
+            version: 12,
+            properties: Some(map_bytes(&options)),
+        })),
+        &mut hello,
+    );
+    encode(
+        &Ow {
+            id: 1,
+            response_required: true,
+            body: Body::ConnectionInfo(Box::new(ConnectionInfo {
+                connection_id: Some(ConnectionId("ID:silent-1".into())),
+                ..ConnectionInfo::default()
+            })),
+        },
+        &mut hello,
+    );
+    let mut tcp = tokio::net::TcpStream::connect(openwire).await.unwrap();
+    tcp.write_all(&hello).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let mut seen = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(DEADLINE, tcp.read(&mut chunk))
+            .await
+            .expect("the broker neither wrote nor closed")
+            .unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        while let Some((command, used)) = decode_frame(&buf, 1 << 20).unwrap() {
+            buf.drain(..used);
+            seen.push((started.elapsed(), command.body));
+        }
+    }
+    let closed_after = started.elapsed();
+    let kinds: Vec<u8> = seen.iter().map(|(_, b)| b.kind()).collect();
+    // WireFormatInfo, BrokerInfo, the Response to ConnectionInfo, then
+    // keep-alives.
+    assert_eq!(&kinds[..3], &[1, 2, 30], "{kinds:?}");
+    let keep_alives = seen
+        .iter()
+        .filter(|(_, b)| matches!(b, Body::KeepAliveInfo))
+        .count();
+    assert!(keep_alives >= 2, "{kinds:?}");
+    // Silent for twice 600 ms: dropped, well before our deadline.
+    assert!(
+        closed_after >= Duration::from_millis(1100) && closed_after < Duration::from_secs(5),
+        "closed after {closed_after:?}"
+    );
+    broker.shutdown(Duration::from_secs(1)).await;
+}
