@@ -276,6 +276,11 @@ async fn jms_message_types_headers_and_properties_round_trip() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jms_consumers_with_prefetch_0_pull_each_message() {
+    jms_scenario("pull").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jms_request_reply_over_a_temporary_queue() {
     jms_scenario("request_reply").await;
 }

@@ -320,6 +320,16 @@ enum Op {
     DropTopic {
         name: String,
     },
+    Pull {
+        conn: ConnId,
+        id: String,
+        reply: oneshot::Sender<bool>,
+    },
+    Unpull {
+        conn: ConnId,
+        id: String,
+        reply: oneshot::Sender<bool>,
+    },
     Browse {
         name: String,
         limit: usize,
@@ -626,6 +636,21 @@ impl Router {
 }
 
 impl Router {
+    /// A pulling consumer (prefetch 0) asks for one message: true if it
+    /// was delivered at once; else the ask stands until [`Self::unpull`].
+    pub async fn pull(&self, conn: ConnId, id: String) -> bool {
+        self.ask(|reply| Op::Pull { conn, id, reply })
+            .await
+            .unwrap_or(false)
+    }
+
+    /// Withdraws a standing pull: true if nothing was delivered for it.
+    pub async fn unpull(&self, conn: ConnId, id: String) -> bool {
+        self.ask(|reply| Op::Unpull { conn, id, reply })
+            .await
+            .unwrap_or(false)
+    }
+
     /// Removes topic `name` (a temporary one whose connection went) once
     /// it has no subscribers.
     pub async fn drop_topic(&self, name: String) {

@@ -369,7 +369,7 @@ impl Session {
                     .get("activemq.prefetchSize")
                     .and_then(|p| p.parse::<usize>().ok())
                     .unwrap_or(DEFAULT_PREFETCH)
-                    .min(self.core.limits.max_prefetch);
+                    .clamp(1, self.core.limits.max_prefetch.max(1));
                 let selector = match frame.get("selector") {
                     Some(text) if !text.trim().is_empty() => Some(Arc::new(
                         Selector::parse(text)

@@ -239,6 +239,34 @@ public class JmsScenarios {
         responderConnection.close();
     }
 
+    /** Consumers with prefetch 0 pull each message: none is held by one
+     *  while another asks, and an empty queue answers a timed receive with
+     *  nothing once its time is up (and receiveNoWait at once). */
+    static void pull(String url) throws Exception {
+        Connection c = connect(url + "?jms.prefetchPolicy.all=0", null);
+        Session s = c.createSession(false, Session.AUTO_ACKNOWLEDGE);
+        Queue q = s.createQueue("jms.pull");
+        MessageConsumer a = s.createConsumer(q);
+        MessageConsumer b = s.createConsumer(q);
+        check(a.receiveNoWait() == null, "nothing yet (no wait)");
+        long started = System.currentTimeMillis();
+        check(a.receive(300) == null, "nothing yet (timed)");
+        check(System.currentTimeMillis() - started >= 250, "the timed receive waited");
+        MessageProducer p = s.createProducer(q);
+        for (int i = 0; i < 4; i++) {
+            p.send(s.createTextMessage("p" + i));
+        }
+        // Each consumer takes what it asks for, in turn, none hoarding.
+        List<String> got = new ArrayList<>();
+        got.add(((TextMessage) b.receive(WAIT)).getText());
+        got.add(((TextMessage) a.receive(WAIT)).getText());
+        got.add(((TextMessage) b.receive(WAIT)).getText());
+        got.add(((TextMessage) a.receive(WAIT)).getText());
+        check(got.equals(Arrays.asList("p0", "p1", "p2", "p3")), "in order, shared: " + got);
+        check(a.receiveNoWait() == null && b.receive(200) == null, "all taken");
+        c.close();
+    }
+
     public static void main(String[] args) throws Exception {
         String scenario = args[0];
         String url = args[1];
@@ -249,6 +277,7 @@ public class JmsScenarios {
             case "durable": durable(url); break;
             case "types": types(url); break;
             case "request_reply": requestReply(url); break;
+            case "pull": pull(url); break;
             default: throw new IllegalArgumentException("unknown scenario " + scenario);
         }
         System.out.println("ok " + scenario);

@@ -17,7 +17,7 @@ impl State {
         if !sub.acks() {
             return true;
         }
-        if sub.inflight.len() >= sub.prefetch {
+        if sub.inflight.len() >= sub.prefetch + sub.credit {
             return false;
         }
         let max = self.limits.max_inflight_bytes;
@@ -75,6 +75,31 @@ impl State {
             c.inflight_bytes = c.inflight_bytes.saturating_sub(total_size(&settled));
         }
         Ok((key, settled))
+    }
+
+    /// A pulling consumer asks for one message: true if it was delivered
+    /// at once. Otherwise the ask stands until one comes or [`Self::unpull`].
+    pub(super) fn pull(&mut self, conn: ConnId, id: &str) -> bool {
+        let Some(key) = self.conns.get(&conn).and_then(|c| c.subs.get(id)).copied() else {
+            return false;
+        };
+        let Some(sub) = self.subs.get_mut(&key) else {
+            return false;
+        };
+        sub.credit = 1;
+        let name = sub.destination.name.clone();
+        if sub.destination.kind == Kind::Queue {
+            self.dispatch(&name);
+        }
+        self.subs.get(&key).is_some_and(|s| s.credit == 0)
+    }
+
+    /// Withdraws a pulling consumer's standing ask: true if nothing was
+    /// delivered for it (the consumer is told so).
+    pub(super) fn unpull(&mut self, conn: ConnId, id: &str) -> bool {
+        let key = self.conns.get(&conn).and_then(|c| c.subs.get(id)).copied();
+        key.and_then(|k| self.subs.get_mut(&k))
+            .is_some_and(|s| std::mem::take(&mut s.credit) > 0)
     }
 
     /// After an acknowledgement: a connection that was held back by its

@@ -117,6 +117,9 @@ struct Subscription {
     destination: Destination,
     ack: AckMode,
     prefetch: usize,
+    /// Messages asked for beyond the prefetch window (a pulling consumer's
+    /// MessagePull): used up as they are delivered.
+    credit: usize,
     selector: Option<Arc<crate::selector::Selector>>,
     /// Delivered, not yet acknowledged (client modes), in delivery order.
     inflight: VecDeque<Arc<Message>>,
@@ -352,6 +355,12 @@ impl State {
             } => {
                 let _ = reply.send(self.purge(&name, delete));
             }
+            Op::Pull { conn, id, reply } => {
+                let _ = reply.send(self.pull(conn, &id));
+            }
+            Op::Unpull { conn, id, reply } => {
+                let _ = reply.send(self.unpull(conn, &id));
+            }
             Op::DropTopic { name } => {
                 if self
                     .topics
@@ -472,7 +481,14 @@ impl State {
                 id,
                 destination,
                 ack,
-                prefetch: prefetch.max(1),
+                // 0: a JMS consumer that pulls (prefetch 0), on a queue; a
+                // topic subscriber always has room for one.
+                prefetch: if kind == Kind::Queue && ack != AckMode::Auto {
+                    prefetch
+                } else {
+                    prefetch.max(1)
+                },
+                credit: 0,
                 selector,
                 inflight: VecDeque::new(),
                 backlog: VecDeque::new(),

@@ -188,6 +188,7 @@ impl State {
             if acks {
                 if let Some(sub) = self.subs.get_mut(&key) {
                     sub.inflight.push_back(pending.message);
+                    sub.credit = sub.credit.saturating_sub(1);
                 }
                 if let Some(c) = self.conns.get_mut(&conn_id) {
                     c.inflight_bytes += size;

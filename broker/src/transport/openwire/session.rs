@@ -15,7 +15,8 @@ use crate::dedup::Key;
 use crate::durable::{self, ClientId};
 use crate::intake::{Arriving, Source, Stamps};
 use crate::openwire::command::{
-    ConsumerInfo, DestinationInfo, MessageAck, ProducerAck, Removed, TransactionInfo,
+    ConsumerInfo, DestinationInfo, MessageAck, MessageDispatch, MessagePull, ProducerAck, Removed,
+    TransactionInfo,
 };
 use crate::openwire::types::{ConsumerId, ProducerId, TransactionId};
 use crate::openwire::{Body, Command};
@@ -49,6 +50,8 @@ pub(super) struct Consuming {
     /// Its router subscriptions' ids (several for a composite of advisory
     /// topics).
     subscriptions: Vec<String>,
+    /// Counts its MessagePulls: a pull's timer answers only its own pull.
+    pulls: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A producer of this connection, and whether it wants ProducerAcks.
@@ -232,6 +235,7 @@ impl Session {
                     self.send(reply).await;
                 }
             }
+            Body::MessagePull(ref pull) => self.pull(pull).await,
             Body::KeepAliveInfo => {
                 if command.response_required {
                     self.send(frame(&Command::new(Body::KeepAliveInfo))).await;
@@ -459,9 +463,10 @@ impl Session {
                 .map_err(|e| ("javax.jms.JMSException", e))?;
             selector = None;
         }
+        // 0: the consumer pulls each message (MessagePull).
         let prefetch = usize::try_from(info.prefetch)
             .unwrap_or(0)
-            .clamp(1, self.core.limits.max_prefetch);
+            .min(self.core.limits.max_prefetch);
         let subscription = subscription_id(&consumer_id, 0);
         self.core
             .router
@@ -481,6 +486,7 @@ impl Session {
             consumer_id,
             Consuming {
                 subscriptions: vec![subscription],
+                pulls: Arc::default(),
             },
         );
         Ok(())
@@ -524,7 +530,13 @@ impl Session {
                 .map_err(|e| ("javax.jms.JMSException", e.to_string()))?;
             subscriptions.push(subscription);
         }
-        self.consumers.insert(consumer, Consuming { subscriptions });
+        self.consumers.insert(
+            consumer,
+            Consuming {
+                subscriptions,
+                pulls: Arc::default(),
+            },
+        );
         Ok(())
     }
 
@@ -534,6 +546,46 @@ impl Session {
                 let _ = self.core.router.unsubscribe(self.id, subscription).await;
             }
         }
+    }
+
+    /// A MessagePull of a consumer with prefetch 0: one message, if there
+    /// is one; else, once its timeout passes (at once for -1, never for 0),
+    /// a dispatch without a message, which tells the consumer there was
+    /// none.
+    async fn pull(&mut self, pull: &MessagePull) {
+        let Some(consumer) = pull.consumer_id.clone() else {
+            return;
+        };
+        let Some(consuming) = self.consumers.get(&consumer) else {
+            return;
+        };
+        let Some(subscription) = consuming.subscriptions.first().cloned() else {
+            return;
+        };
+        let generation = consuming.pulls.fetch_add(1, Ordering::AcqRel) + 1;
+        let pulls = consuming.pulls.clone();
+        if self.core.router.pull(self.id, subscription.clone()).await || pull.timeout == 0 {
+            return;
+        }
+        let none = frame(&Command::new(Body::MessageDispatch(Box::new(
+            MessageDispatch {
+                consumer_id: Some(consumer),
+                destination: pull.destination.clone(),
+                message: None,
+                redelivery_counter: 0,
+            },
+        ))));
+        let (core, control, conn) = (self.core.clone(), self.control.clone(), self.id);
+        let wait = Duration::from_millis(u64::try_from(pull.timeout).unwrap_or(0));
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            // A later pull of the same consumer has its own timer.
+            if pulls.load(Ordering::Acquire) == generation
+                && core.router.unpull(conn, subscription).await
+            {
+                let _ = control.send(none).await;
+            }
+        });
     }
 
     /// A DestinationInfo: a temporary destination made (ADD) or deleted
