@@ -227,6 +227,12 @@ fn jms_program() -> &'static std::path::Path {
 async fn jms_scenario(name: &'static str) {
     let dir = BrokerDir::new(OPENWIRE);
     let broker = dir.start().await;
+    run_jms(&broker, name).await;
+    broker.shutdown(Duration::from_secs(1)).await;
+}
+
+/// Runs JMS scenario `name` against `broker`'s OpenWire port.
+async fn run_jms(broker: &portico_broker::Broker, name: &'static str) {
     let openwire = broker.transport_addr("openwire").unwrap();
     let url = format!("tcp://127.0.0.1:{}", openwire.port());
     let output = tokio::task::spawn_blocking(move || {
@@ -247,7 +253,6 @@ async fn jms_scenario(name: &'static str) {
         "JMS scenario {name} failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    broker.shutdown(Duration::from_secs(1)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -417,5 +422,58 @@ async fn keep_alives_go_both_ways_and_a_silent_client_is_dropped() {
         closed_after >= Duration::from_millis(1100) && closed_after < Duration::from_secs(5),
         "closed after {closed_after:?}"
     );
+    broker.shutdown(Duration::from_secs(1)).await;
+}
+
+/// Request and reply across protocols: a JMS requester's temporary queue
+/// is `/temp-queue/…` in its request's `reply-to`, and a STOMP responder's
+/// answer sent there reaches it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stomp_client_answers_a_jms_request_on_its_temporary_queue() {
+    let dir = BrokerDir::new(OPENWIRE);
+    let broker = dir.start().await;
+    let stomp = broker.transport_addr("stomp").unwrap();
+    let mut responder = RawClient::connect(stomp).await;
+    responder
+        .send(
+            &Frame::new(Command::Subscribe)
+                .header("destination", "/queue/jms.requests.stomp")
+                .header("id", "r")
+                .header("receipt", "ready"),
+        )
+        .await;
+    assert_eq!(responder.next().await.unwrap().command, Command::Receipt);
+    let answering = tokio::spawn(async move {
+        let request = responder.next().await.expect("the JMS request");
+        assert_eq!(request.body, b"ping", "{request:?}");
+        let reply_to = request.get("reply-to").expect("reply-to").to_owned();
+        assert!(reply_to.starts_with("/temp-queue/"), "{reply_to}");
+        responder
+            .send(
+                &Frame::new(Command::Send)
+                    .header("destination", reply_to.clone())
+                    .header(
+                        "correlation-id",
+                        request.get("correlation-id").unwrap_or(""),
+                    )
+                    .header("receipt", "answered")
+                    .body("pong"),
+            )
+            .await;
+        let receipt = responder.next().await.unwrap();
+        assert_eq!(receipt.command, Command::Receipt, "{receipt:?}");
+        // Only the JMS connection that made it reads from it.
+        responder
+            .send(
+                &Frame::new(Command::Subscribe)
+                    .header("destination", reply_to)
+                    .header("id", "steal"),
+            )
+            .await;
+        let refused = responder.next().await.unwrap();
+        assert_eq!(refused.command, Command::Error, "{refused:?}");
+    });
+    run_jms(&broker, "request_reply_stomp").await;
+    answering.await.unwrap();
     broker.shutdown(Duration::from_secs(1)).await;
 }

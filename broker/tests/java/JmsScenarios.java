@@ -267,6 +267,24 @@ public class JmsScenarios {
         c.close();
     }
 
+    /** A JMS requester and a STOMP responder (the test's): the request
+     *  carries its temporary queue as reply-to, and the STOMP answer comes
+     *  back to it. */
+    static void requestReplyStomp(String url) throws Exception {
+        Connection c = connect(url, null);
+        Session s = c.createSession(false, Session.AUTO_ACKNOWLEDGE);
+        TemporaryQueue replyTo = s.createTemporaryQueue();
+        MessageConsumer answers = s.createConsumer(replyTo);
+        TextMessage request = s.createTextMessage("ping");
+        request.setJMSReplyTo(replyTo);
+        request.setJMSCorrelationID("stomp-1");
+        s.createProducer(s.createQueue("jms.requests.stomp")).send(request);
+        TextMessage reply = (TextMessage) answers.receive(WAIT);
+        check(reply != null && reply.getText().equals("pong"), "the STOMP reply: " + reply);
+        check("stomp-1".equals(reply.getJMSCorrelationID()), "correlated");
+        c.close();
+    }
+
     public static void main(String[] args) throws Exception {
         String scenario = args[0];
         String url = args[1];
@@ -278,6 +296,7 @@ public class JmsScenarios {
             case "types": types(url); break;
             case "request_reply": requestReply(url); break;
             case "pull": pull(url); break;
+            case "request_reply_stomp": requestReplyStomp(url); break;
             default: throw new IllegalArgumentException("unknown scenario " + scenario);
         }
         System.out.println("ok " + scenario);
