@@ -213,7 +213,7 @@ pub(super) fn render(core: &BrokerCore, stats: &Stats, bridges: &[BridgeInfo]) -
     registry.register(
         "journal_bytes",
         "Bytes of the journal's segments on disk",
-        gauge(i64::try_from(core.journal.disk_bytes()).unwrap_or(i64::MAX)),
+        gauge(i64::try_from(summary.journal_bytes).unwrap_or(i64::MAX)),
     );
     registry.register(
         "journal_fsync_seconds",

@@ -143,6 +143,28 @@ impl Pipeline {
         }
     }
 
+    /// Journals the acknowledgement of stored messages `stored` in the same
+    /// group commits as messages; `reply` goes out once it is on disk (at
+    /// once, in order, when nothing was stored).
+    pub(super) async fn acknowledged(
+        &self,
+        core: &BrokerCore,
+        stored: Vec<u64>,
+        reply: Option<Vec<u8>>,
+    ) -> Result<(), SubmitError> {
+        let item = if stored.is_empty() {
+            Piped::Reply(reply)
+        } else {
+            let durable = core
+                .journal
+                .acknowledge(stored)
+                .await
+                .map_err(|e| SubmitError::Store(e.to_string()))?;
+            Piped::Durable { durable, reply }
+        };
+        self.tx.send(item).await.map_err(|_| SubmitError::Closing)
+    }
+
     /// One message through the intake and onto this pipeline, whatever
     /// protocol brought it: the connection's budget, then the broker's
     /// (`before_waiting` runs first if either must be waited for), the

@@ -718,14 +718,17 @@ impl Session {
             .ack(self.id, id)
             .await
             .map_err(|e| Fatal::new(e, Some(frame)))?;
-        if stored.is_empty() {
-            return self.pipe(Piped::Reply(self.reply(receipt))).await;
-        }
-        let durable = self.core.journal.acknowledge(stored).await.map_err(|e| {
-            Fatal::new("the acknowledgement could not be stored", Some(frame)).detail(e.to_string())
-        })?;
+        let Some(pipeline) = &self.pipeline else {
+            return Err(Fatal::new("not connected", None));
+        };
         let reply = self.reply(receipt);
-        self.pipe(Piped::Durable { durable, reply }).await
+        match pipeline.acknowledged(&self.core, stored, reply).await {
+            Ok(()) => Ok(()),
+            Err(SubmitError::Closing) => Err(Fatal::new("the connection is closing", None)),
+            Err(SubmitError::Store(e)) => {
+                Err(Fatal::new("the acknowledgement could not be stored", Some(frame)).detail(e))
+            }
+        }
     }
 
     /// A RECEIPT for `receipt`, if there is one.

@@ -689,23 +689,13 @@ impl Session {
                 let Ok(stored) = acked else {
                     return Ok(());
                 };
-                if !stored.is_empty() {
-                    let durable = self
-                        .core
-                        .journal
-                        .acknowledge(stored)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    self.pipeline
-                        .tx
-                        .send(crate::transport::pipeline::Piped::Durable {
-                            durable,
-                            reply: None,
-                        })
-                        .await
-                        .map_err(|_| "the connection is closing".to_owned())?;
+                match self.pipeline.acknowledged(&self.core, stored, None).await {
+                    Ok(()) => Ok(()),
+                    Err(SubmitError::Closing) => Err("the connection is closing".into()),
+                    Err(SubmitError::Store(e)) => {
+                        Err(format!("an acknowledgement could not be stored: {e}"))
+                    }
                 }
-                Ok(())
             }
             other => Err(format!("unknown ack type {other}")),
         }
