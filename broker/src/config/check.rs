@@ -317,6 +317,21 @@ fn check_connector(
             "a network connector's password is never written in the config: use password_env or password_file",
         );
     }
+    let protocol = match c
+        .protocol
+        .as_ref()
+        .map(|p| (p.get_ref().as_str(), p.span()))
+    {
+        None | Some(("stomp", _)) => BridgeProtocol::Stomp,
+        Some(("openwire", _)) => BridgeProtocol::OpenWire,
+        Some((other, span)) => {
+            d.error(
+                span,
+                format!("unknown protocol `{other}`, expected `stomp` (portico-broker peers) or `openwire` (ActiveMQ peers)"),
+            );
+            BridgeProtocol::Stomp
+        }
+    };
     let peers = match parse_static(c.uri.get_ref()) {
         Ok(p) => p,
         Err(e) => {
@@ -394,6 +409,7 @@ fn check_connector(
     }
     Some(NetworkConnectorConfig {
         name: c.name.into_inner(),
+        protocol,
         peers,
         duplex: c.duplex,
         message_ttl,

@@ -58,6 +58,7 @@ pub(super) struct FileAuthorization {
 pub(super) struct FileNetworkConnector {
     pub(super) name: Spanned<String>,
     pub(super) uri: Spanned<String>,
+    pub(super) protocol: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) duplex: bool,
     pub(super) network_ttl: Option<Spanned<i64>>,

@@ -35,6 +35,9 @@ pub struct BrokerConfig {
 #[derive(Debug, Clone)]
 pub struct NetworkConnectorConfig {
     pub name: String,
+    /// What the peers speak: portico-broker's STOMP bridges, or OpenWire
+    /// (an ActiveMQ broker).
+    pub protocol: BridgeProtocol,
     /// One bridge per address of `static:(…)`.
     pub peers: Vec<crate::client::Endpoint>,
     pub duplex: bool,
@@ -48,6 +51,13 @@ pub struct NetworkConnectorConfig {
     pub statically_included: Vec<crate::router::Destination>,
     pub dynamically_included: Vec<Filter>,
     pub excluded: Vec<Filter>,
+}
+
+/// The protocol of a network connector's bridges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BridgeProtocol {
+    Stomp,
+    OpenWire,
 }
 
 #[derive(Debug, Clone)]

@@ -139,6 +139,7 @@ pub(super) async fn run(
             link.clone(),
             frames_tx.clone(),
             ended.clone(),
+            super::demand::StompDemand,
         ))
     });
     let limits = bridge_limits(&core.limits);
@@ -178,13 +179,13 @@ pub(super) async fn run(
 
 /// What the reading end of a bridge works with.
 pub(super) struct FromPeer<'a> {
-    core: &'a BrokerCore,
-    conn: ConnId,
-    link: &'a Link,
-    state: &'a BridgeState,
-    arrivals: &'a mpsc::Sender<Arrival>,
+    pub(super) core: &'a BrokerCore,
+    pub(super) conn: ConnId,
+    pub(super) link: &'a Link,
+    pub(super) state: &'a BridgeState,
+    pub(super) arrivals: &'a mpsc::Sender<Arrival>,
     /// Destinations known to exist here (more are asked about).
-    known: HashSet<Destination>,
+    pub(super) known: HashSet<Destination>,
 }
 
 /// Destinations a bridge remembers as existing.
@@ -254,13 +255,44 @@ impl FromPeer<'_> {
         }
     }
 
-    /// A message forwarded by the peer: store, route, then acknowledge.
+    /// A MESSAGE forwarded by the peer: store, route, then ACK.
     async fn receive(&mut self, mut frame: Frame) -> Result<(), BridgeError> {
-        let (core, link, arrivals) = (self.core, self.link, self.arrivals);
         let body = std::mem::take(&mut frame.body);
-        let ack = frame.get("ack").map(str::to_owned);
+        let ack = frame
+            .get("ack")
+            .map(|id| Frame::new(Command::Ack).header("id", id).to_bytes());
         let destination = Destination::parse(frame.get("destination").unwrap_or_default())
             .map_err(BridgeError::Destination)?;
+        let origin = frame
+            .get(ORIGIN_HEADER)
+            .or_else(|| frame.get("message-id"))
+            .unwrap_or_default()
+            .to_owned();
+        self.take(Forwarded {
+            destination,
+            headers: &frame.headers,
+            body,
+            persistent: frame.get("persistent") == Some("true"),
+            origin,
+            path: frame.get(PATH_HEADER).unwrap_or_default(),
+            ack,
+        })
+        .await
+    }
+
+    /// A message forwarded by the peer, on any kind of bridge: stored,
+    /// routed, then acknowledged (in arrival order).
+    pub(super) async fn take(&mut self, f: Forwarded<'_>) -> Result<(), BridgeError> {
+        let (core, link, arrivals) = (self.core, self.link, self.arrivals);
+        let Forwarded {
+            destination,
+            headers,
+            body,
+            persistent,
+            origin,
+            path,
+            ack,
+        } = f;
         if destination.is_wildcard() {
             return Err(BridgeError::Wildcard(destination.to_string()));
         }
@@ -280,12 +312,6 @@ impl FromPeer<'_> {
                 self.known.insert(destination.clone());
             }
         }
-        let origin = frame
-            .get(ORIGIN_HEADER)
-            .or_else(|| frame.get("message-id"))
-            .unwrap_or_default()
-            .to_owned();
-        let path = frame.get(PATH_HEADER).unwrap_or_default();
         // A topic message back on a broker it crossed, or seen here already by
         // another route, is dropped. A queue message may come back when demand
         // moved; only the same hop twice (an ACK lost on the way) is a duplicate.
@@ -308,7 +334,7 @@ impl FromPeer<'_> {
         let accepted = if looped {
             Accepted::Duplicate
         } else {
-            let stamps = intake::Stamps::lenient(&frame.headers);
+            let stamps = intake::Stamps::lenient(headers);
             let arriving = Arriving {
                 // Forwarded once due where it was sent.
                 deliver_at: 0,
@@ -318,9 +344,9 @@ impl FromPeer<'_> {
                 group: stamps.group.clone(),
                 source: Source::Bridge,
                 destination,
-                headers: &frame.headers,
+                headers,
                 body,
-                persistent: frame.get("persistent") == Some("true"),
+                persistent,
                 sender: None,
                 dedup: Some(seen_key),
                 message_id: Some(origin.clone()),
@@ -348,6 +374,21 @@ impl FromPeer<'_> {
     }
 }
 
+/// A message as another broker forwarded it.
+pub(super) struct Forwarded<'a> {
+    pub(super) destination: Destination,
+    /// Its headers (the path among them).
+    pub(super) headers: &'a [(String, String)],
+    pub(super) body: Vec<u8>,
+    pub(super) persistent: bool,
+    /// Its id where it was first sent.
+    pub(super) origin: String,
+    /// The brokers it crossed, comma-separated.
+    pub(super) path: &'a str,
+    /// What tells the peer it is taken, once it is.
+    pub(super) ack: Option<Vec<u8>>,
+}
+
 /// A forwarded message on its way in: stored (group-committed with
 /// others), then routed, then acknowledged to the peer, in arrival order.
 pub(super) struct Arrival {
@@ -355,7 +396,7 @@ pub(super) struct Arrival {
     message: Option<Arc<Message>>,
     /// Durable subscriptions' copies of a topic message.
     copies: Vec<intake::Copy>,
-    ack: Option<String>,
+    ack: Option<Vec<u8>>,
 }
 
 pub(super) async fn take_arrivals(
@@ -398,8 +439,8 @@ pub(super) async fn take_arrivals(
             for copy in arrival.copies {
                 core.router.send(copy.message).await;
             }
-            if let Some(id) = arrival.ack {
-                Frame::new(Command::Ack).header("id", id).encode(&mut acks);
+            if let Some(ack) = arrival.ack {
+                acks.extend(ack);
             }
         }
         if !acks.is_empty() && frames.send(acks).await.is_err() {

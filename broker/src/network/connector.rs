@@ -15,7 +15,7 @@ use super::{
     DUPLEX_HEADER, MESSAGE_TTL_HEADER, MISSED_BEATS,
 };
 use crate::client::Endpoint;
-use crate::config::NetworkConnectorConfig;
+use crate::config::{BridgeProtocol, NetworkConnectorConfig};
 use crate::shared::BrokerCore;
 use crate::stomp::{Command, Frame, FrameBuffer};
 
@@ -60,23 +60,27 @@ pub(super) async fn outbound(
 ) {
     let mut attempt = 0u32;
     loop {
-        match connect(&core, &connector, &peer).await {
-            Ok(Connected {
-                reader,
-                writer,
-                buf,
-                remote,
-                beats,
-            }) => {
+        let connected = match connector.protocol {
+            BridgeProtocol::Stomp => connect(&core, &connector, &peer).await.map(Session::Stomp),
+            BridgeProtocol::OpenWire => super::openwire::connect(&core, &connector, &peer)
+                .await
+                .map(Session::OpenWire),
+        };
+        match connected {
+            Ok(session) => {
                 attempt = 0;
+                let remote = match &session {
+                    Session::Stomp(c) => c.remote.clone(),
+                    Session::OpenWire(c) => c.remote_name.clone(),
+                };
                 info!(bridge = %connector.name, remote = %remote, address = %peer, duplex = connector.duplex, "bridge connected");
                 *state
                     .remote_broker
                     .lock()
                     .unwrap_or_else(|p| p.into_inner()) = remote.clone();
                 state.connected.store(true, Ordering::Release);
-                let link = Link {
-                    peer: remote,
+                let link = |peer: String, beats: HeartBeats| Link {
+                    peer,
                     forward: true,
                     advertise: connector.duplex,
                     message_ttl: connector.message_ttl,
@@ -87,16 +91,30 @@ pub(super) async fn outbound(
                     principal: None,
                     beats,
                 };
-                let end = super::bridge::run(
-                    core.clone(),
-                    reader,
-                    writer,
-                    buf,
-                    link,
-                    state.clone(),
-                    stop.clone(),
-                )
-                .await;
+                let end = match session {
+                    Session::Stomp(c) => {
+                        super::bridge::run(
+                            core.clone(),
+                            c.reader,
+                            c.writer,
+                            c.buf,
+                            link(remote, c.beats),
+                            state.clone(),
+                            stop.clone(),
+                        )
+                        .await
+                    }
+                    Session::OpenWire(c) => {
+                        super::openwire::run(
+                            core.clone(),
+                            c.opened,
+                            link(c.remote_id, c.beats),
+                            state.clone(),
+                            stop.clone(),
+                        )
+                        .await
+                    }
+                };
                 state.connected.store(false, Ordering::Release);
                 if stop.is_cancelled() {
                     return;
@@ -124,6 +142,12 @@ pub(super) async fn outbound(
     }
 }
 
+/// A bridge the peer accepted, in the protocol the connector speaks.
+enum Session {
+    Stomp(Connected),
+    OpenWire(super::openwire::Connected),
+}
+
 /// A bridge the peer accepted.
 pub(super) struct Connected {
     reader: Reader,
@@ -135,11 +159,11 @@ pub(super) struct Connected {
     beats: HeartBeats,
 }
 
-pub(super) async fn connect(
-    core: &BrokerCore,
+/// A TCP (or TLS, for `ssl://`) connection to a peer.
+pub(super) async fn open(
     connector: &NetworkConnectorConfig,
     peer: &Endpoint,
-) -> Result<Connected, BridgeError> {
+) -> Result<(Reader, Writer), BridgeError> {
     let tcp = tokio::time::timeout(
         Duration::from_secs(10),
         tokio::net::TcpStream::connect((peer.host.as_str(), peer.port)),
@@ -147,7 +171,7 @@ pub(super) async fn connect(
     .await
     .map_err(|_| BridgeError::ConnectTimeout)??;
     let _ = tcp.set_nodelay(true);
-    let (mut reader, mut writer): (Reader, Writer) = if peer.tls {
+    let (reader, writer): (Reader, Writer) = if peer.tls {
         let roots = connector.ca.clone().ok_or(BridgeError::NoCa)?;
         let config = portico_core::tls::client_config(roots);
         let name = rustls::pki_types::ServerName::try_from(peer.host.clone())?;
@@ -161,6 +185,15 @@ pub(super) async fn connect(
         let (r, w) = tcp.into_split();
         (Box::new(r), Box::new(w))
     };
+    Ok((reader, writer))
+}
+
+pub(super) async fn connect(
+    core: &BrokerCore,
+    connector: &NetworkConnectorConfig,
+    peer: &Endpoint,
+) -> Result<Connected, BridgeError> {
+    let (mut reader, mut writer) = open(connector, peer).await?;
     let connect = Frame::new(Command::Connect)
         .header("accept-version", "1.2")
         .header("host", peer.host.clone())

@@ -51,4 +51,12 @@ pub enum BridgeError {
     WriterStopped,
     #[error("the broker is stopping")]
     Stopping,
+    #[error("bad OpenWire from the peer: {0}")]
+    BadCommand(String),
+    #[error("the peer speaks OpenWire {0}; 12 or later is needed")]
+    OldOpenWire(i32),
+    #[error("the peer refused a forwarded message: {0}")]
+    NotTaken(String),
+    #[error("the peer shut down")]
+    ShutDown,
 }

@@ -20,6 +20,7 @@ mod bridge;
 mod connector;
 mod demand;
 mod error;
+mod openwire;
 mod status;
 
 pub use error::BridgeError;
@@ -38,6 +39,7 @@ use crate::shared::BrokerCore;
 use crate::stomp::{Frame, FrameBuffer};
 
 pub(crate) use connector::start;
+pub(crate) use openwire::{broker_info, inbound as openwire_inbound, OpenWireInbound, Opened};
 pub use status::BridgeInfo;
 pub(crate) use status::{BridgeState, Bridges};
 
@@ -48,6 +50,12 @@ pub(crate) const ORIGIN_HEADER: &str = "portico-origin";
 pub(super) const DUPLEX_HEADER: &str = "portico-duplex";
 pub(super) const MESSAGE_TTL_HEADER: &str = "portico-message-ttl";
 pub(super) const CONSUMER_TTL_HEADER: &str = "portico-consumer-ttl";
+
+/// The largest frame a bridge takes: a client's, plus room for what the
+/// network adds on the way.
+pub(crate) fn bridge_frame_size(limits: &crate::config::Limits) -> usize {
+    bridge::bridge_limits(limits).max_frame_size
+}
 
 /// How one end of a bridge behaves.
 #[derive(Debug, Clone)]

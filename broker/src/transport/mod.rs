@@ -3,7 +3,7 @@
 
 pub(crate) mod connection;
 mod delivery;
-mod openwire;
+pub(crate) mod openwire;
 mod pipeline;
 mod session;
 mod transactions;

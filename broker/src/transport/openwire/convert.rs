@@ -61,7 +61,7 @@ fn kind_code(name: &str) -> Option<u8> {
 
 /// A JMS destination as the broker names it; temporary destinations are
 /// not supported here yet (`None`).
-pub(super) fn destination(d: &JmsDestination) -> Result<Destination, String> {
+pub(crate) fn destination(d: &JmsDestination) -> Result<Destination, String> {
     let kind = match d.kind {
         DestinationKind::Queue => "queue",
         DestinationKind::Topic => "topic",
@@ -71,7 +71,7 @@ pub(super) fn destination(d: &JmsDestination) -> Result<Destination, String> {
     Destination::parse(&format!("{kind}://{}", d.name))
 }
 
-pub(super) fn jms_destination(d: &Destination) -> JmsDestination {
+pub(crate) fn jms_destination(d: &Destination) -> JmsDestination {
     match (d.temporary_name(), d.kind) {
         (Some(name), Kind::Queue) => JmsDestination {
             kind: DestinationKind::TempQueue,
@@ -92,13 +92,13 @@ pub(super) fn jms_destination(d: &Destination) -> JmsDestination {
 }
 
 /// What an arriving JMS message is for the broker: its headers and body.
-pub(super) struct Arrived {
-    pub(super) headers: Vec<(String, String)>,
-    pub(super) body: Vec<u8>,
+pub(crate) struct Arrived {
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
 }
 
 /// A JMS message as headers and a body (see the module's comment).
-pub(super) fn from_jms(m: &mut JmsMessage) -> Result<Arrived, String> {
+pub(crate) fn from_jms(m: &mut JmsMessage) -> Result<Arrived, String> {
     let mut headers: Vec<(String, String)> = Vec::with_capacity(8);
     let mut push = |name: &str, value: String| headers.push((name.to_owned(), value));
     if m.persistent {
@@ -222,7 +222,7 @@ fn parse_message_id(text: &str) -> Option<MessageId> {
 
 /// The broker's message as a JMS message for a consumer. Its broker
 /// sequence is the broker's sequence number, which acknowledgements name.
-pub(super) fn to_jms(broker: &str, m: &Message, destination: Option<&Destination>) -> JmsMessage {
+pub(crate) fn to_jms(broker: &str, m: &Message, destination: Option<&Destination>) -> JmsMessage {
     let header = |name: &str| {
         m.headers
             .iter()

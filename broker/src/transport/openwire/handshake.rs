@@ -11,7 +11,7 @@ use tracing::info;
 use crate::auth::Principal;
 use crate::durable::ClientId;
 use crate::logins::Refusal;
-use crate::openwire::command::WireFormatInfo;
+use crate::openwire::command::{BrokerInfo, WireFormatInfo};
 use crate::openwire::types::{map_bytes, Value};
 use crate::openwire::{decode_frame, Body, Command, WireError};
 use crate::shared::BrokerCore;
@@ -19,7 +19,7 @@ use crate::shared::BrokerCore;
 use super::{exception, frame, INACTIVITY, VERSION};
 
 /// The broker's side of the wire format exchange.
-pub(super) fn wire_format(max_frame: usize) -> Vec<u8> {
+pub(crate) fn wire_format(max_frame: usize) -> Vec<u8> {
     let options = [
         ("TightEncodingEnabled", Value::Bool(false)),
         ("CacheEnabled", Value::Bool(false)),
@@ -53,13 +53,13 @@ pub(super) fn wire_format(max_frame: usize) -> Vec<u8> {
 }
 
 /// Reads whole frames from a connection.
-pub(super) struct Frames {
-    pub(super) buf: Vec<u8>,
-    pub(super) max: usize,
+pub(crate) struct Frames {
+    pub(crate) buf: Vec<u8>,
+    pub(crate) max: usize,
 }
 
 /// Why a connection ends.
-pub(super) enum End {
+pub(crate) enum End {
     /// The peer closed, or said goodbye (ShutdownInfo).
     Closed,
     /// Silent too long, or a read failed.
@@ -69,7 +69,7 @@ pub(super) enum End {
 }
 
 impl Frames {
-    pub(super) async fn next<R: AsyncRead + Unpin>(
+    pub(crate) async fn next<R: AsyncRead + Unpin>(
         &mut self,
         reader: &mut R,
         timeout: Option<Duration>,
@@ -106,7 +106,7 @@ impl Frames {
 }
 
 /// A client that logged in.
-pub(super) struct Login {
+pub(crate) struct Login {
     pub(super) principal: Principal,
     pub(super) client_id: Option<ClientId>,
     /// Its ConnectionInfo's connection id (consumer ids carry it).
@@ -115,6 +115,8 @@ pub(super) struct Login {
     pub(super) correlation: i32,
     pub(super) version: i32,
     pub(super) inactivity: Duration,
+    /// Another broker's network bridge: its BrokerInfo.
+    pub(super) network: Option<Box<BrokerInfo>>,
 }
 
 /// Why a connection was refused before it ran, and what to tell it.
@@ -151,6 +153,7 @@ where
     })?;
     let mut version = None;
     let mut inactivity = INACTIVITY;
+    let mut network = None;
     loop {
         let command = frames.next(reader, None).await.map_err(gone)?;
         match command.body {
@@ -187,6 +190,10 @@ where
             // A failover client says it is one (faultTolerant) before it
             // logs in again.
             Body::KeepAliveInfo | Body::ConnectionControl(_) => {}
+            // A broker's network connector says what it is first.
+            Body::BrokerInfo(info) if version.is_some() && info.network && network.is_none() => {
+                network = Some(info);
+            }
             Body::ConnectionInfo(info) if version.is_some() => {
                 let correlation = command.id;
                 let user = info.user.as_deref().filter(|u| !u.is_empty());
@@ -219,7 +226,12 @@ where
                         });
                     }
                 };
-                let client_id = match info.client_id.as_deref().filter(|c| !c.is_empty()) {
+                // A bridge's client id names it; it holds no subscriptions.
+                let client_id = match info
+                    .client_id
+                    .as_deref()
+                    .filter(|c| !c.is_empty() && network.is_none())
+                {
                     None => None,
                     Some(cid) => Some(core.durables.claim(cid).ok_or_else(|| {
                         let message =
@@ -241,6 +253,7 @@ where
                     correlation,
                     version: version.unwrap_or(VERSION),
                     inactivity,
+                    network,
                 });
             }
             other => {

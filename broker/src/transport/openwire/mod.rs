@@ -12,12 +12,12 @@
 //! client silent for twice that is dropped.
 
 mod advisory;
-mod convert;
+pub(crate) mod convert;
 
 pub(crate) use advisory::announce as announce_temporary;
 pub(crate) use convert::MESSAGE_ID_HEADER as JMS_MESSAGE_ID_HEADER;
 mod delivery;
-mod handshake;
+pub(crate) mod handshake;
 mod session;
 mod transactions;
 
@@ -38,8 +38,7 @@ use tracing::{debug, info};
 
 use super::pipeline::{run_pipeline, Pipeline, PIPELINE_BYTES};
 use super::writer::{self, Outgoing};
-use crate::openwire::command::{BrokerInfo, ConnectionError, Failure};
-use crate::openwire::types::BrokerId;
+use crate::openwire::command::{ConnectionError, Failure};
 use crate::openwire::{encode, Body, Command};
 use crate::router::{ConnectionInfo, Outbox};
 use crate::shared::BrokerCore;
@@ -71,6 +70,58 @@ fn exception(correlation: i32, class: &str, message: impl Into<String>) -> Vec<u
     }))
 }
 
+/// Hands a network connection from another broker (ActiveMQ's network
+/// connector) to the network, once its user may open bridges.
+#[allow(clippy::too_many_arguments)]
+async fn bridge<R, W>(
+    core: Arc<BrokerCore>,
+    reader: R,
+    mut writer: W,
+    mut frames: Frames,
+    id: crate::router::ConnId,
+    broker: crate::openwire::command::BrokerInfo,
+    login: handshake::Login,
+    remote: SocketAddr,
+    stop: CancellationToken,
+) where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    if !login.principal.bridge {
+        core.metrics_error();
+        let message = format!(
+            "User {} may not open network bridges to this broker",
+            login.principal.user
+        );
+        info!(client.addr = %remote, user = %login.principal.user, "OpenWire bridge refused: the user may not open bridges");
+        let _ = writer
+            .write_all(&exception(
+                login.correlation,
+                "java.lang.SecurityException",
+                message,
+            ))
+            .await;
+        let _ = writer.shutdown().await;
+        return;
+    }
+    frames.max = crate::network::bridge_frame_size(&core.limits);
+    let opened = crate::network::Opened {
+        conn: id,
+        reader: Box::new(reader),
+        writer: Box::new(writer),
+        frames,
+        early: Vec::new(),
+        login: None,
+    };
+    let accepted = crate::network::OpenWireInbound {
+        broker,
+        principal: login.principal,
+        remote_address: remote.to_string(),
+        inactivity: login.inactivity,
+    };
+    crate::network::openwire_inbound(core, opened, accepted, stop).await;
+}
+
 /// Serves one OpenWire connection until it ends or the broker stops.
 pub(crate) async fn serve<S>(
     core: Arc<BrokerCore>,
@@ -90,26 +141,15 @@ pub(crate) async fn serve<S>(
         max: core.limits.max_login_frame_size,
     };
     let mut hello = wire_format(core.limits.max_frame_size);
-    let broker_info = Command::new(Body::BrokerInfo(Box::new(BrokerInfo {
-        broker_id: Some(BrokerId(format!("ID:{}", core.name))),
-        broker_url: None,
-        peers: Some(Vec::new()),
-        broker_name: Some(core.name.clone()),
-        slave: false,
-        master: false,
-        fault_tolerant: false,
-        duplex: false,
-        network: false,
-        connection_id: i64::try_from(id.0).unwrap_or(0),
-        upload_url: None,
-        network_properties: None,
-    })));
+    let broker_info = Command::new(Body::BrokerInfo(Box::new(crate::network::broker_info(
+        &core, id, false, false, None,
+    ))));
     encode(&broker_info, &mut hello);
     let login = tokio::select! {
         _ = stop.cancelled() => return,
         r = tokio::time::timeout_at(deadline, handshake(&core, &mut reader, &mut writer, &mut frames, &hello, remote, &transport)) => r,
     };
-    let login = match login {
+    let mut login = match login {
         Ok(Ok(login)) => login,
         Ok(Err(refusal)) => {
             core.metrics_error();
@@ -126,6 +166,13 @@ pub(crate) async fn serve<S>(
             return;
         }
     };
+    if let Some(broker) = login.network.take() {
+        bridge(
+            core, reader, writer, frames, id, *broker, login, remote, stop,
+        )
+        .await;
+        return;
+    }
     frames.max = core.limits.max_frame_size;
     let (control_tx, control_rx) = mpsc::channel::<Vec<u8>>(64);
     let (outbox, outbox_rx) = Outbox::new(OUTBOX);
