@@ -29,6 +29,8 @@ struct Node {
     name: &'static str,
     host: &'static str,
     port: u16,
+    /// Its `openwire+ssl` transport (ActiveMQ's clients).
+    openwire: u16,
     console: u16,
     /// Network connector to broker1's pair.
     networked: bool,
@@ -45,6 +47,7 @@ const NODES: [Node; 4] = [
         name: "broker1-a",
         host: "127.0.0.1",
         port: 61614,
+        openwire: 61618,
         console: 8162,
         networked: false,
     },
@@ -52,6 +55,7 @@ const NODES: [Node; 4] = [
         name: "broker1-b",
         host: "127.0.0.2",
         port: 61614,
+        openwire: 61618,
         console: 8162,
         networked: false,
     },
@@ -59,6 +63,7 @@ const NODES: [Node; 4] = [
         name: "broker2",
         host: "127.0.0.1",
         port: 61624,
+        openwire: 61628,
         console: 8163,
         networked: true,
     },
@@ -66,6 +71,7 @@ const NODES: [Node; 4] = [
         name: "broker3",
         host: "127.0.0.1",
         port: 61634,
+        openwire: 61638,
         console: 8164,
         networked: true,
     },
@@ -211,6 +217,9 @@ impl Demo {
         let front = server
             .and_then(|s| s.listener_addr("stomp"))
             .map_or_else(String::new, |a| a.to_string());
+        let front_openwire = server
+            .and_then(|s| s.listener_addr("openwire"))
+            .map_or_else(String::new, |a| a.to_string());
         let admin = server
             .and_then(Server::admin_addr)
             .map_or_else(String::new, |a| a.to_string());
@@ -223,7 +232,8 @@ impl Demo {
         };
         let mut out = String::new();
         out.push_str(&format!(
-            "front door   ssl://mq.localhost:61617 (listening on {front})\n"
+            "front door   ssl://mq.localhost:61617 (STOMP, listening on {front})\n\
+             front door   ssl://mq.localhost:61616 (OpenWire, listening on {front_openwire})\n"
         ));
         out.push_str(&format!(
             "admin        http://{admin}/targets  /metrics  /healthz\n"
@@ -250,6 +260,9 @@ impl Demo {
              cargo run --release -- consumer --broker-url '{url}' --ca certs/dev/ca.crt --destination queue://MyQueue --message-count 20000\n\
              Fail over while they run: kill -9 {active} (broker1-a); broker1-b takes over, the clients follow,\n\
              and the demo starts broker1-a again as the pair's new standby.\n\
+             ActiveMQ's own commands (Debian's activemq; $AMQ as in the README) over OpenWire:\n  \
+             $AMQ producer --brokerUrl 'failover:(ssl://{host}:61616)' --destination queue://MyQueue --messageCount 1000 --persistent true\n  \
+             $AMQ consumer --brokerUrl 'failover:(ssl://{host}:61616)' --destination queue://MyQueue --messageCount 1000\n\
              Logs: data/demo/*.log. Stop with Ctrl-C.\n"
         ));
         out
@@ -283,7 +296,7 @@ fn ports_free(config: &Config) -> Result<(), DemoError> {
         wanted.push(("the front door's admin server".into(), admin.bind));
     }
     for node in &NODES {
-        for port in [node.port, node.console] {
+        for port in [node.port, node.openwire, node.console] {
             let ip = node.host.parse().expect("a demo host is an IP");
             wanted.push((format!("broker {}", node.name), SocketAddr::new(ip, port)));
         }
@@ -475,10 +488,12 @@ fn broker_toml(node: &Node, certs: &Path) -> String {
     let mut toml = format!(
         "[broker]\nname = \"{name}\"\ndata_dir = \"{data_dir}\"\n\n\
          [[transport]]\nname = \"stomp+ssl\"\nbind = \"{host}:{port}\"\ncert = {cert:?}\nkey = {key:?}\n\n\
+         [[transport]]\nname = \"openwire+ssl\"\nbind = \"{host}:{openwire}\"\ncert = {cert:?}\nkey = {key:?}\n\n\
          [console]\nbind = \"{host}:{console}\"\n",
         name = cert_name,
         host = node.host,
         port = node.port,
+        openwire = node.openwire,
         console = node.console,
         cert = certs.join(format!("{cert_name}.crt")),
         key = certs.join(format!("{cert_name}.key")),

@@ -192,6 +192,30 @@ async fn the_demo_serves_through_its_front_door_and_fails_over() {
     .await
     .unwrap();
     assert_eq!((received.unique, received.missing), (5000, 0), "{received}");
+
+    // ActiveMQ's own commands, as printed, through the front door's
+    // OpenWire listener to the pair (broker1-b active now).
+    let openwire: Vec<String> = banner
+        .iter()
+        .filter_map(|l| l.trim().strip_prefix("$AMQ "))
+        .map(|l| l.replace('\'', ""))
+        .collect();
+    assert_eq!(openwire.len(), 2, "{banner:?}");
+    let (base, ca) = (
+        root.path().join("activemq"),
+        root.path().join("certs/dev/ca.crt"),
+    );
+    for (command, expect) in openwire.iter().zip(["Produced: 1000", "Consumed: 1000"]) {
+        let args: Vec<String> = command.split_whitespace().map(str::to_owned).collect();
+        let (base, ca) = (base.clone(), ca.clone());
+        let out = tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            portico_test_support::activemq(&base, &ca, &args)
+        })
+        .await
+        .unwrap();
+        assert!(out.contains(expect), "{command}: {out}");
+    }
 }
 
 /// Messages broker1-a (console 127.0.0.1:8162) accepted for DemoQueue.
