@@ -367,7 +367,7 @@ pub(crate) async fn retire(core: Weak<BrokerCore>, mut retired: mpsc::UnboundedR
         let Some(core) = core.upgrade() else {
             return;
         };
-        let (seq, cause) = (r.message.seq, r.cause);
+        let (seq, cause) = (r.message.seq, r.cause.clone());
         if let Err(e) = retire_one(&core, r).await {
             warn!(seq, %cause, error = %e, "a message given up on is kept: the journal did not take the change");
         }

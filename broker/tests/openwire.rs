@@ -256,6 +256,11 @@ async fn run_jms(broker: &portico_broker::Broker, name: &'static str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jms_poison_acknowledgements_make_dead_letters_at_once() {
+    jms_scenario("dead_letter").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jms_local_transactions_commit_and_roll_back() {
     jms_scenario("transactions").await;
 }

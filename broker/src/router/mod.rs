@@ -296,6 +296,8 @@ enum Op {
     Nack {
         conn: ConnId,
         ack: AckId,
+        /// Why, when the consumer refuses it for good.
+        poison: Option<String>,
         reply: oneshot::Sender<Result<(), RouterError>>,
     },
     CheckAck {
@@ -591,9 +593,27 @@ impl Router {
     }
 
     pub async fn nack(&self, conn: ConnId, ack: AckId) -> Result<(), RouterError> {
-        self.ask(|reply| Op::Nack { conn, ack, reply })
-            .await
-            .unwrap_or(Err(RouterError::Stopping))
+        self.ask(|reply| Op::Nack {
+            conn,
+            ack,
+            poison: None,
+            reply,
+        })
+        .await
+        .unwrap_or(Err(RouterError::Stopping))
+    }
+
+    /// A NACK for good: a queue's messages go to their dead-letter queue
+    /// now, with `why` as the cause (a JMS client's poison acknowledgement).
+    pub async fn poison(&self, conn: ConnId, ack: AckId, why: String) -> Result<(), RouterError> {
+        self.ask(|reply| Op::Nack {
+            conn,
+            ack,
+            poison: Some(why),
+            reply,
+        })
+        .await
+        .unwrap_or(Err(RouterError::Stopping))
     }
 
     /// Whether `ack` names a message delivered to `conn` and not yet

@@ -134,7 +134,7 @@ pub fn is_dead_letter_queue(destination: &Destination) -> bool {
 }
 
 /// Why a message left its destination without being consumed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cause {
     /// Delivered `deliveries` times, each refused or left unacknowledged.
     Redeliveries {
@@ -143,6 +143,9 @@ pub enum Cause {
     },
     /// Its `expires` time passed before anyone took it.
     Expired,
+    /// A consumer refused it for good (a JMS client's poison
+    /// acknowledgement, past its own redeliveries), saying why.
+    Poisoned(String),
 }
 
 impl fmt::Display for Cause {
@@ -156,6 +159,7 @@ impl fmt::Display for Cause {
                 "Delivery[{deliveries}] exceeds redelivery policy limit: max_redeliveries = {max_redeliveries}"
             ),
             Self::Expired => f.write_str("Message expired"),
+            Self::Poisoned(why) => f.write_str(why),
         }
     }
 }

@@ -285,6 +285,38 @@ public class JmsScenarios {
         c.close();
     }
 
+    /** A message a transacted consumer rolls back past its redelivery
+     *  policy is a dead letter at once (the client's poison ack), with the
+     *  client's reason; the one after it is delivered. */
+    static void deadLetter(String url) throws Exception {
+        ActiveMQConnectionFactory factory = new ActiveMQConnectionFactory(url);
+        factory.getRedeliveryPolicy().setMaximumRedeliveries(2);
+        factory.getRedeliveryPolicy().setInitialRedeliveryDelay(0);
+        Connection c = factory.createConnection();
+        c.start();
+        Session s = c.createSession(false, Session.AUTO_ACKNOWLEDGE);
+        MessageProducer p = s.createProducer(s.createQueue("jms.poison"));
+        p.send(s.createTextMessage("poison"));
+        p.send(s.createTextMessage("fine"));
+        Session tx = c.createSession(true, Session.SESSION_TRANSACTED);
+        MessageConsumer consumer = tx.createConsumer(tx.createQueue("jms.poison"));
+        for (int i = 0; i <= 2; i++) {
+            TextMessage m = (TextMessage) consumer.receive(WAIT);
+            check(m != null && m.getText().equals("poison"), "delivery " + i + ": " + m);
+            tx.rollback();
+        }
+        TextMessage next = (TextMessage) consumer.receive(WAIT);
+        check(next != null && next.getText().equals("fine"), "the next one: " + next);
+        tx.commit();
+        MessageConsumer dlq = s.createConsumer(s.createQueue("ActiveMQ.DLQ"));
+        TextMessage dead = (TextMessage) dlq.receive(WAIT);
+        check(dead != null && dead.getText().equals("poison"), "in the DLQ: " + dead);
+        String cause = dead.getStringProperty("dlqDeliveryFailureCause");
+        check(cause != null && cause.contains("RedeliveryPolicy"), "the client's reason: " + cause);
+        nothingMore(consumer);
+        c.close();
+    }
+
     public static void main(String[] args) throws Exception {
         String scenario = args[0];
         String url = args[1];
@@ -297,6 +329,7 @@ public class JmsScenarios {
             case "request_reply": requestReply(url); break;
             case "pull": pull(url); break;
             case "request_reply_stomp": requestReplyStomp(url); break;
+            case "dead_letter": deadLetter(url); break;
             default: throw new IllegalArgumentException("unknown scenario " + scenario);
         }
         System.out.println("ok " + scenario);

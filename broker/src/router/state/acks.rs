@@ -154,7 +154,13 @@ impl State {
     /// redelivered, after their policy's redelivery delay, or to the
     /// dead-letter queue once delivered too often (see `retire`); topic
     /// messages are dropped.
-    pub(super) fn nack(&mut self, conn: ConnId, ack: AckId) -> Result<(), RouterError> {
+    /// With `poison`, a queue's messages go to the dead-letter queue at once.
+    pub(super) fn nack(
+        &mut self,
+        conn: ConnId,
+        ack: AckId,
+        poison: Option<&str>,
+    ) -> Result<(), RouterError> {
         let (key, returned) = self.settle(conn, ack, false)?;
         let Some(sub) = self.subs.get(&key) else {
             return Err(RouterError::SubscriptionGone(key));
@@ -162,7 +168,10 @@ impl State {
         let name = sub.destination.name.clone();
         match sub.destination.kind {
             Kind::Queue => {
-                self.returned(&name, returned, true, tokio::time::Instant::now());
+                match poison {
+                    Some(why) => self.poisoned(&name, returned, why),
+                    None => self.returned(&name, returned, true, tokio::time::Instant::now()),
+                }
                 self.dispatch(&name);
             }
             Kind::Topic => {

@@ -337,8 +337,13 @@ impl State {
             } => {
                 let _ = reply.send(self.ack(conn, ack, only));
             }
-            Op::Nack { conn, ack, reply } => {
-                let _ = reply.send(self.nack(conn, ack));
+            Op::Nack {
+                conn,
+                ack,
+                poison,
+                reply,
+            } => {
+                let _ = reply.send(self.nack(conn, ack, poison.as_deref()));
             }
             Op::CheckAck { conn, ack, reply } => {
                 let _ = reply.send(self.find(conn, ack).map(|_| ()));

@@ -74,6 +74,35 @@ impl State {
         }
     }
 
+    /// Messages of queue `name` a consumer refused for good (`why`): dead
+    /// letters at once, whatever the redelivery policy (in a dead-letter
+    /// queue they stay, as there).
+    pub(super) fn poisoned(&mut self, name: &str, messages: Vec<Arc<Message>>, why: &str) {
+        let destination = Destination {
+            kind: Kind::Queue,
+            name: name.to_owned(),
+        };
+        if is_dead_letter_queue(&destination) {
+            self.returned(name, messages, true, Instant::now());
+            return;
+        }
+        let to = self
+            .policies
+            .of(&destination)
+            .dead_letter_queue(&destination);
+        for message in messages {
+            if let Some(queue) = self.queues.get_mut(name) {
+                queue.failures.remove(&message.seq);
+            }
+            self.retire(
+                name,
+                message,
+                Cause::Poisoned(why.to_owned()),
+                Some(to.clone()),
+            );
+        }
+    }
+
     /// Takes a message that was held by queue `name` (waiting, delayed or
     /// in flight) out of it for good, and hands it on as `Retired`.
     fn retire(&mut self, name: &str, message: Arc<Message>, cause: Cause, to: Option<Destination>) {
@@ -82,7 +111,7 @@ impl State {
             queue.bytes = queue.bytes.saturating_sub(size);
             match cause {
                 Cause::Expired => queue.expired += 1,
-                Cause::Redeliveries { .. } => queue.dead_lettered += 1,
+                Cause::Redeliveries { .. } | Cause::Poisoned(_) => queue.dead_lettered += 1,
             }
         }
         self.memory = self.memory.saturating_sub(size);

@@ -188,9 +188,14 @@ impl Harness {
 
     fn nack(&mut self, conn: ConnId, ack: &str) -> Result<(), String> {
         let ack = AckId::parse(ack).unwrap();
-        self.ask(|reply| Op::Nack { conn, ack, reply })
-            .expect("answered at once")
-            .map_err(|e| e.to_string())
+        self.ask(|reply| Op::Nack {
+            conn,
+            ack,
+            poison: None,
+            reply,
+        })
+        .expect("answered at once")
+        .map_err(|e| e.to_string())
     }
 
     fn stats(&mut self) -> Stats {

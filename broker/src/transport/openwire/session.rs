@@ -15,8 +15,8 @@ use crate::dedup::Key;
 use crate::durable::{self, ClientId};
 use crate::intake::{Arriving, Source, Stamps};
 use crate::openwire::command::{
-    ConsumerInfo, DestinationInfo, MessageAck, MessageDispatch, MessagePull, ProducerAck, Removed,
-    TransactionInfo,
+    ConsumerInfo, DestinationInfo, Failure, MessageAck, MessageDispatch, MessagePull, ProducerAck,
+    Removed, TransactionInfo,
 };
 use crate::openwire::types::{ConsumerId, ProducerId, TransactionId};
 use crate::openwire::{Body, Command};
@@ -655,8 +655,9 @@ impl Session {
 
     /// A MessageAck: a standard ack settles every message delivered to the
     /// consumer up to the last one it names; an individual ack that one; a
-    /// poison ack refuses it (redelivery or the dead-letter queue, by the
-    /// policy). Delivered and redelivered acks change nothing here.
+    /// poison ack makes them dead letters (the client redelivered them as
+    /// often as its policy allows). Delivered and redelivered acks change
+    /// nothing here.
     async fn acknowledge(&mut self, ack: &MessageAck) -> Result<(), String> {
         if let Some(tx) = &ack.transaction_id {
             // Held until COMMIT; a delivered ack says nothing the broker needs.
@@ -674,8 +675,19 @@ impl Session {
             ack::DELIVERED | ack::REDELIVERED => Ok(()),
             ack::POISON => {
                 // A consumer that refuses a message past its own
-                // redeliveries: the broker's policy takes it from here.
-                let _ = self.core.router.nack(self.id, id).await;
+                // redeliveries: a dead letter now, as ActiveMQ makes it,
+                // with the client's reason.
+                let why = match &ack.poison_cause {
+                    Some(Failure {
+                        class,
+                        message: Some(message),
+                    }) => format!(
+                        "{}: {message}",
+                        class.as_deref().unwrap_or("java.lang.Throwable")
+                    ),
+                    _ => "the consumer refused it (poison acknowledgement)".to_owned(),
+                };
+                let _ = self.core.router.poison(self.id, id, why).await;
                 Ok(())
             }
             ack::STANDARD | ack::INDIVIDUAL | ack::UNMATCHED | ack::EXPIRED => {
