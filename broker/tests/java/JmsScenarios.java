@@ -161,6 +161,9 @@ public class JmsScenarios {
         text.setBooleanProperty("flag", true);
         text.setDoubleProperty("ratio", 0.5);
         text.setStringProperty("region", "EU");
+        text.setShortProperty("small", (short) -3);
+        text.setFloatProperty("share", 0.25f);
+        text.setByteProperty("tiny", (byte) 9);
         p.send(text);
         BytesMessage bytes = s.createBytesMessage();
         bytes.writeBytes(new byte[] {0, 1, 2, (byte) 0xFF});
@@ -185,6 +188,15 @@ public class JmsScenarios {
         check(t.getBooleanProperty("flag"), "boolean property");
         check(t.getDoubleProperty("ratio") == 0.5, "double property");
         check("EU".equals(t.getStringProperty("region")), "string property");
+        // Each property keeps its type, as sent.
+        check(t.getObjectProperty("count") instanceof Integer, "an Integer: " + t.getObjectProperty("count").getClass());
+        check(t.getObjectProperty("big") instanceof Long, "a Long");
+        check(t.getObjectProperty("flag") instanceof Boolean, "a Boolean");
+        check(t.getObjectProperty("ratio") instanceof Double, "a Double");
+        check(t.getObjectProperty("region") instanceof String, "a String");
+        check(Short.valueOf((short) -3).equals(t.getObjectProperty("small")), "a Short: " + t.getObjectProperty("small"));
+        check(Float.valueOf(0.25f).equals(t.getObjectProperty("share")), "a Float: " + t.getObjectProperty("share"));
+        check(Byte.valueOf((byte) 9).equals(t.getObjectProperty("tiny")), "a Byte: " + t.getObjectProperty("tiny"));
         BytesMessage b = (BytesMessage) consumer.receive(WAIT);
         byte[] got = new byte[4];
         check(b.readBytes(got) == 4 && Arrays.equals(got, new byte[] {0, 1, 2, (byte) 0xFF}), "bytes");

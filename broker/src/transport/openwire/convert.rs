@@ -22,6 +22,47 @@ use crate::router::{Destination, Kind, Message};
 
 pub(super) const KIND_HEADER: &str = "portico-jms-kind";
 pub(crate) const MESSAGE_ID_HEADER: &str = "portico-jms-message-id";
+/// The JMS types of the properties that are not strings,
+/// `name=type,name=type` (property names are Java identifiers), so an
+/// OpenWire consumer gets each property as it was sent.
+const TYPES_HEADER: &str = "portico-jms-types";
+
+fn type_name(v: &Value) -> Option<&'static str> {
+    Some(match v {
+        Value::Bool(_) => "boolean",
+        Value::Byte(_) => "byte",
+        Value::Char(_) => "char",
+        Value::Short(_) => "short",
+        Value::Int(_) => "int",
+        Value::Long(_) => "long",
+        Value::Float(_) => "float",
+        Value::Double(_) => "double",
+        _ => return None,
+    })
+}
+
+/// A property's text back as the type it was sent with (a string if it no
+/// longer reads as one).
+fn typed(text: &str, type_name: Option<&str>) -> Value {
+    let value = match type_name {
+        Some("boolean") => text.parse().ok().map(Value::Bool),
+        Some("byte") => text.parse().ok().map(Value::Byte),
+        Some("char") => {
+            let mut units = text.encode_utf16();
+            match (units.next(), units.next()) {
+                (Some(c), None) => Some(Value::Char(c)),
+                _ => None,
+            }
+        }
+        Some("short") => text.parse().ok().map(Value::Short),
+        Some("int") => text.parse().ok().map(Value::Int),
+        Some("long") => text.parse().ok().map(Value::Long),
+        Some("float") => text.parse().ok().map(Value::Float),
+        Some("double") => text.parse().ok().map(Value::Double),
+        _ => None,
+    };
+    value.unwrap_or_else(|| Value::String(text.to_owned()))
+}
 
 /// Headers with a JMS meaning of their own (not user properties).
 const JMS_HEADERS: [&str; 9] = [
@@ -131,6 +172,7 @@ pub(crate) fn from_jms(m: &mut JmsMessage) -> Result<Arrived, String> {
     }
     if let Some(properties) = &m.properties {
         let map = read_map(properties).map_err(|e| format!("message properties: {e}"))?;
+        let mut types = String::new();
         for (name, value) in map {
             if name.starts_with(crate::intake::INTERNAL_PREFIX)
                 || JMS_HEADERS.contains(&name.as_str())
@@ -138,8 +180,20 @@ pub(crate) fn from_jms(m: &mut JmsMessage) -> Result<Arrived, String> {
                 continue;
             }
             if let Some(text) = value.as_text() {
+                let identifier = !name.is_empty() && !name.contains([',', '=']);
+                if let (Some(t), true) = (type_name(&value), identifier) {
+                    if !types.is_empty() {
+                        types.push(',');
+                    }
+                    types.push_str(&name);
+                    types.push('=');
+                    types.push_str(t);
+                }
                 push(&name, text);
             }
+        }
+        if !types.is_empty() {
+            push(TYPES_HEADER, types);
         }
     }
     push(KIND_HEADER, kind_name(m.kind).to_owned());
@@ -256,13 +310,17 @@ pub(crate) fn to_jms(broker: &str, m: &Message, destination: Option<&Destination
             broker_sequence: 0,
         });
     message_id.broker_sequence = i64::try_from(m.seq).unwrap_or(i64::MAX);
+    let types: Vec<(&str, &str)> = header(TYPES_HEADER)
+        .map(|t| t.split(',').filter_map(|p| p.split_once('=')).collect())
+        .unwrap_or_default();
     let mut properties: Vec<(String, Value)> = Vec::new();
     for (name, value) in &m.headers {
         if name.starts_with(crate::intake::INTERNAL_PREFIX) || JMS_HEADERS.contains(&name.as_str())
         {
             continue;
         }
-        properties.push((name.clone(), Value::String(value.clone())));
+        let type_name = types.iter().find(|(n, _)| n == name).map(|(_, t)| *t);
+        properties.push((name.clone(), typed(value, type_name)));
     }
     let reply_to = header("reply-to").and_then(|r| {
         let (kind, name) = if let Some(n) = r.strip_prefix("/queue/") {
@@ -367,7 +425,11 @@ mod tests {
         assert_eq!(id.producer.unwrap().connection, "ID:host-1-2-3:1");
         assert_eq!(back.correlation_id.as_deref(), Some("c-1"));
         let props = read_map(back.properties.as_deref().unwrap()).unwrap();
-        assert!(props.contains(&("count".into(), Value::String("3".into()))));
+        // Typed as sent; a header that no longer reads as its type is a string.
+        assert!(props.contains(&("count".into(), Value::Int(3))));
+        assert!(props.contains(&("region".into(), Value::String("EU".into()))));
+        assert_eq!(typed("x", Some("int")), Value::String("x".into()));
+        assert_eq!(typed("1.5", Some("double")), Value::Double(1.5));
         assert!(!props.iter().any(|(k, _)| k.starts_with("portico-")));
     }
 
