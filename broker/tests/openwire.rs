@@ -482,3 +482,95 @@ async fn a_stomp_client_answers_a_jms_request_on_its_temporary_queue() {
     answering.await.unwrap();
     broker.shutdown(Duration::from_secs(1)).await;
 }
+
+/// A broker's network connection (BrokerInfo with `networkConnection`)
+/// from a user without `bridge = true` is refused with ActiveMQ's
+/// SecurityException, and opens no bridge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_network_connection_needs_a_user_that_may_bridge() {
+    use portico_broker::openwire::command::{BrokerInfo, ConnectionInfo, WireFormatInfo};
+    use portico_broker::openwire::types::{BrokerId, ConnectionId};
+    use portico_broker::openwire::{decode_frame, encode, Body, Command as Ow};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let hash = portico_broker::auth::hash_password("app-secret").unwrap();
+    let dir = BrokerDir::new(&format!(
+        "{OPENWIRE}\n[[user]]\nname = \"app\"\npassword_hash = \"{hash}\"\n"
+    ));
+    let broker = dir.start().await;
+    let openwire = broker.transport_addr("openwire").unwrap();
+    let mut hello = Vec::new();
+    encode(
+        &Ow::new(Body::WireFormatInfo(WireFormatInfo {
+            version: 12,
+            properties: None,
+        })),
+        &mut hello,
+    );
+    encode(
+        &Ow::new(Body::BrokerInfo(Box::new(BrokerInfo {
+            broker_id: Some(BrokerId("ID:onprem-1".into())),
+            broker_url: None,
+            peers: None,
+            broker_name: Some("onprem".into()),
+            slave: false,
+            master: false,
+            fault_tolerant: false,
+            duplex: true,
+            network: true,
+            connection_id: 0,
+            upload_url: None,
+            network_properties: None,
+        }))),
+        &mut hello,
+    );
+    encode(
+        &Ow {
+            id: 1,
+            response_required: true,
+            body: Body::ConnectionInfo(Box::new(ConnectionInfo {
+                connection_id: Some(ConnectionId("ID:onprem-bridge-1".into())),
+                user: Some("app".into()),
+                password: Some("app-secret".into()),
+                ..ConnectionInfo::default()
+            })),
+        },
+        &mut hello,
+    );
+    let mut tcp = tokio::net::TcpStream::connect(openwire).await.unwrap();
+    tcp.write_all(&hello).await.unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let mut answer = None;
+    loop {
+        let n = tokio::time::timeout(DEADLINE, tcp.read(&mut chunk))
+            .await
+            .expect("the broker neither answered nor closed")
+            .unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        while let Some((command, used)) = decode_frame(&buf, 1 << 20).unwrap() {
+            buf.drain(..used);
+            if let Body::ExceptionResponse { correlation, error } = command.body {
+                answer = Some((correlation, error));
+            }
+        }
+    }
+    let (correlation, error) = answer.expect("an ExceptionResponse before the close");
+    let error = error.unwrap();
+    assert_eq!(correlation, 1);
+    assert_eq!(error.class.as_deref(), Some("java.lang.SecurityException"));
+    assert!(
+        error
+            .message
+            .as_deref()
+            .unwrap_or("")
+            .contains("network bridges"),
+        "{error:?}"
+    );
+    let bridges = http_get(broker.console_addr().unwrap(), "/api/network").await;
+    assert_eq!(bridges.trim(), "[]");
+    broker.shutdown(Duration::from_secs(1)).await;
+}
