@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod config;
 pub mod logins;
+pub mod mqtt;
 pub mod openwire;
 pub mod router;
 pub mod selector;
