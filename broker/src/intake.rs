@@ -60,6 +60,9 @@ pub(crate) enum Source {
     OpenWire,
     /// Another broker, over a bridge (a forwarded MESSAGE).
     Bridge,
+    /// An MQTT client: like OpenWire's, its JMS facts (a bytes message)
+    /// travel in `portico-jms-` headers.
+    Mqtt,
 }
 
 /// Headers of the frame itself, which the broker rewrites on delivery.
@@ -512,7 +515,9 @@ pub(crate) fn keeps(source: Source, name: &str) -> bool {
     match source {
         Source::Bridge => true,
         Source::Client => !name.starts_with(INTERNAL_PREFIX) || name == DEDUP_HEADER,
-        Source::OpenWire => !name.starts_with(INTERNAL_PREFIX) || name.starts_with(JMS_PREFIX),
+        Source::OpenWire | Source::Mqtt => {
+            !name.starts_with(INTERNAL_PREFIX) || name.starts_with(JMS_PREFIX)
+        }
     }
 }
 

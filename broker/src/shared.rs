@@ -43,6 +43,9 @@ pub(crate) struct BrokerCore {
     pub(crate) durables: Arc<Durables>,
     /// Temporary destinations that exist now (their connections are open).
     pub(crate) temporaries: std::sync::Mutex<std::collections::HashSet<Destination>>,
+    /// MQTT clients connected now, by client id: a new connection with the
+    /// same id takes over (the old one is stopped).
+    pub(crate) mqtt_clients: transport::MqttClients,
 }
 
 /// Bytes of SENDs all connections together may have on their way to the
@@ -146,6 +149,7 @@ impl BrokerCore {
             started_at: std::time::SystemTime::now(),
             durables: Arc::new(durables),
             temporaries: std::sync::Mutex::new(std::collections::HashSet::new()),
+            mqtt_clients: transport::MqttClients::default(),
         });
         tokio::spawn(crate::intake::retire(Arc::downgrade(&core), retirements));
         core

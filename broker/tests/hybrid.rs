@@ -23,14 +23,6 @@ const APP_PASSWORD: &str = "app-secret";
 /// travel.
 const SLOW: Duration = Duration::from_secs(90);
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A portico-broker node with fixed ports (a restart keeps them).
 struct Node {
     name: &'static str,

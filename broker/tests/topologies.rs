@@ -13,14 +13,6 @@ use portico_broker::config::BrokerConfig;
 use portico_broker::stomp::{Command, Frame};
 use portico_broker::Broker;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Copies a layout with every `127.0.0.1:PORT` moved to a free port.
 fn copy_layout(name: &str, into: &Path) -> Vec<PathBuf> {
     let source = Path::new(env!("CARGO_MANIFEST_DIR"))

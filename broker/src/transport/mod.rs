@@ -3,6 +3,7 @@
 
 pub(crate) mod connection;
 mod delivery;
+mod mqtt;
 pub(crate) mod openwire;
 mod pipeline;
 mod session;
@@ -93,6 +94,7 @@ impl Drop for Slot {
     }
 }
 
+pub(crate) use mqtt::MqttClients;
 pub(crate) use openwire::{announce_temporary, JMS_MESSAGE_ID_HEADER};
 
 /// The protocol a transport speaks.
@@ -100,13 +102,17 @@ pub(crate) use openwire::{announce_temporary, JMS_MESSAGE_ID_HEADER};
 pub(crate) enum Protocol {
     Stomp,
     OpenWire,
+    Mqtt,
 }
 
 impl Protocol {
-    /// By transport name: `openwire` and `openwire+ssl`, else STOMP.
+    /// By transport name: `openwire` and `openwire+ssl`, `mqtt` and
+    /// `mqtt+ssl`, else STOMP.
     pub(crate) fn of(name: &str) -> Self {
         if name.starts_with("openwire") {
             Self::OpenWire
+        } else if name.starts_with("mqtt") {
+            Self::Mqtt
         } else {
             Self::Stomp
         }
@@ -168,6 +174,7 @@ async fn serve<S>(
         Protocol::OpenWire => {
             openwire::serve(core, stream, remote, transport, deadline, stop).await
         }
+        Protocol::Mqtt => mqtt::serve(core, stream, remote, transport, deadline, stop).await,
     }
 }
 

@@ -194,3 +194,13 @@ pub fn broker_node(dir: &Path, name: &str, toml: &str, env: &[(&str, &str)]) -> 
         dir.join(format!("{name}.log")),
     )
 }
+
+/// A loopback port free now (for a node that must keep its port across a
+/// restart).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

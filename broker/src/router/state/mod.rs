@@ -165,6 +165,9 @@ pub(super) struct State {
     limits: RouterLimits,
     queues: HashMap<String, Queue>,
     topics: HashMap<String, Topic>,
+    /// Topics subscribed to by a wildcard name (`prices.>`), with their
+    /// filter: a message to a topic they match reaches their subscribers.
+    wildcards: HashMap<String, crate::router::Filter>,
     conns: HashMap<ConnId, Conn>,
     subs: HashMap<SubKey, Subscription>,
     next_sub: u64,
@@ -209,6 +212,7 @@ impl State {
             limits,
             queues: HashMap::new(),
             topics: HashMap::new(),
+            wildcards: HashMap::new(),
             conns: HashMap::new(),
             subs: HashMap::new(),
             next_sub: 1,
@@ -479,6 +483,7 @@ impl State {
         }
         let name = destination.name.clone();
         let kind = destination.kind;
+        let is_wildcard = destination.is_wildcard();
         self.subs.insert(
             key,
             Subscription {
@@ -511,7 +516,14 @@ impl State {
                     .push(key);
                 self.dispatch(&name);
             }
-            Kind::Topic => self.topics.entry(name).or_default().subscribers.push(key),
+            Kind::Topic => {
+                if is_wildcard && !self.wildcards.contains_key(&name) {
+                    if let Ok(filter) = crate::router::Filter::parse(&format!("topic://{name}")) {
+                        self.wildcards.insert(name.clone(), filter);
+                    }
+                }
+                self.topics.entry(name).or_default().subscribers.push(key);
+            }
         }
         Ok(())
     }
@@ -560,6 +572,9 @@ impl State {
         for name in &topics {
             if let Some(t) = self.topics.get_mut(name) {
                 t.subscribers.retain(|k| !gone.contains(k));
+                if t.subscribers.is_empty() {
+                    self.wildcards.remove(name);
+                }
             }
         }
         for name in &queues {

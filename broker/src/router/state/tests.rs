@@ -723,3 +723,45 @@ fn selectors_pick_what_each_consumer_gets() {
     }
     assert_eq!(bodies(&h.delivered(ConnId(1))), ["t2", "t3"]);
 }
+
+/// A subscriber of a wildcard topic name gets what is published to each
+/// topic it matches (`*` one level, `>` the rest), and nothing else; once
+/// it goes, its wildcard is forgotten.
+#[test]
+fn wildcard_topic_subscribers_get_matching_topics() {
+    let mut h = Harness::new(RouterLimits::default());
+    h.connect(ConnId(1));
+    h.subscribe(
+        ConnId(1),
+        "one",
+        "/topic/sensors.*.temp",
+        AckMode::Auto,
+        100,
+    )
+    .unwrap();
+    h.subscribe(ConnId(1), "all", "/topic/sensors.>", AckMode::Auto, 100)
+        .unwrap();
+    h.connect(ConnId(2));
+    h.subscribe(
+        ConnId(2),
+        "exact",
+        "/topic/sensors.hall.temp",
+        AckMode::Auto,
+        100,
+    )
+    .unwrap();
+    h.taken("/topic/sensors.hall.temp", "t1");
+    h.taken("/topic/sensors.hall.humidity", "h1");
+    h.taken("/topic/other.hall.temp", "o1");
+    let seen = h.delivered(ConnId(1));
+    let mut got = bodies(&seen);
+    got.sort();
+    assert_eq!(
+        got,
+        ["h1", "t1", "t1"],
+        "one copy per matching subscription"
+    );
+    assert_eq!(bodies(&h.delivered(ConnId(2))), ["t1"]);
+    h.state.handle(Op::Unregister { conn: ConnId(1) });
+    assert!(h.state.wildcards.is_empty());
+}

@@ -13,14 +13,25 @@ use tracing::warn;
 
 impl State {
     pub(super) fn publish(&mut self, name: &str, message: Arc<Message>) {
-        let Some(topic) = self.topics.get_mut(name) else {
-            return;
+        let mut subscribers = match self.topics.get_mut(name) {
+            Some(topic) => {
+                topic.enqueued += 1;
+                topic.subscribers.clone()
+            }
+            None => Vec::new(),
         };
-        topic.enqueued += 1;
+        // Subscribers of wildcard names that match this topic.
+        for (wildcard, filter) in &self.wildcards {
+            if wildcard != name && filter.matches(&message.destination) {
+                if let Some(t) = self.topics.get(wildcard) {
+                    subscribers.extend(t.subscribers.iter().copied());
+                }
+            }
+        }
         let (max_messages, max_bytes) = self.limits.topic_backlog();
         let mut slow = Vec::new();
         let size = message.size();
-        for key in topic.subscribers.clone() {
+        for key in subscribers {
             let Some(sub) = self.subs.get_mut(&key) else {
                 continue;
             };
