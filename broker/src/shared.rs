@@ -46,6 +46,8 @@ pub(crate) struct BrokerCore {
     /// MQTT clients connected now, by client id: a new connection with the
     /// same id takes over (the old one is stopped).
     pub(crate) mqtt_clients: transport::MqttClients,
+    /// MQTT retained messages, by topic.
+    pub(crate) retained: crate::mqtt::Retained,
 }
 
 /// Bytes of SENDs all connections together may have on their way to the
@@ -150,6 +152,7 @@ impl BrokerCore {
             durables: Arc::new(durables),
             temporaries: std::sync::Mutex::new(std::collections::HashSet::new()),
             mqtt_clients: transport::MqttClients::default(),
+            retained: crate::mqtt::Retained::load(Some(&config.data_dir.join("retained"))),
         });
         tokio::spawn(crate::intake::retire(Arc::downgrade(&core), retirements));
         core

@@ -78,6 +78,11 @@ async fn the_will_is_published_when_a_client_vanishes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retained_messages_are_given_replaced_and_cleared() {
+    scenario("retained", "").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_topics_are_activemq_topics_both_ways() {
     scenario("mapping", "").await;
 }
@@ -88,8 +93,9 @@ async fn a_second_connection_takes_over_the_client_id() {
 }
 
 /// A persistent session (`clean_session = false`) subscribes at QoS 1 and
-/// goes; five messages are published for it; the broker is SIGKILLed and
-/// started again; the session comes back, present, and gets all five.
+/// goes; five messages are published for it (and one retained); the
+/// broker is SIGKILLed and started again; the session comes back, present,
+/// and gets all five, and the retained message is still retained.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_persistent_sessions_messages_survive_a_sigkill() {
     let dir = tempfile::tempdir().unwrap();

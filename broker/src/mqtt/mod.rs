@@ -7,11 +7,13 @@
 //! inverse, so a name crosses back unchanged.
 
 mod codec;
+mod retained;
 
 pub use codec::{
     connack, decode, encode, Connect, MqttError, Packet, Publish, QoS, Will, MAX_REMAINING,
     SUBSCRIPTION_FAILED,
 };
+pub use retained::{Retained, RetainedMessage, MAX_RETAINED, MAX_RETAINED_BYTES};
 
 /// An MQTT topic (or filter) as ActiveMQ names it, and back.
 pub fn swap_topic(name: &str) -> String {

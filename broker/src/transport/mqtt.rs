@@ -13,6 +13,8 @@
 //! session drops them. A second connection with a client id takes over
 //! from the first. The will is published when a connection ends without
 //! DISCONNECT, including when it is silent past 1.5 × its keep-alive.
+//! A PUBLISH with RETAIN is kept for its topic (see `crate::mqtt::Retained`)
+//! and given, RETAIN set, to each new subscription it matches.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -165,11 +167,26 @@ fn from_durable_name(name: &str) -> Option<(QoS, &str)> {
     Some((qos, filter))
 }
 
-/// QoS 1 deliveries waiting for their PUBACK: packet id → ack id.
+/// QoS 1 deliveries waiting for their PUBACK: packet id → ack id (empty
+/// for a retained message, which settles nothing in the router).
 #[derive(Default)]
 struct Outstanding {
     next: u16,
     acks: HashMap<u16, String>,
+}
+
+impl Outstanding {
+    /// A packet id not in use, now standing for `ack`.
+    fn allocate(&mut self, ack: String) -> u16 {
+        loop {
+            self.next = self.next.wrapping_add(1).max(1);
+            if !self.acks.contains_key(&self.next) {
+                break;
+            }
+        }
+        self.acks.insert(self.next, ack);
+        self.next
+    }
 }
 
 /// An MQTT connection's deliveries: PUBLISH packets.
@@ -193,18 +210,12 @@ impl Encoder for MqttEncoder {
             d.message.destination.name.clone()
         };
         let id = match (&d.ack, qos) {
-            (Some(ack), QoS::AtLeastOnce) => {
-                let mut o = self.outstanding.lock().unwrap_or_else(|p| p.into_inner());
-                loop {
-                    o.next = o.next.wrapping_add(1).max(1);
-                    if !o.acks.contains_key(&o.next) {
-                        break;
-                    }
-                }
-                let id = o.next;
-                o.acks.insert(id, ack.clone());
-                Some(id)
-            }
+            (Some(ack), QoS::AtLeastOnce) => Some(
+                self.outstanding
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .allocate(ack.clone()),
+            ),
             _ => None,
         };
         encode(
@@ -592,6 +603,18 @@ impl Session {
                 self.principal.user, p.topic
             ));
         }
+        if p.retain {
+            // Kept (or, empty, cleared) before the PUBLISH is answered; a
+            // store over its bounds still delivers the message.
+            if let Err(why) = self
+                .core
+                .retained
+                .set(&destination.name, p.qos, &p.payload)
+                .await
+            {
+                warn!(conn = %self.id, topic = %p.topic, reason = %why, "MQTT: a retained message is not kept");
+            }
+        }
         let reply = match (p.qos, p.id) {
             (QoS::AtLeastOnce, Some(id)) => Some(bytes(&Packet::PubAck(id))),
             (QoS::ExactlyOnce, Some(id)) => {
@@ -706,10 +729,14 @@ impl Session {
 
     async fn subscribe(&mut self, id: u16, filters: Vec<(String, QoS)>) -> Result<(), String> {
         let mut codes = Vec::with_capacity(filters.len());
+        let mut granted_filters = Vec::new();
         for (filter, requested) in filters {
             let granted = requested.min(QoS::AtLeastOnce);
             let code = match self.subscribe_one(&filter, granted).await {
-                Ok(()) => granted as u8,
+                Ok(()) => {
+                    granted_filters.push((filter, granted));
+                    granted as u8
+                }
                 Err(why) => {
                     info!(conn = %self.id, client_id = %self.client_id, filter, reason = %why, "MQTT subscription refused");
                     SUBSCRIPTION_FAILED
@@ -718,7 +745,47 @@ impl Session {
             codes.push(code);
         }
         self.send(&Packet::SubAck { id, codes }).await;
+        // Then what is retained for the topics each new subscription matches.
+        for (filter, granted) in granted_filters {
+            self.send_retained(&filter, granted).await;
+        }
         Ok(())
+    }
+
+    /// The retained messages `filter` matches, RETAIN set, at most at QoS
+    /// `granted` (their PUBACKs settle nothing in the router).
+    async fn send_retained(&mut self, filter: &str, granted: QoS) {
+        let Ok(matcher) = crate::router::Filter::parse(&format!("topic://{}", swap_topic(filter)))
+        else {
+            return;
+        };
+        for m in self.core.retained.matching(&matcher) {
+            let topic = Destination {
+                kind: crate::router::Kind::Topic,
+                name: m.topic.clone(),
+            };
+            if !self
+                .core
+                .auth
+                .allows(&self.principal, Operation::Read, &topic)
+            {
+                continue;
+            }
+            let qos = m.qos.min(granted);
+            let id = (qos != QoS::AtMostOnce).then(|| {
+                let mut o = self.outstanding.lock().unwrap_or_else(|p| p.into_inner());
+                o.allocate(String::new())
+            });
+            self.send(&Packet::Publish(Publish {
+                dup: false,
+                qos,
+                retain: true,
+                topic: swap_topic(&m.topic),
+                id,
+                payload: m.payload.clone(),
+            }))
+            .await;
+        }
     }
 
     async fn subscribe_one(&mut self, filter: &str, qos: QoS) -> Result<(), String> {

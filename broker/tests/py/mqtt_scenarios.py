@@ -122,6 +122,35 @@ def will(host, port, _stomp):
     stop(watcher)
 
 
+def retained(host, port, _stomp):
+    """The last RETAIN message of a topic goes to each new subscriber
+    (RETAIN set); a newer one replaces it, an empty one clears it, and a
+    subscriber already there gets it as an ordinary message."""
+    pub = client(host, port, "light-switch")
+    connected(pub)
+    pub.publish("lights/kitchen", b"on", qos=1, retain=True).wait_for_publish(WAIT)
+    pub.publish("lights/hall", b"on", qos=0, retain=True).wait_for_publish(WAIT)
+    first = client(host, port, "panel-1")
+    connected(first)
+    subscribe(first, "lights/+", 1)
+    got = sorted((m.topic, m.payload, m.retain) for m in receive(first, 2))
+    assert got == [("lights/hall", b"on", True), ("lights/kitchen", b"on", True)], got
+    pub.publish("lights/kitchen", b"off", qos=1, retain=True).wait_for_publish(WAIT)
+    m = first.got.get(timeout=WAIT)
+    assert (m.topic, m.payload, m.retain) == ("lights/kitchen", b"off", False), (m.topic, m.payload, m.retain)
+    pub.publish("lights/hall", b"", qos=1, retain=True).wait_for_publish(WAIT)
+    m = first.got.get(timeout=WAIT)
+    assert (m.topic, m.payload) == ("lights/hall", b""), (m.topic, m.payload)
+    second = client(host, port, "panel-2")
+    connected(second)
+    subscribe(second, "lights/#", 1)
+    m = second.got.get(timeout=WAIT)
+    assert (m.topic, m.payload, m.retain) == ("lights/kitchen", b"off", True), (m.topic, m.payload, m.retain)
+    nothing_more(second)
+    for c in (pub, first, second):
+        stop(c)
+
+
 def persist_subscribe(host, port, _stomp):
     """A persistent session subscribes and goes away."""
     c = client(host, port, "device-7", clean=False)
@@ -135,6 +164,7 @@ def persist_publish(host, port, _stomp):
     connected(pub)
     for i in range(5):
         pub.publish(f"alerts/zone{i}", f"alert {i}".encode(), qos=1).wait_for_publish(WAIT)
+    pub.publish("status/panel", b"armed", qos=1, retain=True).wait_for_publish(WAIT)
     stop(pub)
 
 
@@ -156,6 +186,10 @@ def persist_receive(host, port, _stomp):
     again = client(host, port, "device-7", clean=False)
     flags = connected(again)
     assert not flags.session_present, "the clean session dropped the old one"
+    # The retained message was kept too.
+    subscribe(again, "status/#", 1)
+    m = again.got.get(timeout=WAIT)
+    assert (m.topic, m.payload, m.retain) == ("status/panel", b"armed", True), (m.topic, m.payload)
     stop(again)
 
 
@@ -207,7 +241,7 @@ def takeover(host, port, _stomp):
 
 SCENARIOS = {
     f.__name__: f
-    for f in [pubsub, wrong_password, will, persist_subscribe, persist_publish, persist_receive, mapping, takeover]
+    for f in [pubsub, wrong_password, will, retained, persist_subscribe, persist_publish, persist_receive, mapping, takeover]
 }
 
 if __name__ == "__main__":
