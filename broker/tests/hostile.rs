@@ -1,6 +1,6 @@
 //! Garbage, truncated and oversized input, 32 connections of each at once,
 //! on every port of a real broker process (STOMP, STOMP over TLS, OpenWire,
-//! the console): every connection is closed, the broker keeps serving, and its
+//! MQTT, the console): every connection is closed, the broker keeps serving, and its
 //! peak memory stays far below what it was sent (32 × 4 MiB per kind).
 //! Its TLS port keeps the server's cipher order, as the front door does.
 
@@ -40,6 +40,10 @@ key = "broker.key"
 name = "openwire"
 bind = "127.0.0.1:0"
 
+[[transport]]
+name = "mqtt"
+bind = "127.0.0.1:0"
+
 [console]
 bind = "127.0.0.1:0"
 
@@ -52,6 +56,7 @@ connect_timeout = "2s"
     let stomp = node.address("transport=stomp addr=");
     let stomp_tls = node.address("transport=stomp+ssl addr=");
     let openwire = node.address("transport=openwire addr=");
+    let mqtt = node.address("transport=mqtt addr=");
     let console = node.address("console listening on ");
     let pid = node.child.id();
     let (before, _) = hostile::memory_kib(pid);
@@ -60,6 +65,7 @@ connect_timeout = "2s"
     hostile::barrage(stomp_tls, Speaks::Tls).await;
     hostile::barrage(console, Speaks::Http).await;
     hostile::barrage(openwire, Speaks::OpenWire).await;
+    hostile::barrage(mqtt, Speaks::Mqtt).await;
 
     let (after, peak) = hostile::memory_kib(pid);
     println!("broker resident memory: {before} KiB before, {peak} KiB peak, {after} KiB after");
@@ -81,7 +87,7 @@ connect_timeout = "2s"
     let summary: serde_json::Value =
         serde_json::from_str(&http_get(console, "/api/broker").await).unwrap();
     let errors = summary["protocol_errors"].as_u64().unwrap();
-    assert!(errors >= 4 * hostile::CONNECTIONS as u64, "{summary}");
+    assert!(errors >= 5 * hostile::CONNECTIONS as u64, "{summary}");
 }
 
 /// The broker's TLS port picks from its own order (AES-128-GCM first, as

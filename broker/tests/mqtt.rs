@@ -88,6 +88,11 @@ async fn mqtt_topics_are_activemq_topics_both_ways() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_violations_close_the_connection_alone() {
+    scenario("violations", "").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_connection_takes_over_the_client_id() {
     scenario("takeover", "").await;
 }

@@ -15,7 +15,11 @@ pub enum Speaks {
     Http,
     Stomp,
     OpenWire,
+    Mqtt,
 }
+
+/// An MQTT 3.1.1 CONNECT: clean session, no client id, keep-alive 60 s.
+const MQTT_CONNECT: [u8; 14] = [0x10, 12, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 60, 0, 0];
 
 /// An OpenWire WireFormatInfo (version 12, no options) as a frame.
 fn openwire_hello() -> Vec<u8> {
@@ -52,6 +56,8 @@ impl Speaks {
                 bytes.extend_from_slice(&[0, 0, 0, 200, 3, 0, 0, 0, 1]);
                 bytes
             }
+            // A CONNECT announcing 100 bytes, 6 of them sent.
+            Self::Mqtt => vec![0x10, 100, 0, 4, b'M', b'Q', b'T', b'T'],
         }
     }
 
@@ -73,6 +79,12 @@ impl Speaks {
                 let mut bytes = openwire_hello();
                 bytes.extend_from_slice(&(64i32 << 20).to_be_bytes());
                 bytes.extend_from_slice(&[28, 0, 0, 0, 1, 1]);
+                bytes
+            }
+            // A CONNECT, then a PUBLISH that claims 64 MiB.
+            Self::Mqtt => {
+                let mut bytes = MQTT_CONNECT.to_vec();
+                bytes.extend_from_slice(&[0x30, 0x80, 0x80, 0x80, 0x20, 0, 1, b't']);
                 bytes
             }
         }

@@ -226,6 +226,45 @@ def mapping(host, port, stomp_port):
     stop(sub)
 
 
+def violations(host, port, _stomp):
+    """A second CONNECT, a wildcard in a PUBLISH topic, wrong flags, an
+    unsupported protocol level: the connection is closed (CONNACK 1 for the
+    level), and a client beside them is not disturbed."""
+    bystander = client(host, port, "bystander")
+    connected(bystander)
+    subscribe(bystander, "ok/#", 0)
+    connect = bytes([0x10, 12, 0, 4]) + b"MQTT" + bytes([4, 0x02, 0, 60, 0, 0])
+
+    def closed_after(extra, expect=None):
+        raw = socket.create_connection((host, port))
+        raw.settimeout(WAIT)
+        raw.sendall(connect)
+        assert raw.recv(4) == b"\x20\x02\x00\x00", "CONNACK"
+        raw.sendall(extra)
+        got = b""
+        while True:
+            chunk = raw.recv(64)
+            if not chunk:
+                break
+            got += chunk
+        raw.close()
+        return got
+
+    closed_after(connect)  # a second CONNECT
+    closed_after(bytes([0x30, 5, 0, 3]) + b"a/+")  # a wildcard in a topic name
+    closed_after(bytes([0x80, 6, 0, 1, 0, 1]) + b"a" + bytes([0]))  # SUBSCRIBE with flags 0000
+    raw = socket.create_connection((host, port))
+    raw.settimeout(WAIT)
+    raw.sendall(bytes([0x10, 12, 0, 4]) + b"MQTT" + bytes([5, 0x02, 0, 60, 0, 0]))
+    assert raw.recv(4) == b"\x20\x02\x00\x01", "CONNACK 1: unacceptable protocol version"
+    assert raw.recv(4) == b"", "then closed"
+    raw.close()
+    bystander.publish("ok/still", b"here", qos=1).wait_for_publish(WAIT)
+    m = bystander.got.get(timeout=WAIT)
+    assert (m.topic, m.payload) == ("ok/still", b"here")
+    stop(bystander)
+
+
 def takeover(host, port, _stomp):
     """A second connection with a client id takes over from the first."""
     first = client(host, port, "same-id")
@@ -241,7 +280,7 @@ def takeover(host, port, _stomp):
 
 SCENARIOS = {
     f.__name__: f
-    for f in [pubsub, wrong_password, will, retained, persist_subscribe, persist_publish, persist_receive, mapping, takeover]
+    for f in [pubsub, wrong_password, will, retained, persist_subscribe, persist_publish, persist_receive, mapping, takeover, violations]
 }
 
 if __name__ == "__main__":
