@@ -127,3 +127,44 @@ async fn a_persistent_sessions_messages_survive_a_sigkill() {
     let _node = start();
     run("persist_receive", mqtt, stomp).await;
 }
+
+const PAIR_NODE: &str = r#"
+[broker]
+name = "NAME"
+data_dir = "shared"
+
+[[transport]]
+name = "mqtt"
+bind = "127.0.0.1:0"
+
+[[transport]]
+name = "stomp"
+bind = "127.0.0.1:0"
+
+[ha]
+lease_renew = "50ms"
+takeover_after = "150ms"
+"#;
+
+/// The same across a failover of an active/standby pair: the persistent
+/// session subscribes and messages are published on the active node, the
+/// active is SIGKILLed, and the standby that took the shared data_dir
+/// over has the session, its five messages and the retained message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persistent_session_survives_a_failover_of_the_pair() {
+    let dir = tempfile::tempdir().unwrap();
+    let active = broker_node(dir.path(), "a", &PAIR_NODE.replace("NAME", "a"), &[]);
+    let (mqtt, stomp) = (
+        active.address("transport=mqtt addr="),
+        active.address("transport=stomp addr="),
+    );
+    let standby = broker_node(dir.path(), "b", &PAIR_NODE.replace("NAME", "b"), &[]);
+    run("persist_subscribe", mqtt, stomp).await;
+    run("persist_publish", mqtt, stomp).await;
+    drop(active); // SIGKILL: the standby takes over.
+    let (mqtt, stomp) = (
+        standby.address("transport=mqtt addr="),
+        standby.address("transport=stomp addr="),
+    );
+    run("persist_receive", mqtt, stomp).await;
+}
