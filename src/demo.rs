@@ -31,6 +31,8 @@ struct Node {
     port: u16,
     /// Its `openwire+ssl` transport (ActiveMQ's clients).
     openwire: u16,
+    /// Its `mqtt+ssl` transport (devices).
+    mqtt: u16,
     console: u16,
     /// Network connector to broker1's pair.
     networked: bool,
@@ -48,6 +50,7 @@ const NODES: [Node; 4] = [
         host: "127.0.0.1",
         port: 61614,
         openwire: 61618,
+        mqtt: 8885,
         console: 8162,
         networked: false,
     },
@@ -56,6 +59,7 @@ const NODES: [Node; 4] = [
         host: "127.0.0.2",
         port: 61614,
         openwire: 61618,
+        mqtt: 8885,
         console: 8162,
         networked: false,
     },
@@ -64,6 +68,7 @@ const NODES: [Node; 4] = [
         host: "127.0.0.1",
         port: 61624,
         openwire: 61628,
+        mqtt: 8886,
         console: 8163,
         networked: true,
     },
@@ -72,6 +77,7 @@ const NODES: [Node; 4] = [
         host: "127.0.0.1",
         port: 61634,
         openwire: 61638,
+        mqtt: 8887,
         console: 8164,
         networked: true,
     },
@@ -220,6 +226,9 @@ impl Demo {
         let front_openwire = server
             .and_then(|s| s.listener_addr("openwire"))
             .map_or_else(String::new, |a| a.to_string());
+        let front_mqtt = server
+            .and_then(|s| s.listener_addr("mqtt"))
+            .map_or_else(String::new, |a| a.to_string());
         let admin = server
             .and_then(Server::admin_addr)
             .map_or_else(String::new, |a| a.to_string());
@@ -233,7 +242,8 @@ impl Demo {
         let mut out = String::new();
         out.push_str(&format!(
             "front door   ssl://mq.localhost:61617 (STOMP, listening on {front})\n\
-             front door   ssl://mq.localhost:61616 (OpenWire, listening on {front_openwire})\n"
+             front door   ssl://mq.localhost:61616 (OpenWire, listening on {front_openwire})\n\
+             front door   mqtts://mq.localhost:8883 (MQTT, listening on {front_mqtt})\n"
         ));
         out.push_str(&format!(
             "admin        http://{admin}/targets  /metrics  /healthz\n"
@@ -296,7 +306,7 @@ fn ports_free(config: &Config) -> Result<(), DemoError> {
         wanted.push(("the front door's admin server".into(), admin.bind));
     }
     for node in &NODES {
-        for port in [node.port, node.openwire, node.console] {
+        for port in [node.port, node.openwire, node.mqtt, node.console] {
             let ip = node.host.parse().expect("a demo host is an IP");
             wanted.push((format!("broker {}", node.name), SocketAddr::new(ip, port)));
         }
@@ -489,11 +499,13 @@ fn broker_toml(node: &Node, certs: &Path) -> String {
         "[broker]\nname = \"{name}\"\ndata_dir = \"{data_dir}\"\n\n\
          [[transport]]\nname = \"stomp+ssl\"\nbind = \"{host}:{port}\"\ncert = {cert:?}\nkey = {key:?}\n\n\
          [[transport]]\nname = \"openwire+ssl\"\nbind = \"{host}:{openwire}\"\ncert = {cert:?}\nkey = {key:?}\n\n\
+         [[transport]]\nname = \"mqtt+ssl\"\nbind = \"{host}:{mqtt}\"\ncert = {cert:?}\nkey = {key:?}\n\n\
          [console]\nbind = \"{host}:{console}\"\n",
         name = cert_name,
         host = node.host,
         port = node.port,
         openwire = node.openwire,
+        mqtt = node.mqtt,
         console = node.console,
         cert = certs.join(format!("{cert_name}.crt")),
         key = certs.join(format!("{cert_name}.key")),
