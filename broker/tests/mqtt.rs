@@ -5,7 +5,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::Command;
 
 use common::*;
 
@@ -24,25 +23,12 @@ key = "broker.key"
 /// Runs `name` against an MQTT and a STOMP address.
 async fn run(name: &'static str, mqtt: SocketAddr, stomp: SocketAddr) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/mqtt_scenarios.py");
-    let output = tokio::task::spawn_blocking(move || {
-        portico_test_support::output_within(
-            Command::new("python3")
-                .arg(script)
-                .arg(name)
-                .arg(mqtt.ip().to_string())
-                .arg(mqtt.port().to_string())
-                .arg(stomp.port().to_string()),
-            std::time::Duration::from_secs(60),
-        )
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success() && stdout.contains(&format!("ok {name}")),
-        "MQTT scenario {name} failed:\n{stdout}\n{stderr}"
-    );
+    let args = vec![
+        mqtt.ip().to_string(),
+        mqtt.port().to_string(),
+        stomp.port().to_string(),
+    ];
+    python_scenario(script, name, args).await;
 }
 
 async fn scenario(name: &'static str, extra: &str) {

@@ -101,16 +101,16 @@ pub(super) fn check(
     for (span, t) in transports {
         let bind = socket_addr(d, &t.bind);
         let tls = match t.name.get_ref().as_str() {
-            "stomp" | "openwire" | "mqtt" => {
+            "stomp" | "openwire" | "mqtt" | "stomp+ws" => {
                 for extra in [&t.cert, &t.key].into_iter().flatten() {
                     d.error(
                         extra.span(),
-                        "`cert` and `key` are only for \"stomp+ssl\", \"openwire+ssl\" and \"mqtt+ssl\" transports",
+                        "`cert` and `key` are only for \"stomp+ssl\", \"openwire+ssl\", \"mqtt+ssl\" and \"stomp+wss\" transports",
                     );
                 }
                 Some(None)
             }
-            "stomp+ssl" | "openwire+ssl" | "mqtt+ssl" => match (&t.cert, &t.key) {
+            "stomp+ssl" | "openwire+ssl" | "mqtt+ssl" | "stomp+wss" => match (&t.cert, &t.key) {
                 (Some(cert), Some(key)) => {
                     let (cert_path, key_path) =
                         (base.join(cert.get_ref()), base.join(key.get_ref()));
@@ -138,7 +138,7 @@ pub(super) fn check(
             other => {
                 d.error(
                     t.name.span(),
-                    format!("unknown transport {other:?}: use \"stomp+ssl\", \"stomp\", \"openwire+ssl\", \"openwire\", \"mqtt+ssl\" or \"mqtt\""),
+                    format!("unknown transport {other:?}: use \"stomp+ssl\", \"stomp\", \"openwire+ssl\", \"openwire\", \"mqtt+ssl\", \"mqtt\", \"stomp+wss\" or \"stomp+ws\""),
                 );
                 None
             }

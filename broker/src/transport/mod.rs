@@ -8,6 +8,7 @@ pub(crate) mod openwire;
 mod pipeline;
 mod session;
 mod transactions;
+mod websocket;
 pub(crate) mod writer;
 
 use std::collections::HashMap;
@@ -103,13 +104,17 @@ pub(crate) enum Protocol {
     Stomp,
     OpenWire,
     Mqtt,
+    /// STOMP over WebSocket.
+    StompWs,
 }
 
 impl Protocol {
     /// By transport name: `openwire` and `openwire+ssl`, `mqtt` and
-    /// `mqtt+ssl`, else STOMP.
+    /// `mqtt+ssl`, `stomp+ws` and `stomp+wss`, else STOMP.
     pub(crate) fn of(name: &str) -> Self {
-        if name.starts_with("openwire") {
+        if name.starts_with("stomp+ws") {
+            Self::StompWs
+        } else if name.starts_with("openwire") {
             Self::OpenWire
         } else if name.starts_with("mqtt") {
             Self::Mqtt
@@ -175,6 +180,9 @@ async fn serve<S>(
             openwire::serve(core, stream, remote, transport, deadline, stop).await
         }
         Protocol::Mqtt => mqtt::serve(core, stream, remote, transport, deadline, stop).await,
+        Protocol::StompWs => {
+            websocket::serve(core, stream, remote, transport, deadline, stop).await
+        }
     }
 }
 

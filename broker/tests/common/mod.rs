@@ -204,3 +204,25 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Runs `python3 SCRIPT NAME ARGS…` (within 60 s); panics unless it
+/// succeeded and printed `ok NAME`.
+pub async fn python_scenario(script: &'static str, name: &'static str, args: Vec<String>) {
+    let output = tokio::task::spawn_blocking(move || {
+        portico_test_support::output_within(
+            std::process::Command::new("python3")
+                .arg(script)
+                .arg(name)
+                .args(args),
+            std::time::Duration::from_secs(60),
+        )
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stdout.contains(&format!("ok {name}")),
+        "scenario {name} of {script} failed:\n{stdout}\n{stderr}"
+    );
+}
