@@ -135,6 +135,17 @@ impl Broker {
             ),
             None => None,
         };
+        // The console's live page offers the first WebSocket transport
+        // (TLS first).
+        let mut websockets: Vec<(bool, std::net::SocketAddr)> = sockets
+            .iter()
+            .filter(|(t, _)| t.name.starts_with("stomp+ws"))
+            .map(|(t, l)| (t.name == "stomp+wss", l.local_addr().unwrap_or(t.bind)))
+            .collect();
+        websockets.sort_by_key(|(tls, _)| !tls);
+        if let Some(first) = websockets.first() {
+            let _ = core.websocket.set(*first);
+        }
         let mut transports = Vec::new();
         for (t, listener) in sockets {
             let addr = listener.local_addr().unwrap_or(t.bind);

@@ -48,6 +48,9 @@ pub(crate) struct BrokerCore {
     pub(crate) mqtt_clients: transport::MqttClients,
     /// MQTT retained messages, by topic.
     pub(crate) retained: crate::mqtt::Retained,
+    /// The STOMP-over-WebSocket transport a browser uses (TLS, bound
+    /// address), set once the broker listens.
+    pub(crate) websocket: std::sync::OnceLock<(bool, std::net::SocketAddr)>,
 }
 
 /// Bytes of SENDs all connections together may have on their way to the
@@ -153,6 +156,7 @@ impl BrokerCore {
             temporaries: std::sync::Mutex::new(std::collections::HashSet::new()),
             mqtt_clients: transport::MqttClients::default(),
             retained: crate::mqtt::Retained::load(Some(&config.data_dir.join("retained"))),
+            websocket: std::sync::OnceLock::new(),
         });
         tokio::spawn(crate::intake::retire(Arc::downgrade(&core), retirements));
         core

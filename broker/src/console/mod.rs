@@ -121,6 +121,9 @@ async fn handle(
         "/durable" => html(pages::durable(core, &stats)),
         "/connections" => html(pages::connections(core, &stats)),
         "/network" => html(pages::network(core, &core.bridges.info())),
+        "/live" => html(pages::live(core, websocket_url(core, &req).as_deref())),
+        "/static/stomp.umd.min.js" => script(include_str!("assets/stomp.umd.min.js")),
+        "/static/live.js" => script(include_str!("assets/live.js")),
         _ => {
             if let Some(name) = path
                 .strip_prefix("/api/queues/")
@@ -293,6 +296,40 @@ fn basic_credentials(req: &Request<Incoming>) -> Option<(String, String)> {
         .split_once(':')
         .map(|(u, p)| (u.to_owned(), p.to_owned()))?;
     Some((user, password))
+}
+
+/// A script the console serves as it is.
+fn script(body: &'static str) -> Response<Full<Bytes>> {
+    respond(
+        StatusCode::OK,
+        "text/javascript; charset=utf-8",
+        body.to_owned(),
+    )
+}
+
+/// Where a browser reaches the broker's STOMP over WebSocket: the first
+/// `stomp+wss` (else `stomp+ws`) transport, on its bound address, or on
+/// the host the browser used for the console when it listens on all
+/// addresses.
+fn websocket_url(core: &BrokerCore, req: &Request<Incoming>) -> Option<String> {
+    let (tls, addr) = *core.websocket.get()?;
+    let host = if addr.ip().is_unspecified() {
+        let header = req.headers().get(hyper::header::HOST)?.to_str().ok()?;
+        let host = header.rsplit_once(':').map_or(header, |(h, port)| {
+            if port.chars().all(|c| c.is_ascii_digit()) {
+                h
+            } else {
+                header
+            }
+        });
+        host.to_owned()
+    } else if addr.is_ipv6() {
+        format!("[{}]", addr.ip())
+    } else {
+        addr.ip().to_string()
+    };
+    let scheme = if tls { "wss" } else { "ws" };
+    Some(format!("{scheme}://{host}:{}/", addr.port()))
 }
 
 pub(super) fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {

@@ -74,6 +74,7 @@ fn layout(broker: &str, title: &str, here: &str, refresh: bool, body: &str) -> S
         ("/durable", "Durable subscribers"),
         ("/connections", "Connections"),
         ("/network", "Network"),
+        ("/live", "Live"),
     ] {
         let class = if path == here { " class=\"here\"" } else { "" };
         let _ = write!(html, "<a href=\"{path}\"{class}>{label}</a>");
@@ -534,4 +535,31 @@ pub(super) fn failure(core: &BrokerCore, back: &str, message: &str) -> String {
         escape(back)
     );
     layout(&core.name, "Not done", "", false, &body)
+}
+
+/// `/live`: watch a queue or topic as messages arrive, in the browser,
+/// over the broker's STOMP-over-WebSocket transport (`ws_url`; `None`
+/// when the broker has none).
+pub(super) fn live(core: &BrokerCore, ws_url: Option<&str>) -> String {
+    let body = match ws_url {
+        None => "<p class=\"empty\">This broker has no <code>stomp+ws</code> or \
+                 <code>stomp+wss</code> transport: add one to watch destinations here.</p>"
+            .to_owned(),
+        Some(url) => format!(
+            "<div id=\"live\" data-ws=\"{url}\">\
+             <form id=\"watch\" autocomplete=\"off\">\
+             <label>Destination <input name=\"destination\" placeholder=\"/topic/prices or /queue/orders\" size=\"40\"></label> \
+             <label>Login <input name=\"login\" size=\"12\"></label> \
+             <label>Passcode <input name=\"passcode\" type=\"password\" size=\"12\"></label> \
+             <button>Watch</button></form>\
+             <p id=\"status\">Choose a destination to watch (over {url}).</p>\
+             <table id=\"messages\"><thead><tr><th>Received</th><th>Destination</th>\
+             <th>Message id</th><th>Body</th></tr></thead><tbody></tbody></table>\
+             <p id=\"empty\" class=\"empty\">No messages yet: they appear here as they arrive, \
+             newest first (a queue's are taken from it, as by any consumer).</p></div>\
+             <script src=\"/static/stomp.umd.min.js\"></script><script src=\"/static/live.js\"></script>",
+            url = escape(url)
+        ),
+    };
+    layout(&core.name, "Live", "/live", false, &body)
 }
