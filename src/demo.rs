@@ -33,6 +33,8 @@ struct Node {
     openwire: u16,
     /// Its `mqtt+ssl` transport (devices).
     mqtt: u16,
+    /// Its `stomp+wss` transport (browsers).
+    wss: u16,
     console: u16,
     /// Network connector to broker1's pair.
     networked: bool,
@@ -51,6 +53,7 @@ const NODES: [Node; 4] = [
         port: 61614,
         openwire: 61618,
         mqtt: 8885,
+        wss: 61615,
         console: 8162,
         networked: false,
     },
@@ -60,6 +63,7 @@ const NODES: [Node; 4] = [
         port: 61614,
         openwire: 61618,
         mqtt: 8885,
+        wss: 61615,
         console: 8162,
         networked: false,
     },
@@ -69,6 +73,7 @@ const NODES: [Node; 4] = [
         port: 61624,
         openwire: 61628,
         mqtt: 8886,
+        wss: 61625,
         console: 8163,
         networked: true,
     },
@@ -78,6 +83,7 @@ const NODES: [Node; 4] = [
         port: 61634,
         openwire: 61638,
         mqtt: 8887,
+        wss: 61635,
         console: 8164,
         networked: true,
     },
@@ -229,6 +235,9 @@ impl Demo {
         let front_mqtt = server
             .and_then(|s| s.listener_addr("mqtt"))
             .map_or_else(String::new, |a| a.to_string());
+        let front_wss = server
+            .and_then(|s| s.listener_addr("wss"))
+            .map_or_else(String::new, |a| a.to_string());
         let admin = server
             .and_then(Server::admin_addr)
             .map_or_else(String::new, |a| a.to_string());
@@ -243,7 +252,9 @@ impl Demo {
         out.push_str(&format!(
             "front door   ssl://mq.localhost:61617 (STOMP, listening on {front})\n\
              front door   ssl://mq.localhost:61616 (OpenWire, listening on {front_openwire})\n\
-             front door   mqtts://mq.localhost:8883 (MQTT, listening on {front_mqtt})\n"
+             front door   mqtts://mq.localhost:8883 (MQTT, listening on {front_mqtt})\n\
+             front door   wss://mq.localhost:61619/ (STOMP over WebSocket, listening on {front_wss}; \
+             live page http://127.0.0.1:8162/live)\n"
         ));
         out.push_str(&format!(
             "admin        http://{admin}/targets  /metrics  /healthz\n"
@@ -306,7 +317,7 @@ fn ports_free(config: &Config) -> Result<(), DemoError> {
         wanted.push(("the front door's admin server".into(), admin.bind));
     }
     for node in &NODES {
-        for port in [node.port, node.openwire, node.mqtt, node.console] {
+        for port in [node.port, node.openwire, node.mqtt, node.wss, node.console] {
             let ip = node.host.parse().expect("a demo host is an IP");
             wanted.push((format!("broker {}", node.name), SocketAddr::new(ip, port)));
         }
@@ -500,12 +511,20 @@ fn broker_toml(node: &Node, certs: &Path) -> String {
          [[transport]]\nname = \"stomp+ssl\"\nbind = \"{host}:{port}\"\ncert = {cert:?}\nkey = {key:?}\n\n\
          [[transport]]\nname = \"openwire+ssl\"\nbind = \"{host}:{openwire}\"\ncert = {cert:?}\nkey = {key:?}\n\n\
          [[transport]]\nname = \"mqtt+ssl\"\nbind = \"{host}:{mqtt}\"\ncert = {cert:?}\nkey = {key:?}\n\n\
-         [console]\nbind = \"{host}:{console}\"\n",
+         [[transport]]\nname = \"stomp+wss\"\nbind = \"{host}:{wss}\"\ncert = {cert:?}\nkey = {key:?}\n\n\
+         [console]\nbind = \"{host}:{console}\"\n{live}",
         name = cert_name,
         host = node.host,
         port = node.port,
         openwire = node.openwire,
         mqtt = node.mqtt,
+        wss = node.wss,
+        // The pair's live page connects through the front door.
+        live = if node.in_pair() {
+            "websocket_url = \"wss://mq.localhost:61619/\"\n"
+        } else {
+            ""
+        },
         console = node.console,
         cert = certs.join(format!("{cert_name}.crt")),
         key = certs.join(format!("{cert_name}.key")),

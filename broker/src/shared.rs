@@ -51,6 +51,8 @@ pub(crate) struct BrokerCore {
     /// The STOMP-over-WebSocket transport a browser uses (TLS, bound
     /// address), set once the broker listens.
     pub(crate) websocket: std::sync::OnceLock<(bool, std::net::SocketAddr)>,
+    /// `[console] websocket_url`, which the live page uses instead.
+    pub(crate) live_url: Option<String>,
 }
 
 /// Bytes of SENDs all connections together may have on their way to the
@@ -157,6 +159,7 @@ impl BrokerCore {
             mqtt_clients: transport::MqttClients::default(),
             retained: crate::mqtt::Retained::load(Some(&config.data_dir.join("retained"))),
             websocket: std::sync::OnceLock::new(),
+            live_url: config.console_websocket_url.clone(),
         });
         tokio::spawn(crate::intake::retire(Arc::downgrade(&core), retirements));
         core

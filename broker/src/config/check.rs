@@ -152,6 +152,23 @@ pub(super) fn check(
             });
         }
     }
+    let console_websocket_url = console
+        .as_ref()
+        .and_then(|c| c.websocket_url.as_ref())
+        .and_then(|url| {
+            let text = url.get_ref();
+            let valid = (text.starts_with("ws://") || text.starts_with("wss://"))
+                && !text.contains(['"', '<', '>', ' ']);
+            if valid {
+                Some(text.clone())
+            } else {
+                d.error(
+                    url.span(),
+                    "`websocket_url` is a ws:// or wss:// URL, e.g. \"wss://mq.example.com:61619/\"",
+                );
+                None
+            }
+        });
     let console = console.and_then(|c| match &c.bind {
         Some(bind) => socket_addr(d, bind),
         None => DEFAULT_CONSOLE_BIND.parse().ok(),
@@ -223,6 +240,7 @@ pub(super) fn check(
         data_dir: base.join(broker.data_dir.get_ref()),
         transports: checked_transports,
         console,
+        console_websocket_url,
         users: checked_users,
         authorization: checked_authz,
         limits: limits?,

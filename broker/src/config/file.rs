@@ -26,6 +26,8 @@ pub(super) struct FileTransport {
 pub(super) struct FileConsole {
     /// Default: [`DEFAULT_CONSOLE_BIND`], loopback only.
     pub(super) bind: Option<Spanned<String>>,
+    /// Where the live page's browser connects (`ws://…` or `wss://…`).
+    pub(super) websocket_url: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -21,6 +21,9 @@ pub struct BrokerConfig {
     pub data_dir: PathBuf,
     pub transports: Vec<TransportConfig>,
     pub console: Option<SocketAddr>,
+    /// `[console] websocket_url`: the STOMP-over-WebSocket URL the live
+    /// page connects to (a front door's, say); by default the broker's own.
+    pub console_websocket_url: Option<String>,
     pub users: Vec<UserConfig>,
     pub authorization: Vec<AuthorizationEntry>,
     pub limits: Limits,

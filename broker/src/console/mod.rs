@@ -307,11 +307,15 @@ fn script(body: &'static str) -> Response<Full<Bytes>> {
     )
 }
 
-/// Where a browser reaches the broker's STOMP over WebSocket: the first
+/// Where a browser reaches the broker's STOMP over WebSocket: `[console]
+/// websocket_url` if set (a front door's), else the first
 /// `stomp+wss` (else `stomp+ws`) transport, on its bound address, or on
 /// the host the browser used for the console when it listens on all
 /// addresses.
 fn websocket_url(core: &BrokerCore, req: &Request<Incoming>) -> Option<String> {
+    if let Some(url) = &core.live_url {
+        return Some(url.clone());
+    }
     let (tls, addr) = *core.websocket.get()?;
     let host = if addr.ip().is_unspecified() {
         let header = req.headers().get(hyper::header::HOST)?.to_str().ok()?;
