@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(haproxy nginx-light libnginx-mod-stream activemq iperf3 openssl python3)
+packages=(haproxy nginx-light libnginx-mod-stream activemq libmqtt-client-java mosquitto iperf3 openssl python3)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

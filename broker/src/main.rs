@@ -38,6 +38,26 @@ enum Command {
     Producer(ProducerFlags),
     /// Receive messages, acknowledging each; counts duplicates and gaps.
     Consumer(ConsumerFlags),
+    /// Measure an MQTT broker: one publisher and one subscriber on a topic.
+    MqttBench {
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        #[arg(long)]
+        port: u16,
+        /// 0 or 1.
+        #[arg(long, default_value_t = 0)]
+        qos: u8,
+        #[arg(long, default_value_t = 20_000)]
+        count: u64,
+        /// Payload bytes (at least 8: the send time).
+        #[arg(long, default_value_t = 256)]
+        size: usize,
+        /// QoS 1 messages in flight from the publisher.
+        #[arg(long, default_value_t = 100)]
+        window: u64,
+        #[arg(long, default_value = "bench/mqtt")]
+        topic: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -67,6 +87,52 @@ fn main() -> ExitCode {
         Command::Run { config } => run(&config),
         Command::Producer(flags) => tools::producer(flags),
         Command::Consumer(flags) => tools::consumer(flags),
+        Command::MqttBench {
+            host,
+            port,
+            qos,
+            count,
+            size,
+            window,
+            topic,
+        } => mqtt_bench(portico_broker::tools::mqtt_bench::MqttBenchArgs {
+            host,
+            port,
+            qos,
+            count,
+            size: size.max(8),
+            window: window.max(1),
+            topic,
+        }),
+    }
+}
+
+/// Runs one MQTT measurement; prints it as JSON. Exit 1 if messages were
+/// missing, 2 on an error.
+fn mqtt_bench(args: portico_broker::tools::mqtt_bench::MqttBenchArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!("cannot start: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(portico_broker::tools::mqtt_bench::mqtt_bench(&args)) {
+        Ok(report) => {
+            println!("{report}");
+            if report.received == args.count {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            error!("mqtt-bench: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 

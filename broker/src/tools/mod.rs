@@ -3,6 +3,7 @@
 //! `producer-id`; the consumer counts duplicates and gaps by them.
 
 pub mod cli;
+pub mod mqtt_bench;
 
 use std::collections::HashSet;
 use std::io::IsTerminal;

@@ -114,6 +114,17 @@ def will(host, port, _stomp):
     raw.close()
     m = watcher.got.get(timeout=WAIT)
     assert (m.topic, m.payload, m.qos) == ("clients/1/status", b"lost", 1), (m.topic, m.payload, m.qos)
+    # A client silent past 1.5 x its keep-alive (1 s) is gone: its will too.
+    silent = socket.create_connection((host, port))
+    body = b"\x00\x04MQTT\x04" + bytes([0x04 | 0x08 | 0x02]) + b"\x00\x01"
+    body += b"\x00\x08silent-1" + b"\x00\x10clients/3/status" + b"\x00\x06silent"
+    silent.sendall(bytes([0x10, len(body)]) + body)
+    assert silent.recv(4)[:2] == b"\x20\x02", "CONNACK"
+    m = watcher.got.get(timeout=WAIT)
+    assert (m.topic, m.payload) == ("clients/3/status", b"silent"), (m.topic, m.payload)
+    silent.settimeout(WAIT)
+    assert silent.recv(4) == b"", "the silent client's connection is closed"
+    silent.close()
     # One that says DISCONNECT: no will.
     polite = client(host, port, "polite", will=("clients/2/status", b"lost", 1))
     connected(polite)
