@@ -16,32 +16,36 @@ WAIT = 10
 def stomp_py(host, ws_port, wss_port, ca):
     """stomp.py over ws:// and wss://: the same sessions as over TCP."""
     for port, tls in ((ws_port, False), (wss_port, True)):
-        got = queue.Queue()
-        receipts = queue.Queue()
+        stomp_py_once(host, port, tls, ca)
 
-        class Listener(stomp.ConnectionListener):
-            def on_message(self, frame):
-                got.put(frame)
 
-            def on_receipt(self, frame):
-                receipts.put(frame.headers["receipt-id"])
+def stomp_py_once(host, port, tls, ca):
+    got = queue.Queue()
+    receipts = queue.Queue()
 
-        conn = WSStompConnection([(host, port)], ws_path="/stomp")
-        if tls:
-            conn.set_ssl(for_hosts=[(host, port)], ca_certs=ca, ssl_version=ssl.PROTOCOL_TLS_CLIENT)
-        conn.set_listener("l", Listener())
-        conn.connect(wait=True)
-        queue_name = f"/queue/ws.{port}"
-        conn.subscribe(queue_name, id="1", ack="client-individual", headers={"receipt": "sub"})
-        assert receipts.get(timeout=WAIT) == "sub"
-        for i in range(3):
-            conn.send(queue_name, f"hello {i}", headers={"receipt": f"r{i}"})
-            assert receipts.get(timeout=WAIT) == f"r{i}"
-        for i in range(3):
-            frame = got.get(timeout=WAIT)
-            assert frame.body == f"hello {i}", frame.body
-            conn.ack(frame.headers["ack"], "1")
-        conn.disconnect()
+    class Listener(stomp.ConnectionListener):
+        def on_message(self, frame):
+            got.put(frame)
+
+        def on_receipt(self, frame):
+            receipts.put(frame.headers["receipt-id"])
+
+    conn = WSStompConnection([(host, port)], ws_path="/stomp")
+    if tls:
+        conn.set_ssl(for_hosts=[(host, port)], ca_certs=ca, ssl_version=ssl.PROTOCOL_TLS_CLIENT)
+    conn.set_listener("l", Listener())
+    conn.connect(wait=True)
+    queue_name = f"/queue/ws.{port}"
+    conn.subscribe(queue_name, id="1", ack="client-individual", headers={"receipt": "sub"})
+    assert receipts.get(timeout=WAIT) == "sub"
+    for i in range(3):
+        conn.send(queue_name, f"hello {i}", headers={"receipt": f"r{i}"})
+        assert receipts.get(timeout=WAIT) == f"r{i}"
+    for i in range(3):
+        frame = got.get(timeout=WAIT)
+        assert frame.body == f"hello {i}", frame.body
+        conn.ack(frame.headers["ack"])
+    conn.disconnect()
 
 
 def one_frame_per_message(host, ws_port, _wss_port, _ca):
