@@ -76,14 +76,7 @@ async fn produce(client: &mut RawClient, queue: &str, count: usize) {
 
 /// `queue`'s pending count on the console, `None` if it has no such queue.
 async fn pending(console: SocketAddr, queue: &str) -> Option<u64> {
-    let queues: serde_json::Value =
-        serde_json::from_str(&http_get(console, "/api/queues").await).unwrap();
-    queues
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|q| q["name"] == queue)
-        .map(|q| q["pending"].as_u64().unwrap())
+    queue_figures(console, queue).await["pending"].as_u64()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

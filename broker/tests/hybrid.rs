@@ -87,28 +87,11 @@ password_hash = "{app}"
 
     /// Bridges of this node that are connected.
     async fn bridges_up(&self) -> usize {
-        let (status, body) = http(self.console, "GET", "/api/network", &[]).await;
-        if status != 200 {
-            return 0;
-        }
-        let bridges: serde_json::Value = serde_json::from_str(&body).unwrap();
-        bridges
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|b| b["state"] == "connected")
-            .count()
+        bridges_connected(self.console).await
     }
 
     async fn pending(&self, queue: &str) -> u64 {
-        let queues: serde_json::Value =
-            serde_json::from_str(&http_get(self.console, "/api/queues").await).unwrap();
-        queues
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|q| q["name"] == queue)
-            .map_or(0, |q| q["pending"].as_u64().unwrap())
+        queue_pending(self.console, queue).await
     }
 }
 
@@ -358,6 +341,34 @@ async fn cli(dir: &Path, args: Vec<String>) -> String {
     .unwrap()
 }
 
+/// `count` persistent messages each way between `node` and ActiveMQ, on
+/// queues `(inbound, outbound)`: ActiveMQ's `producer` to a STOMP consumer
+/// on the node (its demand crosses to ActiveMQ), and a STOMP producer on
+/// the node to ActiveMQ's `consumer` (whose demand crosses back).
+async fn queues_both_ways(
+    node: &Node,
+    onprem: &ActiveMq,
+    dir: &Path,
+    (inbound, outbound): (&str, &str),
+    count: u32,
+) {
+    let (stomp_in, amq_in) = (format!("/queue/{inbound}"), format!("queue://{inbound}"));
+    let (stomp_out, amq_out) = (format!("/queue/{outbound}"), format!("queue://{outbound}"));
+    let mut consumer = app(node.stomp).await;
+    let (received, ()) = tokio::join!(
+        receive(&mut consumer, &stomp_in, "auto", count as usize),
+        onprem.produce(dir, &amq_in, count),
+    );
+    assert_eq!(received.len(), count as usize);
+    let mut producer = app(node.stomp).await;
+    let (consumed, ()) = tokio::join!(
+        onprem.consume(dir, &amq_out, count),
+        send(&mut producer, &stomp_out, count as usize),
+    );
+    let expected = format!("Consumed: {count} messages");
+    assert!(consumed.contains(&expected), "{consumed}");
+}
+
 /// An ActiveMQ broker's duplex network connector to portico-broker's
 /// `openwire+ssl` port, logged in as a bridge user: queues and topics both
 /// ways by demand, and what waits on either broker survives its SIGKILL.
@@ -373,22 +384,15 @@ async fn an_activemq_network_connector_bridges_both_ways_across_restarts() {
     })
     .await;
 
-    // ActiveMQ → portico: a consumer on portico is demand ActiveMQ learns.
-    let mut consumer = app(cloud.stomp).await;
-    let (received, ()) = tokio::join!(
-        receive(&mut consumer, "/queue/from.onprem", "auto", 20),
-        onprem.produce(dir.dir.path(), "queue://from.onprem", 20),
-    );
-    assert_eq!(received.len(), 20);
-    drop(consumer);
-
-    // portico → ActiveMQ: ActiveMQ's consumer is demand portico learns.
+    queues_both_ways(
+        &cloud,
+        &onprem,
+        dir.dir.path(),
+        ("from.onprem", "to.onprem"),
+        20,
+    )
+    .await;
     let mut producer = app(cloud.stomp).await;
-    let (consumed, ()) = tokio::join!(
-        onprem.consume(dir.dir.path(), "queue://to.onprem", 20),
-        send(&mut producer, "/queue/to.onprem", 20),
-    );
-    assert!(consumed.contains("Consumed: 20 messages"), "{consumed}");
 
     // Topics, both ways. What is published before the subscriber's demand
     // has crossed is for nobody, so the publisher goes on until it arrives.
@@ -475,16 +479,5 @@ ca = "ca.crt"
         edge.bridges_up().await == 1
     })
     .await;
-    let mut consumer = app(edge.stomp).await;
-    let (received, ()) = tokio::join!(
-        receive(&mut consumer, "/queue/to.edge", "auto", 10),
-        onprem.produce(dir.dir.path(), "queue://to.edge", 10),
-    );
-    assert_eq!(received.len(), 10);
-    let mut producer = app(edge.stomp).await;
-    let (consumed, ()) = tokio::join!(
-        onprem.consume(dir.dir.path(), "queue://from.edge", 10),
-        send(&mut producer, "/queue/from.edge", 10),
-    );
-    assert!(consumed.contains("Consumed: 10 messages"), "{consumed}");
+    queues_both_ways(&edge, &onprem, dir.dir.path(), ("to.edge", "from.edge"), 10).await;
 }

@@ -42,27 +42,14 @@ async fn get(addr: SocketAddr, path: &str) -> serde_json::Value {
 async fn bridges_up(b: &Broker, count: usize) {
     let console = b.console_addr().unwrap();
     wait_for(&format!("{count} bridges of {} up", b.name()), || async {
-        let bridges = get(console, "/api/network").await;
-        let up = bridges
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|b| b["state"] == "connected")
-            .count();
-        up >= count
+        bridges_connected(console).await >= count
     })
     .await;
 }
 
 /// Pending messages of a queue on a broker (0 if it has none).
 async fn pending(b: &Broker, queue: &str) -> u64 {
-    let queues = get(b.console_addr().unwrap(), "/api/queues").await;
-    queues
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|q| q["name"] == queue)
-        .map_or(0, |q| q["pending"].as_u64().unwrap())
+    queue_pending(b.console_addr().unwrap(), queue).await
 }
 
 async fn subscribe(b: &Broker, dest: &str) -> RawClient {

@@ -73,15 +73,7 @@ async fn consume(dir: &BrokerDir, url: &str, destination: &str, count: u32) -> S
 
 /// The queue's figures on the console.
 async fn queue(console: std::net::SocketAddr, name: &str) -> serde_json::Value {
-    let queues: serde_json::Value =
-        serde_json::from_str(&http_get(console, "/api/queues").await).unwrap();
-    queues
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|q| q["name"] == name)
-        .cloned()
-        .unwrap_or(serde_json::Value::Null)
+    queue_figures(console, name).await
 }
 
 /// The tutorial's commands, as written, over TLS: persistent messages
@@ -366,8 +358,7 @@ async fn bad_openwire_clients_are_closed_and_counted() {
 async fn keep_alives_go_both_ways_and_a_silent_client_is_dropped() {
     use portico_broker::openwire::command::{ConnectionInfo, WireFormatInfo};
     use portico_broker::openwire::types::{map_bytes, ConnectionId, Value};
-    use portico_broker::openwire::{decode_frame, encode, Body, Command as Ow};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use portico_broker::openwire::{encode, Body, Command as Ow};
 
     let dir = BrokerDir::new(OPENWIRE);
     let broker = dir.start().await;
@@ -392,27 +383,7 @@ async fn keep_alives_go_both_ways_and_a_silent_client_is_dropped() {
         },
         &mut hello,
     );
-    let mut tcp = tokio::net::TcpStream::connect(openwire).await.unwrap();
-    tcp.write_all(&hello).await.unwrap();
-    let started = std::time::Instant::now();
-    let mut buf = Vec::new();
-    let mut seen = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let n = tokio::time::timeout(DEADLINE, tcp.read(&mut chunk))
-            .await
-            .expect("the broker neither wrote nor closed")
-            .unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        while let Some((command, used)) = decode_frame(&buf, 1 << 20).unwrap() {
-            buf.drain(..used);
-            seen.push((started.elapsed(), command.body));
-        }
-    }
-    let closed_after = started.elapsed();
+    let (seen, closed_after) = commands_until_closed(openwire, &hello).await;
     let kinds: Vec<u8> = seen.iter().map(|(_, b)| b.kind()).collect();
     // WireFormatInfo, BrokerInfo, the Response to ConnectionInfo, then
     // keep-alives.
@@ -490,8 +461,7 @@ async fn a_stomp_client_answers_a_jms_request_on_its_temporary_queue() {
 async fn a_network_connection_needs_a_user_that_may_bridge() {
     use portico_broker::openwire::command::{BrokerInfo, ConnectionInfo, WireFormatInfo};
     use portico_broker::openwire::types::{BrokerId, ConnectionId};
-    use portico_broker::openwire::{decode_frame, encode, Body, Command as Ow};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use portico_broker::openwire::{encode, Body, Command as Ow};
 
     let hash = portico_broker::auth::hash_password("app-secret").unwrap();
     let dir = BrokerDir::new(&format!(
@@ -537,28 +507,14 @@ async fn a_network_connection_needs_a_user_that_may_bridge() {
         },
         &mut hello,
     );
-    let mut tcp = tokio::net::TcpStream::connect(openwire).await.unwrap();
-    tcp.write_all(&hello).await.unwrap();
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let mut answer = None;
-    loop {
-        let n = tokio::time::timeout(DEADLINE, tcp.read(&mut chunk))
-            .await
-            .expect("the broker neither answered nor closed")
-            .unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        while let Some((command, used)) = decode_frame(&buf, 1 << 20).unwrap() {
-            buf.drain(..used);
-            if let Body::ExceptionResponse { correlation, error } = command.body {
-                answer = Some((correlation, error));
-            }
-        }
-    }
-    let (correlation, error) = answer.expect("an ExceptionResponse before the close");
+    let (seen, _) = commands_until_closed(openwire, &hello).await;
+    let (correlation, error) = seen
+        .into_iter()
+        .find_map(|(_, body)| match body {
+            Body::ExceptionResponse { correlation, error } => Some((correlation, error)),
+            _ => None,
+        })
+        .expect("an ExceptionResponse before the close");
     let error = error.unwrap();
     assert_eq!(correlation, 1);
     assert_eq!(error.class.as_deref(), Some("java.lang.SecurityException"));
@@ -573,4 +529,37 @@ async fn a_network_connection_needs_a_user_that_may_bridge() {
     let bridges = http_get(broker.console_addr().unwrap(), "/api/network").await;
     assert_eq!(bridges.trim(), "[]");
     broker.shutdown(Duration::from_secs(1)).await;
+}
+
+/// Connects to `addr`, sends `hello`, and reads every command the broker
+/// sends until it closes the connection: each with when it came, and when
+/// the connection closed (from the moment `hello` was sent).
+async fn commands_until_closed(
+    addr: std::net::SocketAddr,
+    hello: &[u8],
+) -> (Vec<(Duration, portico_broker::openwire::Body)>, Duration) {
+    use portico_broker::openwire::decode_frame;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(hello).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let mut seen = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(DEADLINE, tcp.read(&mut chunk))
+            .await
+            .expect("the broker neither wrote nor closed")
+            .unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        while let Some((command, used)) = decode_frame(&buf, 1 << 20).unwrap() {
+            buf.drain(..used);
+            seen.push((started.elapsed(), command.body));
+        }
+    }
+    (seen, started.elapsed())
 }

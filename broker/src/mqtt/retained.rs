@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tracing::warn;
@@ -32,6 +33,8 @@ pub struct RetainedMessage {
 pub struct Retained {
     dir: Option<PathBuf>,
     messages: Mutex<BTreeMap<String, Arc<RetainedMessage>>>,
+    /// Bytes of their payloads, in all.
+    bytes: AtomicUsize,
     /// Changes one at a time, so the files end as the map does.
     writing: tokio::sync::Mutex<()>,
 }
@@ -93,6 +96,8 @@ impl Retained {
                 }
             }
         }
+        let bytes = messages.values().map(|m| m.payload.len()).sum();
+        store.bytes.store(bytes, Ordering::Relaxed);
         *store.messages.lock().unwrap_or_else(|p| p.into_inner()) = messages;
         store
     }
@@ -104,11 +109,8 @@ impl Retained {
         {
             let messages = self.messages.lock().unwrap_or_else(|p| p.into_inner());
             if !payload.is_empty() {
-                let held: usize = messages
-                    .iter()
-                    .filter(|(t, _)| t.as_str() != topic)
-                    .map(|(_, m)| m.payload.len())
-                    .sum();
+                let replaced = messages.get(topic).map_or(0, |m| m.payload.len());
+                let held = self.bytes.load(Ordering::Relaxed) - replaced;
                 if held + payload.len() > MAX_RETAINED_BYTES {
                     return Err(format!(
                         "retained messages would take over {MAX_RETAINED_BYTES} bytes"
@@ -133,9 +135,10 @@ impl Retained {
                 .map_err(|e| format!("the retained message cannot be stored: {e}"))?;
         }
         let mut messages = self.messages.lock().unwrap_or_else(|p| p.into_inner());
-        if payload.is_empty() {
-            messages.remove(topic);
+        let old = if payload.is_empty() {
+            messages.remove(topic)
         } else {
+            self.bytes.fetch_add(payload.len(), Ordering::Relaxed);
             messages.insert(
                 topic.to_owned(),
                 Arc::new(RetainedMessage {
@@ -143,7 +146,10 @@ impl Retained {
                     qos,
                     payload: payload.to_vec(),
                 }),
-            );
+            )
+        };
+        if let Some(old) = old {
+            self.bytes.fetch_sub(old.payload.len(), Ordering::Relaxed);
         }
         Ok(())
     }
@@ -225,5 +231,8 @@ mod tests {
             .matching(&Filter::parse("topic://other").unwrap())
             .is_empty());
         assert_eq!(unhex(&hex("a.b/ü")), Some("a.b/ü".to_owned()));
+        // 22 (replacing 21) and 19 are held; "other" was cleared.
+        assert_eq!(reloaded.bytes.load(Ordering::Relaxed), 4);
+        assert_eq!(store.bytes.load(Ordering::Relaxed), 4);
     }
 }

@@ -76,54 +76,13 @@ pub(super) async fn run(
     stop: CancellationToken,
 ) -> BridgeError {
     let conn = core.next_connection();
-    let (outbox, outbox_rx) = Outbox::new(256);
-    let (frames_tx, frames_rx) = mpsc::channel::<Vec<u8>>(256);
-    let (stalled, evicted) = (outbox.stalled.clone(), outbox.evicted.clone());
-    core.router
-        .register(
-            conn,
-            outbox,
-            ConnectionInfo::new(
-                conn,
-                state.remote_address.clone(),
-                format!("bridge:{}", link.peer),
-                "bridge".into(),
-                "1.2".into(),
-            ),
-        )
-        .await;
-    let ended = CancellationToken::new();
-    let writer_task = tokio::spawn(writer::run(
-        Outgoing {
-            core: core.clone(),
-            conn,
-            control: frames_rx,
-            outbox: outbox_rx,
-            stalled,
-            evicted,
-            beat: link.beats.send,
-            done: ended.clone(),
-            encoder: BridgeEncoder {
-                me: core.name.clone(),
-            },
-        },
-        writer,
-    ));
+    let encoder = BridgeEncoder {
+        me: core.name.clone(),
+    };
+    let attached = attach(&core, conn, &link, &state, "1.2".into(), writer, encoder).await;
+    let (frames_tx, ended) = (attached.control.clone(), attached.ended.clone());
     if link.forward {
-        for (i, dest) in link.statics.iter().enumerate() {
-            let network = NetworkLink {
-                peer: link.peer.clone(),
-                hops: 1,
-                message_ttl: link.message_ttl,
-            };
-            if let Err(e) = core
-                .router
-                .subscribe_network(conn, format!("static-{i}"), dest.clone(), network)
-                .await
-            {
-                warn!(destination = %dest, error = %e, "cannot forward statically");
-            }
-        }
+        forward_statics(&core, conn, &link).await;
     }
     let (arrivals_tx, arrivals_rx) = mpsc::channel(256);
     let arrivals_task = tokio::spawn(take_arrivals(
@@ -167,14 +126,100 @@ pub(super) async fn run(
     // What arrived is stored and routed before the bridge goes.
     drop(arrivals_tx);
     let _ = arrivals_task.await;
-    ended.cancel();
     if let Some(a) = advertiser {
         a.abort();
     }
-    core.router.unregister(conn).await;
     drop(frames_tx);
-    let _ = writer_task.await;
+    attached.detach(&core, conn).await;
     end
+}
+
+/// A bridge's connection in the router, and the writer of what goes to
+/// the peer: deliveries (through the bridge's encoder) and `control`.
+pub(super) struct Attached {
+    pub(super) control: mpsc::Sender<Vec<u8>>,
+    /// Cancelled when the writer stops, and to stop it.
+    pub(super) ended: CancellationToken,
+    writer: tokio::task::JoinHandle<()>,
+}
+
+/// Registers bridge connection `conn` with the router (its protocol
+/// `version` for the console) and starts its writer.
+pub(super) async fn attach<E: Encoder>(
+    core: &Arc<BrokerCore>,
+    conn: ConnId,
+    link: &Link,
+    state: &BridgeState,
+    version: String,
+    writer: Writer,
+    encoder: E,
+) -> Attached {
+    let (outbox, outbox_rx) = Outbox::new(256);
+    let (control, control_rx) = mpsc::channel::<Vec<u8>>(256);
+    let (stalled, evicted) = (outbox.stalled.clone(), outbox.evicted.clone());
+    core.router
+        .register(
+            conn,
+            outbox,
+            ConnectionInfo::new(
+                conn,
+                state.remote_address.clone(),
+                format!("bridge:{}", link.peer),
+                "bridge".into(),
+                version,
+            ),
+        )
+        .await;
+    let ended = CancellationToken::new();
+    let writer = tokio::spawn(writer::run(
+        Outgoing {
+            core: core.clone(),
+            conn,
+            control: control_rx,
+            outbox: outbox_rx,
+            stalled,
+            evicted,
+            beat: link.beats.send,
+            done: ended.clone(),
+            encoder,
+        },
+        writer,
+    ));
+    Attached {
+        control,
+        ended,
+        writer,
+    }
+}
+
+impl Attached {
+    /// Stops the writer and leaves the router (what was in flight to the
+    /// peer goes back to its queues).
+    pub(super) async fn detach(self, core: &BrokerCore, conn: ConnId) {
+        self.ended.cancel();
+        core.router.unregister(conn).await;
+        drop(self.control);
+        let _ = self.writer.await;
+    }
+}
+
+/// The destinations a connector forwards whether or not there is demand:
+/// subscribed for the peer from the start.
+pub(super) async fn forward_statics(core: &BrokerCore, conn: ConnId, link: &Link) {
+    for (i, dest) in link.statics.iter().enumerate() {
+        let network = NetworkLink {
+            peer: link.peer.clone(),
+            hops: 1,
+            message_ttl: link.message_ttl,
+        };
+        if let Err(e) = core
+            .router
+            .subscribe_network(conn, format!("static-{i}"), dest.clone(), network)
+            .await
+        {
+            warn!(destination = %dest, error = %e, "cannot forward statically");
+        }
+    }
 }
 
 /// What the reading end of a bridge works with.

@@ -39,7 +39,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::bridge::{take_arrivals, Forwarded, FromPeer};
+use super::bridge::{attach, forward_statics, take_arrivals, Forwarded, FromPeer};
 use super::demand::{advertise, Announce};
 use super::{BridgeError, BridgeState, HeartBeats, Link, Reader, Writer};
 use crate::auth::{Operation, Principal};
@@ -53,14 +53,11 @@ use crate::openwire::types::{
     DestinationKind, MessageId, ProducerId, SessionId, Value,
 };
 use crate::openwire::{encode, Body, Command};
-use crate::router::{
-    AckId, ConnId, ConnectionInfo as RouterConnection, Delivery, Destination, Filter, Kind,
-    NetworkLink, Outbox, PATH_HEADER,
-};
+use crate::router::{AckId, ConnId, Delivery, Destination, Filter, Kind, NetworkLink, PATH_HEADER};
 use crate::shared::BrokerCore;
 use crate::transport::openwire::convert;
 use crate::transport::openwire::handshake::{wire_format, End, Frames};
-use crate::transport::writer::{self, Outgoing};
+use crate::transport::writer;
 
 /// The OpenWire version a bridge needs (ActiveMQ 5.x speaks 12).
 const VERSION: i32 = 12;
@@ -465,45 +462,18 @@ pub(crate) async fn run(
         login,
     } = opened;
     let ids = Ids::new(&core.name, conn);
-    let (outbox, outbox_rx) = Outbox::new(256);
-    let (control, control_rx) = mpsc::channel::<Vec<u8>>(256);
-    let (stalled, evicted) = (outbox.stalled.clone(), outbox.evicted.clone());
-    core.router
-        .register(
-            conn,
-            outbox,
-            RouterConnection::new(
-                conn,
-                state.remote_address.clone(),
-                format!("bridge:{}", link.peer),
-                "bridge".into(),
-                format!("openwire/{VERSION}"),
-            ),
-        )
-        .await;
     let pending = Arc::new(Pending {
         next: AtomicI32::new(2),
         acks: Mutex::new(HashMap::new()),
     });
-    let ended_token = CancellationToken::new();
-    let writer_task = tokio::spawn(writer::run(
-        Outgoing {
-            core: core.clone(),
-            conn,
-            control: control_rx,
-            outbox: outbox_rx,
-            stalled,
-            evicted,
-            beat: link.beats.send,
-            done: ended_token.clone(),
-            encoder: Forwarder {
-                me: core.name.clone(),
-                producer: ids.producer.clone(),
-                pending: pending.clone(),
-            },
-        },
-        writer,
-    ));
+    let encoder = Forwarder {
+        me: core.name.clone(),
+        producer: ids.producer.clone(),
+        pending: pending.clone(),
+    };
+    let version = format!("openwire/{VERSION}");
+    let attached = attach(&core, conn, &link, &state, version, writer, encoder).await;
+    let (control, ended_token) = (attached.control.clone(), attached.ended.clone());
     // This end's side of the peer's protocol: a connection (when it still
     // needs one), a session, a producer for what it forwards and, when it
     // forwards, a subscription to the peer's consumer advisories.
@@ -549,20 +519,7 @@ pub(crate) async fn run(
                 ..ConsumerInfo::default()
             })),
         ));
-        for (i, dest) in link.statics.iter().enumerate() {
-            let network = NetworkLink {
-                peer: link.peer.clone(),
-                hops: 1,
-                message_ttl: link.message_ttl,
-            };
-            if let Err(e) = core
-                .router
-                .subscribe_network(conn, format!("static-{i}"), dest.clone(), network)
-                .await
-            {
-                warn!(destination = %dest, error = %e, "cannot forward statically");
-            }
-        }
+        forward_statics(&core, conn, &link).await;
     }
     let _ = control.send(hello).await;
     let (arrivals_tx, arrivals_rx) = mpsc::channel(256);
@@ -624,10 +581,8 @@ pub(crate) async fn run(
     if matches!(end, BridgeError::Stopping) {
         let _ = control.send(command(0, false, Body::ShutdownInfo)).await;
     }
-    ended_token.cancel();
-    core.router.unregister(conn).await;
     drop(control);
-    let _ = writer_task.await;
+    attached.detach(&core, conn).await;
     end
 }
 

@@ -226,3 +226,41 @@ pub async fn python_scenario(script: &'static str, name: &'static str, args: Vec
         "scenario {name} of {script} failed:\n{stdout}\n{stderr}"
     );
 }
+
+/// How many bridges the broker with console `console` has connected (0
+/// while the console does not answer: a node starting again).
+pub async fn bridges_connected(console: std::net::SocketAddr) -> usize {
+    let (status, body) = http(console, "GET", "/api/network", &[]).await;
+    if status != 200 {
+        return 0;
+    }
+    let bridges: serde_json::Value = serde_json::from_str(&body).unwrap();
+    bridges
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["state"] == "connected")
+        .count()
+}
+
+/// `queue`'s figures on the console (`/api/queues`), `Null` if the broker
+/// has no such queue.
+pub async fn queue_figures(console: std::net::SocketAddr, queue: &str) -> serde_json::Value {
+    let queues: serde_json::Value =
+        serde_json::from_str(&http_get(console, "/api/queues").await).unwrap();
+    queues
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == queue)
+        .cloned()
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// Messages waiting in `queue` on the broker with console `console` (0 if
+/// it has no such queue).
+pub async fn queue_pending(console: std::net::SocketAddr, queue: &str) -> u64 {
+    queue_figures(console, queue).await["pending"]
+        .as_u64()
+        .unwrap_or(0)
+}
