@@ -264,7 +264,7 @@ fn tls_config(key: Arc<rustls::sign::CertifiedKey>) -> Arc<ServerConfig> {
     let resolver = Arc::new(portico_core::tls::CertResolver::new(vec![key]));
     let mut config = ServerConfig::builder_with_provider(portico_core::tls::provider())
         .with_safe_default_protocol_versions()
-        .expect("the ring provider supports TLS 1.2 and 1.3")
+        .expect("the crypto provider supports TLS 1.2 and 1.3")
         .with_no_client_auth()
         .with_cert_resolver(resolver);
     // The server's order (AES-128-GCM first, forward-secret AEAD only), as

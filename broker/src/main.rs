@@ -58,6 +58,25 @@ enum Command {
         #[arg(long, default_value = "bench/mqtt")]
         topic: String,
     },
+    /// Measure a STOMP broker's latency at low load: one producer and one
+    /// consumer on a queue, synchronous SENDs or a fixed rate.
+    StompBench {
+        /// tcp://host:port
+        #[arg(long = "broker-url")]
+        broker_url: String,
+        #[arg(long, default_value = "queue://bench.latency")]
+        destination: String,
+        #[arg(long, default_value = "true", action = clap::ArgAction::Set)]
+        persistent: bool,
+        #[arg(long, default_value_t = 5_000)]
+        count: u64,
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+        /// Messages per second, without waiting for receipts; without it,
+        /// each SEND waits for its RECEIPT (one in flight).
+        #[arg(long)]
+        rate: Option<u64>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -95,21 +114,49 @@ fn main() -> ExitCode {
             size,
             window,
             topic,
-        } => mqtt_bench(portico_broker::tools::mqtt_bench::MqttBenchArgs {
-            host,
-            port,
-            qos,
+        } => {
+            let args = portico_broker::tools::mqtt_bench::MqttBenchArgs {
+                host,
+                port,
+                qos,
+                count,
+                size: size.max(8),
+                window: window.max(1),
+                topic,
+            };
+            bench("mqtt-bench", count, async move {
+                portico_broker::tools::mqtt_bench::mqtt_bench(&args).await
+            })
+        }
+        Command::StompBench {
+            broker_url,
+            destination,
+            persistent,
             count,
-            size: size.max(8),
-            window: window.max(1),
-            topic,
-        }),
+            size,
+            rate,
+        } => {
+            let args = portico_broker::tools::stomp_bench::StompBenchArgs {
+                broker_url,
+                destination,
+                persistent,
+                count,
+                size,
+                rate: rate.filter(|r| *r > 0),
+            };
+            bench("stomp-bench", count, async move {
+                portico_broker::tools::stomp_bench::stomp_bench(&args).await
+            })
+        }
     }
 }
 
-/// Runs one MQTT measurement; prints it as JSON. Exit 1 if messages were
-/// missing, 2 on an error.
-fn mqtt_bench(args: portico_broker::tools::mqtt_bench::MqttBenchArgs) -> ExitCode {
+/// Runs one benchmark measurement (`mqtt-bench`, `stomp-bench`); prints
+/// its report as JSON. Exit 1 if messages were missing, 2 on an error.
+fn bench<F>(name: &str, expected: u64, work: F) -> ExitCode
+where
+    F: std::future::Future<Output = Result<portico_broker::tools::BenchReport, String>>,
+{
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -120,17 +167,13 @@ fn mqtt_bench(args: portico_broker::tools::mqtt_bench::MqttBenchArgs) -> ExitCod
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(portico_broker::tools::mqtt_bench::mqtt_bench(&args)) {
+    match runtime.block_on(work) {
         Ok(report) => {
             println!("{report}");
-            if report.received == args.count {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            }
+            ExitCode::from(u8::from(report.received != expected))
         }
         Err(e) => {
-            error!("mqtt-bench: {e}");
+            error!("{name}: {e}");
             ExitCode::from(2)
         }
     }

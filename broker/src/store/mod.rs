@@ -65,6 +65,9 @@ pub struct Recovered {
 
 struct Append {
     records: Vec<Record>,
+    /// Whether `done` waits for the fsync (else only for the write: the
+    /// next fsync makes it durable).
+    sync: bool,
     done: oneshot::Sender<Result<(), WriteFailure>>,
 }
 
@@ -145,6 +148,16 @@ impl Journal {
             .await
     }
 
+    /// Like [`Journal::acknowledge`], for an acknowledgement nobody waits
+    /// to hear is stored (an auto-acknowledged delivery, an ACK without a
+    /// receipt): it resolves once written, and the next fsync makes it
+    /// durable. A crash before that redelivers the messages; it loses
+    /// nothing, and a lone consumer no longer costs an fsync per message.
+    pub async fn acknowledge_lazily(&self, ids: Vec<u64>) -> Result<Durable, JournalError> {
+        let records = ids.into_iter().map(|id| Record::Ack { id }).collect();
+        self.append(records, false).await
+    }
+
     /// Queues the replacement of stored message `from` by `to` (a message
     /// moved to a dead-letter queue), as one record.
     pub async fn replace(&self, from: u64, to: StoredMessage) -> Result<Durable, JournalError> {
@@ -152,9 +165,17 @@ impl Journal {
     }
 
     async fn submit(&self, records: Vec<Record>) -> Result<Durable, JournalError> {
+        self.append(records, true).await
+    }
+
+    async fn append(&self, records: Vec<Record>, sync: bool) -> Result<Durable, JournalError> {
         let (done, wait) = oneshot::channel();
         self.tx
-            .send(Append { records, done })
+            .send(Append {
+                records,
+                sync,
+                done,
+            })
             .await
             .map_err(|_| JournalError::Stopped)?;
         Ok(Durable(wait))
@@ -167,11 +188,24 @@ pub struct Durable(oneshot::Receiver<Result<(), WriteFailure>>);
 
 impl Durable {
     pub async fn wait(self) -> Result<(), JournalError> {
-        match self.0.await {
+        self.await
+    }
+}
+
+/// Waiting on it by reference (`&mut durable`) lets a task watch for new
+/// work at the same time.
+impl std::future::Future for Durable {
+    type Output = Result<(), JournalError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx).map(|r| match r {
             Ok(Ok(())) => Ok(()),
             Ok(Err(WriteFailure { path, detail })) => Err(JournalError::Write { path, detail }),
             Err(_) => Err(JournalError::Stopped),
-        }
+        })
     }
 }
 
@@ -335,9 +369,12 @@ impl Writer {
                     lengths.push((buf.len() - before) as u64);
                 }
             }
+            let sync = batch.iter().any(|a| a.sync);
             let started = std::time::Instant::now();
-            let result = self.write(&buf);
-            fsync.observe(started.elapsed().as_secs_f64());
+            let result = self.write(&buf, sync);
+            if sync {
+                fsync.observe(started.elapsed().as_secs_f64());
+            }
             let result = result.map_err(|e| WriteFailure {
                 path: segment_path(&self.dir, self.current),
                 detail: e.to_string(),
@@ -356,7 +393,9 @@ impl Writer {
         }
     }
 
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+    /// Appends `bytes`, fsynced when `sync` (a segment that fills up is
+    /// fsynced whatever it holds).
+    fn write(&mut self, bytes: &[u8], sync: bool) -> std::io::Result<()> {
         if self.current_size > 0 && self.current_size + bytes.len() as u64 > self.segment_size {
             self.file.sync_data()?;
             self.current += 1;
@@ -370,7 +409,9 @@ impl Writer {
             File::open(&self.dir)?.sync_all()?;
         }
         self.file.write_all(bytes)?;
-        self.file.sync_data()?;
+        if sync {
+            self.file.sync_data()?;
+        }
         self.current_size += bytes.len() as u64;
         Ok(())
     }
@@ -454,7 +495,7 @@ impl Writer {
                 "its live messages were not found in it",
             ));
         }
-        self.write(&out)?;
+        self.write(&out, true)?;
         for (id, len) in moved {
             self.book.add(id, len, self.current);
         }

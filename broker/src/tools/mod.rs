@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod mqtt_bench;
+pub mod stomp_bench;
 
 use std::collections::HashSet;
 use std::io::IsTerminal;
@@ -15,6 +16,58 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::client::{BrokerUrl, Client, ClientError, ClientOptions};
 use crate::router::{Destination, Kind};
 use crate::stomp::{Command, Frame};
+
+/// What `mqtt-bench` and `stomp-bench` measured, printed as one JSON line.
+#[derive(Debug)]
+pub struct BenchReport {
+    pub received: u64,
+    pub messages_per_second: f64,
+    pub p50: Duration,
+    pub p99: Duration,
+    /// Latencies printed in µs (`p50_us`) rather than ms (`p50_ms`).
+    pub micros: bool,
+}
+
+impl BenchReport {
+    /// The report of `latencies` (any order), the first message sent at
+    /// `begun` and the last received at `last`.
+    pub fn of(mut latencies: Vec<Duration>, begun: Instant, last: Instant, micros: bool) -> Self {
+        latencies.sort_unstable();
+        let at = |q: f64| {
+            let i = ((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1));
+            latencies.get(i).copied().unwrap_or_default()
+        };
+        Self {
+            received: latencies.len() as u64,
+            messages_per_second: latencies.len() as f64
+                / last
+                    .saturating_duration_since(begun)
+                    .as_secs_f64()
+                    .max(1e-9),
+            p50: at(0.50),
+            p99: at(0.99),
+            micros,
+        }
+    }
+}
+
+impl std::fmt::Display for BenchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (unit, scale, digits) = if self.micros {
+            ("us", 1e6, 1)
+        } else {
+            ("ms", 1e3, 3)
+        };
+        write!(
+            f,
+            "{{\"received\": {}, \"msgs_per_s\": {:.0}, \"p50_{unit}\": {:.digits$}, \"p99_{unit}\": {:.digits$}}}",
+            self.received,
+            self.messages_per_second,
+            self.p50.as_secs_f64() * scale,
+            self.p99.as_secs_f64() * scale,
+        )
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ToolError {

@@ -13,6 +13,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
+use super::BenchReport;
 use crate::mqtt::{connack, decode, encode, Connect, Packet, Publish, QoS};
 
 /// What to run.
@@ -26,28 +27,6 @@ pub struct MqttBenchArgs {
     /// QoS 1 PUBLISHes the publisher has unacknowledged, at most.
     pub window: u64,
     pub topic: String,
-}
-
-/// What it measured.
-#[derive(Debug)]
-pub struct MqttBenchReport {
-    pub received: u64,
-    pub messages_per_second: f64,
-    pub p50: Duration,
-    pub p99: Duration,
-}
-
-impl std::fmt::Display for MqttBenchReport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{{\"received\": {}, \"msgs_per_s\": {:.0}, \"p50_ms\": {:.3}, \"p99_ms\": {:.3}}}",
-            self.received,
-            self.messages_per_second,
-            self.p50.as_secs_f64() * 1000.0,
-            self.p99.as_secs_f64() * 1000.0
-        )
-    }
 }
 
 /// Nothing arriving for this long ends the run (what is missing, is).
@@ -128,7 +107,7 @@ fn bytes(packet: &Packet) -> Vec<u8> {
 const SETUP: Duration = Duration::from_secs(30);
 
 /// Runs one measurement.
-pub async fn mqtt_bench(args: &MqttBenchArgs) -> Result<MqttBenchReport, String> {
+pub async fn mqtt_bench(args: &MqttBenchArgs) -> Result<BenchReport, String> {
     tokio::time::timeout(
         SETUP * 4 + Duration::from_secs(args.count / 1000 + 60),
         measure(args),
@@ -137,7 +116,7 @@ pub async fn mqtt_bench(args: &MqttBenchArgs) -> Result<MqttBenchReport, String>
     .map_err(|_| "the run did not finish in time".to_owned())?
 }
 
-async fn measure(args: &MqttBenchArgs) -> Result<MqttBenchReport, String> {
+async fn measure(args: &MqttBenchArgs) -> Result<BenchReport, String> {
     let qos = if args.qos == 0 {
         QoS::AtMostOnce
     } else {
@@ -252,18 +231,6 @@ async fn measure(args: &MqttBenchArgs) -> Result<MqttBenchReport, String> {
     let _ = writer.write_all(&bytes(&Packet::Disconnect)).await;
     let _ = sub_writer.write_all(&bytes(&Packet::Disconnect)).await;
     ack_task.abort();
-    let received = latencies.len() as u64;
-    latencies.sort_unstable();
-    let at = |q: f64| {
-        latencies
-            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
-            .map_or(Duration::ZERO, |n| Duration::from_nanos(*n))
-    };
-    let elapsed = last.duration_since(start).as_secs_f64().max(1e-9);
-    Ok(MqttBenchReport {
-        received,
-        messages_per_second: received as f64 / elapsed,
-        p50: at(0.50),
-        p99: at(0.99),
-    })
+    let latencies = latencies.into_iter().map(Duration::from_nanos).collect();
+    Ok(BenchReport::of(latencies, start, last, false))
 }

@@ -1,7 +1,8 @@
 //! A session's SENDs and ACKs on their way: each is journaled (fsynced in
-//! groups), then routed, then receipted, in the order they arrived, while
-//! the session goes on reading.
+//! groups) and routed at once, then receipted once stored, in the order they
+//! arrived, while the session goes on reading.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
@@ -45,61 +46,131 @@ pub(super) enum Piped {
     Flush(oneshot::Sender<Result<(), String>>),
 }
 
+/// What waits for the journal before its answer goes out, in order.
+struct Pending {
+    /// The last of its journal records (the journal completes in order:
+    /// the last record on disk means all are); `None`: nothing to wait for.
+    durable: Option<Durable>,
+    what: &'static str,
+    answer: Answer,
+    /// The connection's and the broker's budgets, held until stored.
+    _permit: Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)>,
+}
+
+enum Answer {
+    Reply(Option<Vec<u8>>),
+    Flush(oneshot::Sender<Result<(), String>>),
+}
+
+/// Most answers a connection may have waiting for the journal.
+const PENDING: usize = 4096;
+
+/// Runs a connection's pipeline. A message is routed as soon as it is
+/// taken — while its journal write is in flight, as ActiveMQ's concurrent
+/// store and dispatch does — and its answer (the receipt) goes out only once
+/// it is on disk, in order. A crash before the fsync may deliver a message
+/// the producer never had a receipt for; it never loses a receipted one.
 pub(super) async fn run_pipeline(
     core: Arc<BrokerCore>,
     mut rx: mpsc::Receiver<Piped>,
     control: mpsc::Sender<Vec<u8>>,
 ) {
     let mut failed: Option<String> = None;
-    while let Some(item) = rx.recv().await {
-        match item {
-            Piped::Flush(reply) => {
-                let _ = reply.send(failed.clone().map_or(Ok(()), Err));
-            }
-            _ if failed.is_some() => {}
-            Piped::Send {
-                durable,
-                message,
-                mut copies,
-                reply,
-                _permit,
-            } => {
-                // The journal completes in order: the last record on disk
-                // means all are.
-                let last = copies
-                    .iter_mut()
-                    .rev()
-                    .find_map(|c| c.durable.take())
-                    .or(durable);
-                if let Some(durable) = last {
-                    if let Err(e) = durable.wait().await {
-                        failed = Some(format!("a message could not be stored: {e}"));
-                        continue;
+    let mut pending: VecDeque<Pending> = VecDeque::new();
+    let mut open = true;
+    while open || !pending.is_empty() {
+        let room = open && pending.len() < PENDING;
+        // The front's journal write, if it has one to wait for.
+        let front = pending.front_mut().and_then(|p| p.durable.as_mut());
+        let has_front = front.is_some();
+        tokio::select! {
+            biased;
+            stored = async { front.expect("guarded").await }, if has_front => {
+                let done = pending.pop_front().expect("a front");
+                if let Err(e) = stored {
+                    failed = Some(format!("{} could not be stored: {e}", done.what));
+                    // No answer after a failure but the flushes' (an error).
+                    for rest in pending.drain(..) {
+                        answer(rest.answer, &failed, &control).await;
                     }
-                }
-                core.router.send(message).await;
-                for copy in copies {
-                    core.router.send(copy.message).await;
-                }
-                if let Some(reply) = reply {
-                    let _ = control.send(reply).await;
-                }
-            }
-            Piped::Durable { durable, reply } => {
-                if let Err(e) = durable.wait().await {
-                    failed = Some(format!("an acknowledgement could not be stored: {e}"));
                     continue;
                 }
-                if let Some(reply) = reply {
-                    let _ = control.send(reply).await;
-                }
+                answer(done.answer, &failed, &control).await;
+                answer_ready(&mut pending, &failed, &control).await;
             }
-            Piped::Reply(reply) => {
-                if let Some(reply) = reply {
-                    let _ = control.send(reply).await;
-                }
+            item = rx.recv(), if room => {
+                let Some(item) = item else {
+                    open = false;
+                    continue;
+                };
+                let next = match item {
+                    Piped::Flush(reply) => Pending {
+                        durable: None,
+                        what: "",
+                        answer: Answer::Flush(reply),
+                        _permit: None,
+                    },
+                    _ if failed.is_some() => continue,
+                    Piped::Send { durable, message, mut copies, reply, _permit } => {
+                        let last = copies
+                            .iter_mut()
+                            .rev()
+                            .find_map(|c| c.durable.take())
+                            .or(durable);
+                        core.router.send(message).await;
+                        for copy in copies {
+                            core.router.send(copy.message).await;
+                        }
+                        Pending {
+                            durable: last,
+                            what: "a message",
+                            answer: Answer::Reply(reply),
+                            _permit: Some(_permit),
+                        }
+                    }
+                    Piped::Durable { durable, reply } => Pending {
+                        durable: Some(durable),
+                        what: "an acknowledgement",
+                        answer: Answer::Reply(reply),
+                        _permit: None,
+                    },
+                    Piped::Reply(reply) => Pending {
+                        durable: None,
+                        what: "",
+                        answer: Answer::Reply(reply),
+                        _permit: None,
+                    },
+                };
+                pending.push_back(next);
+                answer_ready(&mut pending, &failed, &control).await;
             }
+            else => break,
         }
+    }
+}
+
+/// Answers the front entries that have nothing (left) to wait for.
+async fn answer_ready(
+    pending: &mut VecDeque<Pending>,
+    failed: &Option<String>,
+    control: &mpsc::Sender<Vec<u8>>,
+) {
+    while pending.front().is_some_and(|p| p.durable.is_none()) {
+        if let Some(done) = pending.pop_front() {
+            answer(done.answer, failed, control).await;
+        }
+    }
+}
+
+async fn answer(answer: Answer, failed: &Option<String>, control: &mpsc::Sender<Vec<u8>>) {
+    match answer {
+        Answer::Flush(reply) => {
+            let _ = reply.send(failed.clone().map_or(Ok(()), Err));
+        }
+        Answer::Reply(Some(reply)) if failed.is_none() => {
+            let _ = control.send(reply).await;
+        }
+        Answer::Reply(_) => {}
     }
 }
 
@@ -145,7 +216,8 @@ impl Pipeline {
 
     /// Journals the acknowledgement of stored messages `stored` in the same
     /// group commits as messages; `reply` goes out once it is on disk (at
-    /// once, in order, when nothing was stored).
+    /// once, in order, when nothing was stored). Without a reply the
+    /// acknowledgement is written without an fsync of its own.
     pub(super) async fn acknowledged(
         &self,
         core: &BrokerCore,
@@ -155,11 +227,13 @@ impl Pipeline {
         let item = if stored.is_empty() {
             Piped::Reply(reply)
         } else {
-            let durable = core
-                .journal
-                .acknowledge(stored)
-                .await
-                .map_err(|e| SubmitError::Store(e.to_string()))?;
+            // Stored before its answer; without one, nobody waits for it.
+            let durable = if reply.is_some() {
+                core.journal.acknowledge(stored).await
+            } else {
+                core.journal.acknowledge_lazily(stored).await
+            };
+            let durable = durable.map_err(|e| SubmitError::Store(e.to_string()))?;
             Piped::Durable { durable, reply }
         };
         self.tx.send(item).await.map_err(|_| SubmitError::Closing)

@@ -103,7 +103,7 @@ pub(crate) async fn run<E: Encoder, W: AsyncWrite + Unpin>(mut w: Outgoing<E>, m
         next_beat = Instant::now() + beat;
         if !acks.is_empty() {
             // Auto-acknowledged stored messages are done once written.
-            let written = match w.core.journal.acknowledge(acks).await {
+            let written = match w.core.journal.acknowledge_lazily(acks).await {
                 Ok(durable) => durable.wait().await,
                 Err(e) => Err(e),
             };
