@@ -45,6 +45,19 @@ class Bench:
         self.work = work
         self.commands = {}  # label -> first command line seen under it
         self.results = {}  # (section, key, contender) -> [values]
+        # The front door's certificates: ECDSA P-256 (`portico certs`) or
+        # RSA-2048 (what AWS Certificate Manager issues by default). Front
+        # door figures are recorded under the key type's scope.
+        self.keys = "ecdsa"
+        self.suites = {}  # key type -> contender -> negotiated suite
+
+    @property
+    def certs(self):
+        return self.work / ("certs" if self.keys == "ecdsa" else f"certs-{self.keys}")
+
+    @property
+    def scope(self):
+        return "" if self.keys == "ecdsa" else f" {self.keys}"
 
     def note_command(self, label, argv):
         line = " ".join(shlex.quote(str(a)) for a in argv)
@@ -217,7 +230,7 @@ class Contender:
     def target_args(self):
         return [
             "--target", f"{self.host}:{self.port}",
-            "--ca", self.bench.work / "certs" / "ca.crt",
+            "--ca", self.bench.certs / "ca.crt",
             "--server-name", self.server_name(),
         ]
 
@@ -283,7 +296,7 @@ class Portico(Contender):
 
     def launch(self):
         self.port = free_port()
-        certs = self.bench.work / "certs"
+        certs = self.bench.certs
         targets = ", ".join(f'"{h}:{p}"' for h, p in self.upstreams)
         pairs = f"pairs = [[{targets}]]" if len(self.upstreams) == 2 else ""
         config = self.bench.work / f"portico-{self.port}.toml"
@@ -335,8 +348,8 @@ class Haproxy(Contender):
 
     def launch(self):
         self.port = free_port()
-        certs = self.bench.work / "certs"
-        pem = self.bench.work / "haproxy-front.pem"
+        certs = self.bench.certs
+        pem = self.bench.work / f"haproxy-front-{self.port}.pem"
         pem.write_text(
             (certs / f"{FRONT_NAME}.crt").read_text() + (certs / f"{FRONT_NAME}.key").read_text()
         )
@@ -385,7 +398,7 @@ class Nginx(Contender):
 
     def launch(self):
         self.port = free_port()
-        certs = self.bench.work / "certs"
+        certs = self.bench.certs
         prefix = self.bench.work / f"nginx-{self.port}"
         prefix.mkdir(exist_ok=True)
         # Open-source nginx has no active health checks: a failed connect
@@ -436,6 +449,58 @@ stream {{
 # ---------------------------------------------------------------- machine
 
 
+CRYPTO_ROWS = [
+    ("RSA-2048", "rsa2048", ["sign", "verify"]),
+    ("ECDSA P-256", "ecdsap256", ["sign", "verify"]),
+    ("X25519", "ecdhx25519", ["key agreement"]),
+]
+KEY_NAMES = {"ecdsa": "ECDSA P-256", "rsa": "RSA-2048"}
+
+
+def crypto_floor(machine, keys):
+    """Milliseconds of public-key crypto in one proxied connection with full
+    handshakes on both legs, from the `openssl speed` rows: as a server, one
+    signature (CertificateVerify) and one X25519 exchange (key generation
+    and agreement: two scalar multiplications); as a client to the backend,
+    two verifications (the backend's CertificateVerify and its certificate's
+    signature by the CA) and one more X25519 exchange."""
+    rate = {label: value for label, value, _unit in machine}
+    name = KEY_NAMES[keys]
+    try:
+        sign = rate[f"openssl speed {name} sign, one core"]
+        verify = rate[f"openssl speed {name} verify, one core"]
+        x25519 = rate["openssl speed X25519 key agreement, one core"]
+    except KeyError:
+        return None
+    return 1000 * (1 / sign + 2 / verify + 4 / x25519)
+
+
+def rsa_certs(bench):
+    """RSA-2048 certificates (a CA, the front door's, the backend's), as AWS
+    Certificate Manager issues by default, made with openssl."""
+    out = bench.work / "certs-rsa"
+    out.mkdir(exist_ok=True)
+
+    def run(label, argv):
+        bench.note_command(f"RSA certificates: {label}", argv)
+        subprocess.run([str(a) for a in argv], check=True, capture_output=True)
+
+    run("CA", ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
+               "-subj", "/CN=portico bench RSA CA", "-keyout", out / "ca.key", "-out", out / "ca.crt",
+               "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign"])
+    for name, sans in [(FRONT_NAME, f"DNS:{FRONT_NAME}"),
+                       (BACKEND_NAME, f"DNS:{BACKEND_NAME},IP:127.0.0.1,IP:127.0.0.2")]:
+        ext = out / f"{name}.ext"
+        ext.write_text(f"subjectAltName={sans}\nextendedKeyUsage=serverAuth,clientAuth\n"
+                       "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n")
+        run(f"{name} key and request", ["openssl", "req", "-newkey", "rsa:2048", "-nodes",
+                                        "-subj", f"/CN={name}", "-keyout", out / f"{name}.key",
+                                        "-out", out / f"{name}.csr"])
+        run(f"{name} certificate", ["openssl", "x509", "-req", "-in", out / f"{name}.csr", "-days", "30",
+                                    "-CA", out / "ca.crt", "-CAkey", out / "ca.key", "-CAcreateserial",
+                                    "-extfile", ext, "-out", out / f"{name}.crt"])
+
+
 def machine_rows(bench, quick):
     rows = []
     seconds = "1" if quick else "3"
@@ -453,6 +518,26 @@ def machine_rows(bench, quick):
             if parts and parts[0].lower() == cipher and parts[-1].endswith("k"):
                 value = float(parts[-1][:-1]) * 1000 / 1e6  # 1000s of bytes/s -> MB/s
         rows.append((f"openssl speed {label}, one core, 16 KiB blocks", value, "MB/s"))
+    # Public-key operations, one core: what a handshake cannot avoid.
+    for label, algorithm, kinds in CRYPTO_ROWS:
+        argv = ["openssl", "speed", "-seconds", seconds, algorithm]
+        bench.note_command(f"openssl speed {label}", argv)
+        out = capture(argv)
+        for line in out.splitlines():
+            parts = line.split()
+            # "rsa 2048 bits 0.000623s 0.000017s 1605.4 58764.3" (sign/s,
+            # verify/s last); "253 bits ecdsa (nistp256) ... sign/s verify/s";
+            # "253 bits ecdh (X25519) 0.0000s 24000.0" (op/s last).
+            if algorithm == "rsa2048" and parts[:3] == ["rsa", "2048", "bits"]:
+                values = parts[-2:]
+            elif algorithm == "ecdsap256" and "(nistp256)" in parts and "ecdsa" in parts:
+                values = parts[-2:]
+            elif algorithm == "ecdhx25519" and "(X25519)" in parts:
+                values = parts[-1:]
+            else:
+                continue
+            for kind, value in zip(kinds, values):
+                rows.append((f"openssl speed {label} {kind}, one core", float(value), "/s"))
     port = free_port()
     server = Proc(bench, "iperf3 server", ["iperf3", "-s", "-1", "-B", "127.0.0.1", "-p", port])
     try:
@@ -496,7 +581,8 @@ def cpu_model():
 
 
 def front_door(bench, args):
-    certs = bench.work / "certs"
+    certs = bench.certs
+    sc = bench.scope
     backend_addr = ("127.0.0.2", free_port("127.0.0.2"))
     health_port = free_port("127.0.0.2")
     backend = Proc(
@@ -527,7 +613,7 @@ def front_door(bench, args):
         wait_for(lambda: port_open(*backend_addr), "the backend")
         for contender in contenders:
             contender.start()
-        bench.suites = {c.name: None for c in contenders}
+        suites = bench.suites.setdefault(bench.keys, {c.name: None for c in contenders})
 
         for r in range(rounds):
             log(f"throughput, CPU per GB and latency: round {r + 1}/{rounds}")
@@ -540,15 +626,15 @@ def front_door(bench, args):
                     ["throughput", *c.target_args(), *secs, "--connections", args.streams],
                 )
                 cpu = cpu_seconds(pids) - cpu_before
-                bench.suites[c.name] = out["tls"]
-                bench.record("throughput", "mb_s", c.name, out["mb_per_s_each_way"])
+                suites[c.name] = out["tls"]
+                bench.record(f"throughput{sc}", "mb_s", c.name, out["mb_per_s_each_way"])
                 relayed_gb = 2 * out["total_bytes_each_way"] / 1e9
                 if pids:
-                    bench.record("throughput", "cpu_s_per_gb", c.name, cpu / relayed_gb)
+                    bench.record(f"throughput{sc}", "cpu_s_per_gb", c.name, cpu / relayed_gb)
             for c in contenders:
                 out = loadgen(bench, f"latency {c.name}", ["latency", *c.target_args(), *secs])
                 for key in ("p50_us", "p99_us", "p999_us"):
-                    bench.record("latency", key, c.name, out[key])
+                    bench.record(f"latency{sc}", key, c.name, out[key])
 
         for concurrency in args.concurrency:
             for r in range(rounds):
@@ -564,12 +650,12 @@ def front_door(bench, args):
                     cpu = cpu_seconds(pids) - cpu_before
                     if out["errors"]:
                         log(f"  {c.name}: {out['errors']} failed connections ({out['first_error']})")
-                    bench.record("connect", concurrency, c.name, out["per_second"])
-                    bench.record("connect_errors", concurrency, c.name, out["errors"])
+                    bench.record(f"connect{sc}", concurrency, c.name, out["per_second"])
+                    bench.record(f"connect_errors{sc}", concurrency, c.name, out["errors"])
                     if pids and out["connections"]:
                         # CPU over warm-up and measurement, per connection made in both.
                         total = out["per_second"] * (args.seconds + args.warmup)
-                        bench.record("connect_cpu", concurrency, c.name, cpu / total * 1000)
+                        bench.record(f"connect_cpu{sc}", concurrency, c.name, cpu / total * 1000)
     finally:
         for contender in contenders:
             contender.stop()
@@ -583,8 +669,8 @@ def front_door(bench, args):
                 try:
                     before = rss_kib(c.pids())
                     idle_kib = idle_memory(bench, c, args.idle)
-                    bench.record("memory", "base_kib", c.name, before)
-                    bench.record("memory", "kib_per_conn", c.name, idle_kib)
+                    bench.record(f"memory{sc}", "base_kib", c.name, before)
+                    bench.record(f"memory{sc}", "kib_per_conn", c.name, idle_kib)
                 finally:
                     c.stop()
     finally:
@@ -660,7 +746,7 @@ ACTIVEMQ_XML = """<beans xmlns="http://www.springframework.org/schema/beans"
           dataDirectory="${activemq.data}">
     <persistenceAdapter><kahaDB directory="${activemq.data}/kahadb"/></persistenceAdapter>
     <transportConnectors>
-      <transportConnector name="stomp" uri="stomp+nio://127.0.0.1:PORT"/>
+      <transportConnector name="stomp" uri="stomp+nio://127.0.0.1:PORT?transport.tcpNoDelay=true"/>
       <transportConnector name="openwire" uri="tcp://127.0.0.1:OWPORT"/>
       <transportConnector name="mqtt" uri="mqtt+nio://127.0.0.1:MQTTPORT"/>
     </transportConnectors>
@@ -811,6 +897,31 @@ def openwire_run(bench, label, port, tag, count, mode):
     return count * 1000 / p_ms, (count - 1) / max(drained - overhead, 0.001)
 
 
+# The latency cases: (name, persistent, messages/s or None for one SEND in
+# flight, each waiting for its receipt).
+LATENCY_CASES = [
+    ("persistent, one SEND in flight", True, None),
+    ("non-persistent, 2,000 msg/s", False, 2000),
+]
+
+
+def stomp_latency(bench, label, port, tag, persistent, rate, args):
+    """`portico-broker stomp-bench`: one producer and one consumer on one
+    queue; send-to-delivery latency and messages/s."""
+    count = args.latency_count if rate is None else rate * int(max(args.seconds, 1))
+    argv = [BROKER, "stomp-bench", "--broker-url", f"tcp://127.0.0.1:{port}",
+            "--destination", f"queue://bench.{tag}", "--count", count,
+            "--persistent", "true" if persistent else "false"]
+    if rate:
+        argv += ["--rate", rate]
+    bench.note_command(f"stomp-bench {'persistent' if persistent else 'non-persistent'} {label}", argv)
+    done = subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=600)
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"{label}: stomp-bench failed: {done.stderr[-2000:]}")
+    return json.loads(lines[-1])
+
+
 def broker_bench(bench, args):
     port = free_port()
     openwire_port = free_port()
@@ -850,6 +961,17 @@ def broker_bench(bench, args):
         selecting = [(n, p) for n, p in brokers if n not in baselines]
         cases.append(("8 producers, 8 consumers, one queue, disjoint selectors, non-persistent", 8, False))
         for r in range(args.rounds):
+            log(f"broker latency at low load: round {r + 1}/{args.rounds}")
+            for c, (case, persistent, rate) in enumerate(LATENCY_CASES):
+                k = (r + c) % len(brokers)
+                for name, p in brokers[k:] + brokers[:k]:
+                    tag = f"lat.r{r}.{c}.{name[:3]}.{len(name)}"
+                    out = stomp_latency(bench, name, p, tag, persistent, rate, args)
+                    bench.record("broker_latency", f"{case}: msg/s", name, out["msgs_per_s"])
+                    bench.record("broker_latency", f"{case}: p50 µs", name, out["p50_us"])
+                    bench.record("broker_latency", f"{case}: p99 µs", name, out["p99_us"])
+            if "broker" not in args.only:
+                continue
             log(f"broker messages/s: round {r + 1}/{args.rounds}")
             for c, (case, pairs, persistent) in enumerate(cases):
                 selectors = "selectors" in case
@@ -1037,6 +1159,107 @@ def ratio(a, b):
     return f"{a / b:.2f}×"
 
 
+def front_report(b, args, keys, fronts, floor):
+    """The front door's tables for one key type."""
+    sc = "" if keys == "ecdsa" else f" {keys}"
+    suites = b.suites.get(keys, {})
+
+    def m(section, key, contender):
+        return b.median(section + sc, key, contender)
+
+    lines = []
+    lines += [
+        "",
+        f"## Front door: TLS in, TLS re-encrypted to one backend ({KEY_NAMES[keys]} certificates)",
+        "",
+        f"Every contender terminates TLS with the same {KEY_NAMES[keys]} certificate and "
+        "re-encrypts to the same backend (`portico-loadgen echo`, TLS, on 127.0.0.2), "
+        "verifying it against the same CA. `direct` is the client talking to the backend "
+        "itself. Negotiated: "
+        + "; ".join(f"{k} {v}" for k, v in suites.items() if v)
+        + ".",
+        "",
+        f"### Bulk throughput ({args.streams} connections streaming both ways) and CPU per GB",
+        "",
+        "| contender | MB/s each way | vs HAProxy | proxy CPU s per GB relayed | vs HAProxy |",
+        "|---|---|---|---|---|",
+    ]
+    hap_t = m("throughput", "mb_s", "haproxy")
+    hap_c = m("throughput", "cpu_s_per_gb", "haproxy")
+    for c in fronts:
+        t = m("throughput", "mb_s", c)
+        cpu = m("throughput", "cpu_s_per_gb", c)
+        lines.append(f"| {c} | {fmt(t)} | {ratio(t, hap_t)} | {fmt(cpu, 2)} | {ratio(cpu, hap_c)} |")
+    lines += [
+        "",
+        "GB relayed counts both directions (bytes in plus bytes out of the client's stream).",
+        "",
+        "### New TLS connections per second (full handshake each, one 32-byte round trip)",
+        "",
+        "| contender | " + " | ".join(f"c={n}" for n in args.concurrency)
+        + " | vs HAProxy | proxy CPU ms per connection |",
+        "|---|" + "---|" * len(args.concurrency) + "---|---|",
+    ]
+    for c in fronts:
+        cells = [fmt(m("connect", n, c)) for n in args.concurrency]
+        rel = " / ".join(
+            ratio(m("connect", n, c), m("connect", n, "haproxy"))
+            for n in args.concurrency
+        )
+        cpu = " / ".join(fmt(m("connect_cpu", n, c), 2) for n in args.concurrency)
+        lines.append(f"| {c} | " + " | ".join(cells) + f" | {rel} | {cpu} |")
+    errors = {
+        (c, n): sum(b.runs("connect_errors" + sc, n, c)) for c in fronts for n in args.concurrency
+    }
+    failed = [f"{c} c={n}: {e}" for (c, n), e in errors.items() if e]
+    lines.append("")
+    lines.append("Failed connections: " + ("; ".join(failed) if failed else "none") + ".")
+    lines += [
+        "",
+        "### Round-trip latency, 1 KiB request and response, one established connection",
+        "",
+        "| contender | p50 µs | p99 µs | p99.9 µs | p50 added over direct | p50 vs HAProxy | p99 vs HAProxy |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    direct50 = m("latency", "p50_us", "direct")
+    for c in fronts:
+        p50, p99, p999 = (m("latency", k, c) for k in ("p50_us", "p99_us", "p999_us"))
+        added = fmt(p50 - direct50) if c != "direct" and p50 and direct50 else "—"
+        lines.append(
+            f"| {c} | {fmt(p50)} | {fmt(p99)} | {fmt(p999)} | {added} | "
+            f"{ratio(p50, m('latency', 'p50_us', 'haproxy'))} | "
+            f"{ratio(p99, m('latency', 'p99_us', 'haproxy'))} |"
+        )
+    lines += [
+        "",
+        f"### Memory per idle TLS connection ({args.idle} connections held open)",
+        "",
+        "| contender | resident KiB at start | KiB per idle connection | vs HAProxy |",
+        "|---|---|---|---|",
+    ]
+    hap_m = m("memory", "kib_per_conn", "haproxy")
+    for c in fronts[1:]:
+        kib = m("memory", "kib_per_conn", c)
+        lines.append(f"| {c} | {fmt(m('memory', 'base_kib', c))} | {fmt(kib, 1)} | {ratio(kib, hap_m)} |")
+    lines += [
+        "",
+        "Resident memory (all of a contender's processes: nginx's master and workers) "
+        "after the connections are up, minus before, divided by their number; each "
+        "front door is started fresh for this.",
+    ]
+    if floor:
+        ours = [m("connect_cpu", n, "portico") for n in args.concurrency]
+        ours = [v for v in ours if v]
+        lines += [
+            "",
+            f"The crypto a proxied connection cannot avoid (one server handshake, one client "
+            f"handshake, from the `openssl speed` rows above): {floor:.3f} ms. portico's CPU per "
+            "connection: " + (" / ".join(f"{v / floor:.2f}×" for v in ours) or "—")
+            + " that floor (c=" + "/".join(str(n) for n in args.concurrency) + ").",
+        ]
+    return lines
+
+
 def write_report(bench, args, machine, started, sections):
     b = bench
     fronts = ["direct", "portico", *[f"portico {label}" for label, _ in args.baseline], "haproxy", "nginx"]
@@ -1054,87 +1277,8 @@ def write_report(bench, args, machine, started, sections):
     for label, value, unit in machine:
         lines.append(f"| {label} | {fmt(value)} {unit} |")
 
-    if "front" in sections:
-        suites = getattr(b, "suites", {})
-        lines += [
-            "",
-            "## Front door: TLS in, TLS re-encrypted to one backend",
-            "",
-            "Every contender terminates TLS with the same ECDSA P-256 certificate and "
-            "re-encrypts to the same backend (`portico-loadgen echo`, TLS, on 127.0.0.2), "
-            "verifying it against the same CA. `direct` is the client talking to the backend "
-            "itself. Negotiated: "
-            + "; ".join(f"{k} {v}" for k, v in suites.items() if v)
-            + ".",
-            "",
-            f"### Bulk throughput ({args.streams} connections streaming both ways) and CPU per GB",
-            "",
-            "| contender | MB/s each way | vs HAProxy | proxy CPU s per GB relayed | vs HAProxy |",
-            "|---|---|---|---|---|",
-        ]
-        hap_t = b.median("throughput", "mb_s", "haproxy")
-        hap_c = b.median("throughput", "cpu_s_per_gb", "haproxy")
-        for c in fronts:
-            t = b.median("throughput", "mb_s", c)
-            cpu = b.median("throughput", "cpu_s_per_gb", c)
-            lines.append(f"| {c} | {fmt(t)} | {ratio(t, hap_t)} | {fmt(cpu, 2)} | {ratio(cpu, hap_c)} |")
-        lines += [
-            "",
-            "GB relayed counts both directions (bytes in plus bytes out of the client's stream).",
-            "",
-            "### New TLS connections per second (full handshake each, one 32-byte round trip)",
-            "",
-            "| contender | " + " | ".join(f"c={n}" for n in args.concurrency)
-            + " | vs HAProxy | proxy CPU ms per connection |",
-            "|---|" + "---|" * len(args.concurrency) + "---|---|",
-        ]
-        for c in fronts:
-            cells = [fmt(b.median("connect", n, c)) for n in args.concurrency]
-            rel = " / ".join(
-                ratio(b.median("connect", n, c), b.median("connect", n, "haproxy"))
-                for n in args.concurrency
-            )
-            cpu = " / ".join(fmt(b.median("connect_cpu", n, c), 2) for n in args.concurrency)
-            lines.append(f"| {c} | " + " | ".join(cells) + f" | {rel} | {cpu} |")
-        errors = {
-            (c, n): sum(b.runs("connect_errors", n, c)) for c in fronts for n in args.concurrency
-        }
-        failed = [f"{c} c={n}: {e}" for (c, n), e in errors.items() if e]
-        lines.append("")
-        lines.append("Failed connections: " + ("; ".join(failed) if failed else "none") + ".")
-        lines += [
-            "",
-            "### Round-trip latency, 1 KiB request and response, one established connection",
-            "",
-            "| contender | p50 µs | p99 µs | p99.9 µs | p50 added over direct | p50 vs HAProxy | p99 vs HAProxy |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        direct50 = b.median("latency", "p50_us", "direct")
-        for c in fronts:
-            p50, p99, p999 = (b.median("latency", k, c) for k in ("p50_us", "p99_us", "p999_us"))
-            added = fmt(p50 - direct50) if c != "direct" and p50 and direct50 else "—"
-            lines.append(
-                f"| {c} | {fmt(p50)} | {fmt(p99)} | {fmt(p999)} | {added} | "
-                f"{ratio(p50, b.median('latency', 'p50_us', 'haproxy'))} | "
-                f"{ratio(p99, b.median('latency', 'p99_us', 'haproxy'))} |"
-            )
-        lines += [
-            "",
-            f"### Memory per idle TLS connection ({args.idle} connections held open)",
-            "",
-            "| contender | resident KiB at start | KiB per idle connection | vs HAProxy |",
-            "|---|---|---|---|",
-        ]
-        hap_m = b.median("memory", "kib_per_conn", "haproxy")
-        for c in fronts[1:]:
-            m = b.median("memory", "kib_per_conn", c)
-            lines.append(f"| {c} | {fmt(b.median('memory', 'base_kib', c))} | {fmt(m, 1)} | {ratio(m, hap_m)} |")
-        lines += [
-            "",
-            "Resident memory (all of a contender's processes: nginx's master and workers) "
-            "after the connections are up, minus before, divided by their number; each "
-            "front door is started fresh for this.",
-        ]
+    for keys in getattr(args, "keys", ["ecdsa"]) if "front" in sections else []:
+        lines += front_report(b, args, keys, fronts, crypto_floor(machine, keys))
 
     if "failover" in sections:
         lines += [
@@ -1183,6 +1327,35 @@ def write_report(bench, args, machine, started, sections):
                 f"| {case} | " + " | ".join(fmt(r) for r in rates) + f" | {fmt(theirs)} | "
                 + " | ".join(ratio(r, theirs) for r in rates) + " |"
             )
+
+    if any(s == "broker_latency" for (s, _k, _c) in b.results):
+        names = ["portico-broker", *[f"portico-broker {label}" for label, _ in args.broker_baseline]]
+        lines += [
+            "",
+            "## Broker: latency at low load, STOMP, 1 KiB messages",
+            "",
+            "`portico-broker stomp-bench` (the same client for every broker): one producer and one "
+            "consumer (`ack:auto`) on one queue. *One SEND in flight*: each persistent SEND waits "
+            f"for its RECEIPT before the next ({args.latency_count} messages), as a JMS "
+            "`send()` of a persistent message does; messages/s is then the synchronous send rate. "
+            "*2,000 msg/s*: non-persistent SENDs on a fixed schedule. Latency: from the SEND "
+            "written to the MESSAGE read (p50, p99).",
+            "",
+            "| case | " + " | ".join(names) + " | ActiveMQ | "
+            + " | ".join(f"{n} vs ActiveMQ" for n in names) + " |",
+            "|---" * (2 + 2 * len(names)) + "|",
+        ]
+        for case, _persistent, rate in LATENCY_CASES:
+            for measure in ("msg/s", "p50 µs", "p99 µs"):
+                if rate and measure == "msg/s":
+                    continue
+                key = f"{case}: {measure}"
+                ours = [b.median("broker_latency", key, n) for n in names]
+                theirs = b.median("broker_latency", key, "ActiveMQ")
+                lines.append(
+                    f"| {key} | " + " | ".join(fmt(v) for v in ours) + f" | {fmt(theirs)} | "
+                    + " | ".join(ratio(v, theirs) for v in ours) + " |"
+                )
 
     if "broker" in sections and any(s == "openwire" for (s, _k, _c) in b.results):
         lines += [
@@ -1252,24 +1425,30 @@ def main():
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 64])
     parser.add_argument("--idle", type=int, default=2000)
     parser.add_argument("--broker-count", type=int, default=40000)
+    parser.add_argument("--latency-count", type=int, default=5000,
+                        help="messages per synchronous latency run")
     parser.add_argument(
         "--broker-baseline", nargs=2, action="append", default=[], metavar=("LABEL", "BINARY"),
         help="also run this portico-broker binary as a broker contender (before/after a change)",
     )
     parser.add_argument("--failover-seconds", type=float, default=8.0)
     parser.add_argument(
-        "--only", nargs="+", choices=["front", "failover", "broker", "mqtt"],
+        "--only", nargs="+", choices=["front", "failover", "broker", "broker-latency", "mqtt"],
         default=["front", "failover", "broker", "mqtt"],
     )
     parser.add_argument(
         "--baseline", nargs=2, action="append", default=[], metavar=("LABEL", "BINARY"),
         help="also run this portico binary as a front-door contender (before/after a change)",
     )
+    parser.add_argument(
+        "--keys", nargs="+", choices=["ecdsa", "rsa"], default=["ecdsa", "rsa"],
+        help="the front door's certificates: ECDSA P-256 and/or RSA-2048 (both legs)",
+    )
     parser.add_argument("--quick", action="store_true", help="one short round of everything (a smoke run)")
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.seconds, args.warmup = 1, 1.0, 0.3
-        args.idle, args.broker_count = 200, 4000
+        args.idle, args.broker_count, args.latency_count = 200, 4000, 1000
         args.concurrency = [8]
 
     for binary in (PORTICO, BROKER, LOADGEN):
@@ -1288,10 +1467,16 @@ def main():
     log("machine limits (openssl speed, iperf3)")
     machine = machine_rows(bench, args.quick)
     if "front" in args.only:
-        front_door(bench, args)
+        if "rsa" in args.keys:
+            rsa_certs(bench)
+        for keys in args.keys:
+            bench.keys = keys
+            log(f"front door with {KEY_NAMES[keys]} certificates")
+            front_door(bench, args)
+        bench.keys = "ecdsa"
     if "failover" in args.only:
         failover_bench(bench, args)
-    if "broker" in args.only:
+    if "broker" in args.only or "broker-latency" in args.only:
         broker_bench(bench, args)
     if "mqtt" in args.only:
         mqtt_bench(bench, args)

@@ -175,7 +175,7 @@ async fn the_server_picks_aes_128_gcm_unless_the_client_asks_for_chacha20_first(
     use rustls::CipherSuite as S;
     let (pki, _backend, _server, front) = front_door_with("").await;
     let client_with = |first: S| {
-        let mut provider = rustls::crypto::ring::default_provider();
+        let mut provider = rustls::crypto::aws_lc_rs::default_provider();
         provider
             .cipher_suites
             .sort_by_key(|suite| suite.suite() != first);

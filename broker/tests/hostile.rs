@@ -103,7 +103,7 @@ async fn the_broker_tls_port_keeps_its_cipher_order() {
         S::TLS13_AES_256_GCM_SHA384,
         S::TLS13_CHACHA20_POLY1305_SHA256,
     ] {
-        let mut provider = rustls::crypto::ring::default_provider();
+        let mut provider = rustls::crypto::aws_lc_rs::default_provider();
         provider
             .cipher_suites
             .sort_by_key(|suite| suite.suite() != first);

@@ -52,9 +52,10 @@ impl ClientAuth {
 
 impl SessionState {
     pub(crate) fn new(tls: &ListenerTls) -> Result<Self, TlsError> {
-        let ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| TlsError::Verifier {
-            detail: format!("session ticketer: {e}"),
-        })?;
+        let ticketer =
+            rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| TlsError::Verifier {
+                detail: format!("session ticketer: {e}"),
+            })?;
         Ok(Self {
             resolver: Arc::new(CertResolver::new(tls.certificates.clone())),
             ticketer,

@@ -21,7 +21,7 @@ pub(crate) fn upstream_config(tls: &UpstreamTls) -> Arc<ClientConfig> {
 pub(crate) fn health_check_config() -> Arc<ClientConfig> {
     let config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .expect("the ring provider supports the default protocol versions")
+        .expect("the crypto provider supports the default protocol versions")
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AnyCertificate))
         .with_no_client_auth();
