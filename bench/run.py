@@ -538,6 +538,26 @@ def machine_rows(bench, quick):
                 continue
             for kind, value in zip(kinds, values):
                 rows.append((f"openssl speed {label} {kind}, one core", float(value), "/s"))
+    # The same operations through rustls's crypto providers, as portico
+    # makes them (the provider is chosen by these rows).
+    for keys, certs in [("ecdsa", bench.work / "certs"), ("rsa", bench.work / "certs-rsa")]:
+        if not (certs / f"{FRONT_NAME}.key").exists():
+            continue
+        argv = [LOADGEN, "crypto", "--cert", certs / f"{FRONT_NAME}.crt",
+                "--key", certs / f"{FRONT_NAME}.key", "--seconds", seconds]
+        bench.note_command(f"rustls providers {KEY_NAMES[keys]}", argv)
+        try:
+            done = subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=120)
+            out = json.loads(done.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError, subprocess.TimeoutExpired) as e:
+            rows.append((f"rustls providers ({e})", None, "/s"))
+            continue
+        for provider, figures in out.items():
+            rows.append((f"rustls {provider} {KEY_NAMES[keys]} sign, one core", figures["sign_per_s"], "/s"))
+            rows.append((f"rustls {provider} {KEY_NAMES[keys]} verify, one core", figures["verify_per_s"], "/s"))
+            if keys == "ecdsa":
+                rows.append((f"rustls {provider} X25519 key pair + agreement, one core",
+                             figures["x25519_exchange_per_s"], "/s"))
     port = free_port()
     server = Proc(bench, "iperf3 server", ["iperf3", "-s", "-1", "-B", "127.0.0.1", "-p", port])
     try:
@@ -1421,7 +1441,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per run")
     parser.add_argument("--warmup", type=float, default=1.0)
-    parser.add_argument("--streams", type=int, default=4)
+    parser.add_argument("--streams", type=int, default=8)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 64])
     parser.add_argument("--idle", type=int, default=2000)
     parser.add_argument("--broker-count", type=int, default=40000)
@@ -1464,11 +1484,11 @@ def main():
     bench.note_command("certificates", argv)
     subprocess.run([str(a) for a in argv], check=True, capture_output=True)
 
+    if "front" in args.only and "rsa" in args.keys:
+        rsa_certs(bench)
     log("machine limits (openssl speed, iperf3)")
     machine = machine_rows(bench, args.quick)
     if "front" in args.only:
-        if "rsa" in args.keys:
-            rsa_certs(bench)
         for keys in args.keys:
             bench.keys = keys
             log(f"front door with {KEY_NAMES[keys]} certificates")

@@ -2,6 +2,7 @@
 //! driven by, and the echo backend they all relay to. Each measuring command
 //! prints one JSON object on stdout.
 
+mod crypto;
 mod dial;
 mod echo;
 mod failover;
@@ -38,6 +39,9 @@ enum Command {
     Idle(idle::IdleArgs),
     /// STOMP SENDs with receipts through a front door; reports the longest gap.
     Failover(failover::FailoverArgs),
+    /// A handshake's public-key operations per second, one core, through
+    /// each rustls crypto provider (ring, aws-lc-rs).
+    Crypto(crypto::CryptoArgs),
 }
 
 /// Where a measuring command connects, and how it checks the certificate.
@@ -91,6 +95,7 @@ fn main() -> anyhow::Result<()> {
             Command::Latency(args) => stream::latency(args).await,
             Command::Idle(args) => idle::run(args).await,
             Command::Failover(args) => failover::run(args).await,
+            Command::Crypto(args) => crypto::run(&args),
         }
     })?;
     println!("{report}");

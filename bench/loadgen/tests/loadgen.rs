@@ -91,6 +91,28 @@ fn every_measurement_runs_against_the_echo_backend() {
     );
     assert_eq!(i["released"], 20, "{i}");
 
+    // The crypto providers side by side, with the backend's ECDSA key.
+    let out = Command::new(LOADGEN)
+        .args(["crypto", "--seconds", "0.1", "--cert"])
+        .arg(dir.path().join("backend.crt"))
+        .arg("--key")
+        .arg(dir.path().join("backend.key"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let crypto: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for provider in ["ring", "aws-lc-rs"] {
+        let p = &crypto[provider];
+        assert_eq!(p["scheme"], "ECDSA_NISTP256_SHA256", "{crypto}");
+        for figure in ["sign_per_s", "verify_per_s", "x25519_exchange_per_s"] {
+            assert!(p[figure].as_f64().unwrap() > 0.0, "{crypto}");
+        }
+    }
+
     // The health port answers 200 to any GET.
     let health = addrs["health"].as_str().unwrap();
     let mut tcp = std::net::TcpStream::connect(health).unwrap();
