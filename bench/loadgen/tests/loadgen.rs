@@ -38,12 +38,17 @@ fn start_echo(certs: &Path) -> (Running, Value) {
 }
 
 fn measure(certs: &Path, target: &str, args: &[&str]) -> Value {
-    let out = Command::new(LOADGEN)
+    let mut command = Command::new(LOADGEN);
+    command
         .args(args)
         .args(["--target", target, "--server-name", "backend", "--ca"])
-        .arg(certs.join("ca.crt"))
-        .output()
-        .unwrap();
+        .arg(certs.join("ca.crt"));
+    report(command, args)
+}
+
+/// Runs a measuring command; its last line of output, as JSON.
+fn report(mut command: Command, args: &[&str]) -> Value {
+    let out = command.output().unwrap();
     assert!(
         out.status.success(),
         "{args:?}: {}",
@@ -92,19 +97,13 @@ fn every_measurement_runs_against_the_echo_backend() {
     assert_eq!(i["released"], 20, "{i}");
 
     // The crypto providers side by side, with the backend's ECDSA key.
-    let out = Command::new(LOADGEN)
+    let mut command = Command::new(LOADGEN);
+    command
         .args(["crypto", "--seconds", "0.1", "--cert"])
         .arg(dir.path().join("backend.crt"))
         .arg("--key")
-        .arg(dir.path().join("backend.key"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let crypto: Value = serde_json::from_slice(&out.stdout).unwrap();
+        .arg(dir.path().join("backend.key"));
+    let crypto = report(command, &["crypto"]);
     for provider in ["ring", "aws-lc-rs"] {
         let p = &crypto[provider];
         assert_eq!(p["scheme"], "ECDSA_NISTP256_SHA256", "{crypto}");
