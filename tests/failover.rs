@@ -629,6 +629,7 @@ async fn soak_consumer(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_soak_loses_no_receipted_message() {
     let far_port = same_port();
+    let far_console = same_port();
     let mut setup = Setup::with_node_config(&format!(
         "[[network_connector]]\nname = \"to_broker2\"\nuri = \"static:(tcp://127.0.0.1:{far_port})\"\nduplex = true\n"
     ))
@@ -642,6 +643,9 @@ data_dir = "broker2-data"
 [[transport]]
 name = "stomp"
 bind = "127.0.0.1:{far_port}"
+
+[console]
+bind = "127.0.0.1:{far_console}"
 
 [ha]
 lease_renew = "50ms"
@@ -727,13 +731,58 @@ takeover_after = "150ms"
     let count = receipted.len();
     assert!(count > 1000, "only {count} messages went through");
     let drained = std::time::Instant::now();
+    let deadline = Duration::from_secs(60);
     tokio::task::block_in_place(|| {
-        wait_until(
-            "every receipted message consumed",
-            Duration::from_secs(60),
-            || receipted.is_subset(&seen.lock().unwrap()),
-        )
+        while drained.elapsed() < deadline && !receipted.is_subset(&seen.lock().unwrap()) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
     });
+    let mut missing: Vec<_> = receipted
+        .difference(&seen.lock().unwrap())
+        .copied()
+        .collect();
+    missing.sort_unstable();
+    if !missing.is_empty() {
+        // What each broker holds, for the failure's message.
+        let active = (0..2).find(|&i| !nothing_answers(setup.addr(i, setup.console)));
+        let far_console = SocketAddr::from(([127, 0, 0, 1], far_console));
+        for (who, console) in [
+            (
+                "the pair's active node",
+                active.map(|i| setup.addr(i, setup.console)),
+            ),
+            ("broker2", Some(far_console)),
+        ] {
+            let Some(console) = console else {
+                eprintln!("{who}: no console answers");
+                continue;
+            };
+            for path in ["/api/queues", "/api/network", "/api/connections"] {
+                let (status, body) = portico_test_support::http(console, "GET", path, &[]).await;
+                eprintln!("{who} {path} ({status}): {body}");
+            }
+        }
+        if let Some(far) = &far {
+            let log = far.log();
+            let notable: Vec<_> = log
+                .lines()
+                .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+                .collect();
+            eprintln!(
+                "broker2's warnings (last 40):\n{}",
+                notable[notable.len().saturating_sub(40)..].join("\n")
+            );
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{} of {count} receipted messages not consumed in {} s (seed {seed}; \
+         {pair_kills} pair kills, {far_kills} far kills; odd seq on {NEAR}, even on {FAR}): \
+         first ones (producer, seq) {:?}",
+        missing.len(),
+        deadline.as_secs(),
+        &missing[..missing.len().min(20)]
+    );
     for consumer in consumers {
         consumer.abort();
     }

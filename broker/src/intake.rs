@@ -32,6 +32,15 @@ pub(crate) const GROUP_HEADER: &str = "JMSXGroupID";
 /// When a scheduled message may be delivered (ms since the epoch): the
 /// broker's own record of it.
 pub(crate) const DELIVER_AT_HEADER: &str = "portico-deliver-at";
+/// A stored message's id, in its journal record only: a restart or a
+/// failover gives it back the id it was delivered and forwarded with.
+const STORED_ID_HEADER: &str = "portico-message-id";
+
+/// Takes a journal record's message id out of its headers.
+pub(crate) fn take_stored_id(headers: &mut Vec<(String, String)>) -> Option<String> {
+    let at = headers.iter().rposition(|(k, _)| k == STORED_ID_HEADER)?;
+    Some(headers.remove(at).1)
+}
 /// ActiveMQ's scheduling headers: a delay before the first delivery, the
 /// period between repeats and how many repeats (all in ms or counts).
 pub(crate) const SCHEDULED_DELAY_HEADER: &str = "AMQ_SCHEDULED_DELAY";
@@ -109,8 +118,9 @@ pub(crate) struct Arriving<'a> {
 /// What the broker made of an arriving message.
 #[derive(Debug)]
 pub(crate) enum Accepted {
-    /// Taken already (a re-send): acknowledge it, and nothing more.
-    Duplicate,
+    /// Taken already (a re-send): acknowledge it, and nothing more, once
+    /// `durable` (if any: queued after the original's record) is written.
+    Duplicate { durable: Option<Durable> },
     /// To route once `durable` (if any) is on disk.
     Taken {
         message: Arc<Message>,
@@ -125,9 +135,20 @@ pub(crate) async fn accept(
     core: &BrokerCore,
     arriving: Arriving<'_>,
 ) -> Result<Accepted, JournalError> {
+    // A key is marked seen and its message's record queued as one step, so
+    // a re-send that finds the mark (on another connection, while the
+    // original's write is in flight) waits on a marker queued after that
+    // record: it is not answered before the original is on disk.
+    let _in_order = match arriving.dedup {
+        Some(_) => Some(core.dedup_order.lock().await),
+        None => None,
+    };
     if let Some(key) = arriving.dedup {
         if !core.first_time(key) {
-            return Ok(Accepted::Duplicate);
+            let durable = core.journal.marker().await?;
+            return Ok(Accepted::Duplicate {
+                durable: Some(durable),
+            });
         }
     }
     let seq = core.next_seq();
@@ -137,9 +158,7 @@ pub(crate) async fn accept(
         && !arriving.destination.is_temporary();
     let message = Message {
         seq,
-        message_id: arriving
-            .message_id
-            .unwrap_or_else(|| format!("ID:{}-{seq}", core.name)),
+        message_id: arriving.message_id.unwrap_or_else(|| core.message_id(seq)),
         stored,
         destination: arriving.destination,
         headers: headers(arriving.source, arriving.headers),
@@ -203,7 +222,7 @@ pub(crate) async fn durable_copies(
         ));
         let copy = Message {
             seq,
-            message_id: format!("ID:{}-{seq}", core.name),
+            message_id: core.message_id(seq),
             destination: queue,
             headers,
             body: message.body.clone(),
@@ -433,7 +452,7 @@ fn rehome(
     add(&mut headers);
     Message {
         seq,
-        message_id: format!("ID:{}-{seq}", core.name),
+        message_id: core.message_id(seq),
         destination: to,
         headers,
         body: original.body.clone(),
@@ -498,10 +517,13 @@ pub(crate) async fn retry(
 /// What the journal keeps of a message (its copy of the body: the
 /// message itself goes on to the router).
 fn record_of(message: &Message) -> StoredMessage {
+    let mut headers = Vec::with_capacity(message.headers.len() + 1);
+    headers.extend_from_slice(&message.headers);
+    headers.push((STORED_ID_HEADER.to_owned(), message.message_id.clone()));
     StoredMessage {
         id: message.seq,
         destination: message.destination.stomp(),
-        headers: message.headers.clone(),
+        headers,
         body: message.body.clone(),
         sender: message.sender.as_deref().map(str::to_owned),
     }

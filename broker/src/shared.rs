@@ -24,6 +24,8 @@ pub(crate) struct BrokerCore {
     pub(crate) limits: Limits,
     next_conn: AtomicU64,
     next_seq: AtomicU64,
+    /// Makes this activation's message ids its own (see [`incarnation`]).
+    incarnation: String,
     errors: AtomicU64,
     failed_logins: AtomicU64,
     /// Connections closed at accept: over their source's share.
@@ -35,6 +37,8 @@ pub(crate) struct BrokerCore {
     pub(crate) intake: Arc<tokio::sync::Semaphore>,
     /// Recent `portico-dedup-id`s: a re-sent message already stored is dropped.
     recent: std::sync::Mutex<dedup::Dedup>,
+    /// Held while a message with a dedup key is marked seen and journaled.
+    pub(crate) dedup_order: tokio::sync::Mutex<()>,
     pub(crate) bridges: network::Bridges,
     /// When this node became active.
     started: std::time::Instant,
@@ -80,8 +84,12 @@ impl BrokerCore {
         let restored: Vec<Arc<Message>> = recovered
             .messages
             .into_iter()
-            .filter_map(|m| {
+            .filter_map(|mut m| {
                 let destination = Destination::parse(&m.destination).ok()?;
+                // Its id as it was first given (journals before ids were
+                // kept have none: the old form).
+                let message_id = crate::intake::take_stored_id(&mut m.headers)
+                    .unwrap_or_else(|| format!("ID:{}-{}", config.name, m.id));
                 let stamps = crate::intake::Stamps::lenient(&m.headers);
                 Some(Arc::new(Message {
                     deliver_at: stamps.deliver_at,
@@ -89,7 +97,7 @@ impl BrokerCore {
                     priority: stamps.priority,
                     group: stamps.group,
                     seq: m.id,
-                    message_id: format!("ID:{}-{}", config.name, m.id),
+                    message_id,
                     destination,
                     headers: m.headers,
                     body: m.body,
@@ -142,6 +150,7 @@ impl BrokerCore {
             limits: config.limits,
             next_conn: AtomicU64::new(1),
             next_seq: AtomicU64::new(recovered.next_id.max(1)),
+            incarnation: incarnation(),
             errors: AtomicU64::new(0),
             failed_logins: AtomicU64::new(0),
             refused: AtomicU64::new(0),
@@ -151,6 +160,7 @@ impl BrokerCore {
                 config.limits.max_connections_per_source,
             ),
             recent: std::sync::Mutex::new(recent),
+            dedup_order: tokio::sync::Mutex::new(()),
             bridges: network::Bridges::default(),
             started: std::time::Instant::now(),
             started_at: std::time::SystemTime::now(),
@@ -171,6 +181,15 @@ impl BrokerCore {
 
     pub(crate) fn next_seq(&self) -> u64 {
         self.next_seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The id of the message this node numbered `seq`: unique across
+    /// restarts and failovers, since a sequence number is not (a message
+    /// routed before its journal write and lost in a crash gives its number
+    /// back). A bridged peer recognises a re-forwarded message by it, so a
+    /// reused id would have it drop a new message as seen.
+    pub(crate) fn message_id(&self, seq: u64) -> String {
+        format!("ID:{}-{}-{seq}", self.name, self.incarnation)
     }
 
     /// False if a message with this key was already accepted.
@@ -361,4 +380,15 @@ pub(crate) struct Summary {
     pub(crate) failed_logins: u64,
     /// Connections closed at accept: over `max_connections_per_source`.
     pub(crate) refused_connections: u64,
+}
+
+/// A token of this activation (twelve hex digits): from the process's
+/// randomly keyed hasher, the clock and the process id.
+fn incarnation() -> String {
+    use std::hash::BuildHasher;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let token = std::hash::RandomState::new().hash_one((now, std::process::id()));
+    format!("{:012x}", token >> 16)
 }

@@ -377,7 +377,7 @@ impl FromPeer<'_> {
             ),
         };
         let accepted = if looped {
-            Accepted::Duplicate
+            Accepted::Duplicate { durable: None }
         } else {
             let stamps = intake::Stamps::lenient(headers);
             let arriving = Arriving {
@@ -399,8 +399,8 @@ impl FromPeer<'_> {
             intake::accept(core, arriving).await?
         };
         let arrival = match accepted {
-            Accepted::Duplicate => Arrival {
-                durable: None,
+            Accepted::Duplicate { durable } => Arrival {
+                durable,
                 message: None,
                 copies: Vec::new(),
                 ack,

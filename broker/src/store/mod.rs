@@ -158,6 +158,13 @@ impl Journal {
         self.append(records, false).await
     }
 
+    /// A marker with no records: resolves once everything queued before it
+    /// is written (and, for what asked for an fsync, synced: a batch is
+    /// synced if anything in it asked).
+    pub async fn marker(&self) -> Result<Durable, JournalError> {
+        self.append(Vec::new(), false).await
+    }
+
     /// Queues the replacement of stored message `from` by `to` (a message
     /// moved to a dead-letter queue), as one record.
     pub async fn replace(&self, from: u64, to: StoredMessage) -> Result<Durable, JournalError> {
@@ -264,6 +271,9 @@ impl Writer {
                     Ok(Some((record, used))) => {
                         let (acknowledged, added) = record.into_parts();
                         if let Some(id) = acknowledged {
+                            // An ack outlives its message's segment: new ids
+                            // start past it too, so none is named twice.
+                            next_id = next_id.max(id + 1);
                             book.acknowledge(id, seg);
                             if let Some(at) = index.remove(&id) {
                                 pending[at].id = 0;
@@ -737,5 +747,8 @@ mod tests {
             segment_path(dir.path(), 3).exists(),
             "the current segment stays"
         );
+        // Only an ack is left of message 2: a restart still numbers past it.
+        let mut again = Writer::replay(dir.path(), SEGMENT_SIZE).unwrap();
+        assert_eq!(again.recovered.take().unwrap().next_id, 3);
     }
 }

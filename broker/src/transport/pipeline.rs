@@ -37,9 +37,11 @@ pub(super) enum Piped {
     },
     /// An answer to a frame that needed no more work (a duplicate SEND).
     Reply(Option<Vec<u8>>),
-    /// Journal records (acknowledgements) to await before the answer.
+    /// Journal records (acknowledgements, a duplicate's marker) to await
+    /// before the answer.
     Durable {
         durable: Durable,
+        what: &'static str,
         reply: Option<Vec<u8>>,
     },
     /// Answers once everything before it is done.
@@ -128,9 +130,9 @@ pub(super) async fn run_pipeline(
                             _permit: Some(_permit),
                         }
                     }
-                    Piped::Durable { durable, reply } => Pending {
+                    Piped::Durable { durable, what, reply } => Pending {
                         durable: Some(durable),
-                        what: "an acknowledgement",
+                        what,
                         answer: Answer::Reply(reply),
                         _permit: None,
                     },
@@ -234,7 +236,11 @@ impl Pipeline {
                 core.journal.acknowledge_lazily(stored).await
             };
             let durable = durable.map_err(|e| SubmitError::Store(e.to_string()))?;
-            Piped::Durable { durable, reply }
+            Piped::Durable {
+                durable,
+                what: "an acknowledgement",
+                reply,
+            }
         };
         self.tx.send(item).await.map_err(|_| SubmitError::Closing)
     }
@@ -285,7 +291,14 @@ impl Pipeline {
         let stored = |e: crate::store::JournalError| SubmitError::Store(e.to_string());
         let item = match intake::accept(core, arriving).await.map_err(stored)? {
             // A failover client re-sent what was already accepted.
-            Accepted::Duplicate => Piped::Reply(reply),
+            Accepted::Duplicate {
+                durable: Some(durable),
+            } => Piped::Durable {
+                durable,
+                what: "a re-sent message",
+                reply,
+            },
+            Accepted::Duplicate { durable: None } => Piped::Reply(reply),
             Accepted::Taken { message, durable } => Piped::Send {
                 copies: intake::durable_copies(core, &message)
                     .await

@@ -46,7 +46,7 @@ pub(crate) async fn announce(core: &BrokerCore, temporary: &Destination, added: 
     let seq = core.next_seq();
     let message = Message {
         seq,
-        message_id: format!("ID:{}-{seq}", core.name),
+        message_id: core.message_id(seq),
         destination: topic_of(temporary),
         headers: vec![
             (
