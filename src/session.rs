@@ -17,6 +17,7 @@ use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+use tokio_rustls::server::TlsStream;
 use tokio_rustls::LazyConfigAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, Instrument};
@@ -57,6 +58,10 @@ impl fmt::Display for Close {
         }
     }
 }
+
+/// A session ready to relay: the client's stream, the target's, and the
+/// target's deregistration.
+type Established<D> = (D, UpstreamStream, CancellationToken);
 
 /// What the closing log event reports.
 struct Report {
@@ -130,9 +135,26 @@ async fn serve(
             client,
             proxy_header: header.as_ref().map(AsRef::as_ref),
         };
+        // Setting up (both TLS state machines, the target's connect) takes
+        // futures several times the size of what the relay keeps: boxed,
+        // they are freed once done, so an established connection's task
+        // holds only its streams and the relay.
         match &listener.tls {
-            Some(tls) => cx.tls(tcp, tls, &mut admitted, &mut report).await,
-            None => cx.plain(tcp, &mut report).await,
+            Some(tls) => {
+                let established = Box::pin(cx.tls(tcp, tls, &mut admitted, &mut report)).await;
+                if let Some((mut downstream, mut upstream, deregistered)) = established {
+                    cx.relay(&mut downstream, &mut upstream, &deregistered, &mut report)
+                        .await;
+                }
+            }
+            None => {
+                if let Some((mut tcp, mut upstream, deregistered)) =
+                    Box::pin(cx.plain(tcp, &mut report)).await
+                {
+                    cx.relay(&mut tcp, &mut upstream, &deregistered, &mut report)
+                        .await;
+                }
+            }
         }
     } else {
         report.close = Close::NoTarget;
@@ -184,37 +206,46 @@ impl Cx<'_> {
         None
     }
 
-    async fn plain(&self, mut tcp: TcpStream, report: &mut Report) {
+    /// A plain connection's target, connected: what the relay needs.
+    async fn plain(&self, tcp: TcpStream, report: &mut Report) -> Option<Established<TcpStream>> {
         let connected = tokio::select! {
-            _ = self.shared.abort.cancelled() => return,
+            _ = self.shared.abort.cancelled() => return None,
             c = self.connect() => c,
         };
-        let Some((guard, mut upstream)) = connected else {
+        let Some((guard, upstream)) = connected else {
             report.close = Close::NoTarget;
-            return;
+            return None;
         };
-        let target = guard.target().clone();
+        let deregistered = guard.target().deregistered.clone();
         report.upstream = Some(guard);
-        self.relay(&mut tcp, &mut upstream, &target.deregistered, report)
-            .await;
+        Some((tcp, upstream, deregistered))
     }
 
+    /// The client's handshake and the target's connect, in the order
+    /// described at the top: what the relay needs, or `None` (the reason
+    /// in `report`).
     async fn tls(
         &self,
         tcp: TcpStream,
         configs: &ServerTls,
         admitted: &mut Admitted,
         report: &mut Report,
-    ) {
+    ) -> Option<Established<TlsStream<ReadAhead<TcpStream>>>> {
         // One deadline for the whole handshake, however it is split up.
         let deadline = Instant::now() + self.listener.config.handshake_timeout;
         let hello = tokio::select! {
-            _ = self.shared.abort.cancelled() => return,
+            _ = self.shared.abort.cancelled() => return None,
             r = tokio::time::timeout_at(deadline, LazyConfigAcceptor::new(Acceptor::default(), ReadAhead::new(tcp))) => r,
         };
         let start = match hello {
-            Err(_) => return report.close = Close::Handshake("timeout"),
-            Ok(Err(e)) => return report.close = Close::Handshake(handshake_reason(&e)),
+            Err(_) => {
+                report.close = Close::Handshake("timeout");
+                return None;
+            }
+            Ok(Err(e)) => {
+                report.close = Close::Handshake(handshake_reason(&e));
+                return None;
+            }
             Ok(Ok(start)) => start,
         };
         report.sni = start.client_hello().server_name().map(str::to_owned);
@@ -224,7 +255,8 @@ impl Cx<'_> {
         if let Err(reason) = compatible(&start.client_hello(), &config, min_version) {
             // Let rustls answer with its alert; no target is touched.
             let _ = tokio::time::timeout_at(deadline, start.into_stream(config)).await;
-            return report.close = Close::Handshake(reason);
+            report.close = Close::Handshake(reason);
+            return None;
         }
         let finish = async {
             let finished = tokio::time::timeout_at(deadline, start.into_stream(config)).await;
@@ -242,44 +274,49 @@ impl Cx<'_> {
         let client_auth = listener_tls.is_some_and(|t| t.client_ca.is_some());
         let (downstream, connected) = if client_auth {
             let downstream = tokio::select! {
-                _ = self.shared.abort.cancelled() => return,
+                _ = self.shared.abort.cancelled() => return None,
                 d = finish => d,
             };
             let downstream = match downstream {
                 Ok(d) => d,
-                Err(close) => return report.close = close,
+                Err(close) => {
+                    report.close = close;
+                    return None;
+                }
             };
             let connected = tokio::select! {
-                _ = self.shared.abort.cancelled() => return,
+                _ = self.shared.abort.cancelled() => return None,
                 c = self.connect() => c,
             };
             (Ok(downstream), connected)
         } else {
             let connected = tokio::select! {
-                _ = self.shared.abort.cancelled() => return,
+                _ = self.shared.abort.cancelled() => return None,
                 c = self.connect() => c,
             };
             if connected.is_none() {
-                return report.close = Close::NoTarget;
+                report.close = Close::NoTarget;
+                return None;
             }
             let downstream = tokio::select! {
-                _ = self.shared.abort.cancelled() => return,
+                _ = self.shared.abort.cancelled() => return None,
                 d = finish => d,
             };
             (downstream, connected)
         };
-        let Some((guard, mut upstream)) = connected else {
+        let Some((guard, upstream)) = connected else {
             report.close = Close::NoTarget;
-            return;
+            return None;
         };
-        let target = guard.target().clone();
+        let deregistered = guard.target().deregistered.clone();
         report.upstream = Some(guard);
-        let mut downstream = match downstream {
-            Ok(d) => d,
-            Err(close) => return report.close = close,
-        };
-        self.relay(&mut downstream, &mut upstream, &target.deregistered, report)
-            .await;
+        match downstream {
+            Ok(downstream) => Some((downstream, upstream, deregistered)),
+            Err(close) => {
+                report.close = close;
+                None
+            }
+        }
     }
 
     async fn relay<D>(
