@@ -44,6 +44,14 @@ struct CheckLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HandshakeLabels {
+    group: String,
+    target: String,
+    address: String,
+    kind: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PairLabels {
     group: String,
     pair: String,
@@ -64,6 +72,7 @@ pub struct Metrics {
     handshake_failures: Family<ReasonLabels, Counter>,
     bytes: Family<DirectionLabels, Counter>,
     upstream_connect_failures: Family<TargetLabels, Counter>,
+    upstream_handshakes: Family<HandshakeLabels, Counter>,
     target_healthy: Family<TargetLabels, Gauge>,
     target_connections: Family<TargetLabels, Gauge>,
     health_checks: Family<CheckLabels, Counter>,
@@ -117,6 +126,13 @@ impl Metrics {
             "Connections (TCP or TLS) to a target that failed",
             upstream_connect_failures.clone(),
         );
+        let upstream_handshakes = Family::default();
+        registry.register(
+            "upstream_tls_handshakes",
+            "TLS handshakes with a target, by kind: full, or resumed (the target's session \
+             ticket: no certificate sent or verified again)",
+            upstream_handshakes.clone(),
+        );
         let target_healthy = Family::default();
         registry.register(
             "target_healthy",
@@ -160,6 +176,7 @@ impl Metrics {
             handshake_failures,
             bytes,
             upstream_connect_failures,
+            upstream_handshakes,
             target_healthy,
             target_connections,
             health_checks,
@@ -232,7 +249,19 @@ impl Metrics {
             address: address.to_owned(),
             result: result.to_owned(),
         };
+        let handshake = |kind: &str| HandshakeLabels {
+            group: group.to_owned(),
+            target: target.to_owned(),
+            address: address.to_owned(),
+            kind: kind.to_owned(),
+        };
         TargetMetrics {
+            full_handshakes: self
+                .upstream_handshakes
+                .get_or_create_owned(&handshake("full")),
+            resumed_handshakes: self
+                .upstream_handshakes
+                .get_or_create_owned(&handshake("resumed")),
             healthy: self.target_healthy.get_or_create_owned(&labels),
             connections: self.target_connections.get_or_create_owned(&labels),
             connect_failures: self.upstream_connect_failures.get_or_create_owned(&labels),
@@ -251,6 +280,14 @@ impl Metrics {
         self.target_healthy.remove(&labels);
         self.target_connections.remove(&labels);
         self.upstream_connect_failures.remove(&labels);
+        for kind in ["full", "resumed"] {
+            self.upstream_handshakes.remove(&HandshakeLabels {
+                group: group.to_owned(),
+                target: target.to_owned(),
+                address: address.to_owned(),
+                kind: kind.to_owned(),
+            });
+        }
         for result in ["success", "failure"] {
             self.health_checks.remove(&CheckLabels {
                 group: group.to_owned(),
@@ -297,6 +334,8 @@ pub(crate) struct TargetMetrics {
     pub(crate) healthy: Gauge,
     pub(crate) connections: Gauge,
     pub(crate) connect_failures: Counter,
+    pub(crate) full_handshakes: Counter,
+    pub(crate) resumed_handshakes: Counter,
     pub(crate) checks_ok: Counter,
     pub(crate) checks_failed: Counter,
 }

@@ -148,9 +148,12 @@ async fn mutual_tls_requires_a_client_certificate_from_the_ca() {
     );
 }
 
+/// Both legs: the client resumes with the front door, and the front door
+/// with the target (its ticket from the first connection), so the second
+/// connection costs no certificate signature or verification on either.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_sessions_resume() {
-    let (pki, _backend, _server, front) = front_door_with("").await;
+    let (pki, _backend, server, front) = front_door_with("").await;
     let client = pki.client_config();
     let (first, _) = tls_connect(front, client.clone(), "mq.localhost")
         .await
@@ -165,6 +168,18 @@ async fn tls_sessions_resume() {
         second.get_ref().1.handshake_kind(),
         Some(rustls::HandshakeKind::Resumed)
     );
+    let metrics = server.metrics().render();
+    let count = |kind: &str| -> u64 {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("portico_upstream_tls_handshakes_total{")
+                    && l.contains(&format!("kind=\"{kind}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {kind} series in:\n{metrics}"))
+    };
+    assert_eq!((count("full"), count("resumed")), (1, 1), "{metrics}");
 }
 
 /// The server picks AES-128-GCM for a client that lists AES-256-GCM first

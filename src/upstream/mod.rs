@@ -405,6 +405,12 @@ impl TargetGroup {
                         .connect(self.server_name(target), ReadAhead::new(tcp))
                         .await
                         .map_err(UpstreamError::Tls)?;
+                    let kind = stream.get_ref().1.handshake_kind();
+                    if kind == Some(rustls::HandshakeKind::Resumed) {
+                        target.metrics.resumed_handshakes.inc();
+                    } else {
+                        target.metrics.full_handshakes.inc();
+                    }
                     Ok(UpstreamStream::Tls(Box::new(stream)))
                 }
             }
