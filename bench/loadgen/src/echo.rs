@@ -30,6 +30,10 @@ pub(crate) struct EchoArgs {
     /// Plain TCP instead of TLS
     #[arg(long)]
     plain: bool,
+    /// Neither session tickets nor a session cache: every handshake with
+    /// this backend is a full one (a proxy cannot resume its upstream leg)
+    #[arg(long)]
+    no_resumption: bool,
 }
 
 /// Serves until the process is stopped; prints the bound addresses first.
@@ -44,6 +48,10 @@ pub(crate) async fn run(args: EchoArgs) -> anyhow::Result<String> {
             // The server picks the suite (AES-128-GCM first), as every
             // contender is set up to, so the direct baseline uses it too.
             config.ignore_client_order = true;
+            if args.no_resumption {
+                config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+                config.send_tls13_tickets = 0;
+            }
             Some(TlsAcceptor::from(Arc::new(config)))
         }
         _ => None,
