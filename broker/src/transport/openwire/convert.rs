@@ -255,6 +255,39 @@ fn broker_producer(broker: &str) -> ProducerId {
     }
 }
 
+/// The JMS id of a message no OpenWire producer named: from the broker's
+/// id of it (`ID:<broker>-<activation>-<seq>`, unique across restarts, the
+/// same on every delivery), so ActiveMQ's duplicate audit, which remembers
+/// sequence numbers per producer, never takes a new message for an old one.
+fn own_message_id(broker: &str, m: &Message) -> MessageId {
+    let (producer, sequence) = m
+        .message_id
+        .rsplit_once('-')
+        .and_then(|(head, seq)| Some((head, seq.parse::<i64>().ok()?)))
+        .map_or_else(
+            || {
+                (
+                    broker_producer(broker),
+                    i64::try_from(m.seq).unwrap_or(i64::MAX),
+                )
+            },
+            |(head, seq)| {
+                let producer = ProducerId {
+                    connection: head.to_owned(),
+                    value: 0,
+                    session: 0,
+                };
+                (producer, seq)
+            },
+        );
+    MessageId {
+        text_view: None,
+        producer: Some(producer),
+        producer_sequence: sequence,
+        broker_sequence: 0,
+    }
+}
+
 /// A JMS message id from its text, `<connection>:<session>:<producer>:<seq>`.
 fn parse_message_id(text: &str) -> Option<MessageId> {
     let mut parts = text.rsplitn(4, ':');
@@ -303,12 +336,7 @@ pub(crate) fn to_jms(broker: &str, m: &Message, destination: Option<&Destination
     };
     let mut message_id = header(MESSAGE_ID_HEADER)
         .and_then(parse_message_id)
-        .unwrap_or(MessageId {
-            text_view: None,
-            producer: Some(broker_producer(broker)),
-            producer_sequence: i64::try_from(m.seq).unwrap_or(i64::MAX),
-            broker_sequence: 0,
-        });
+        .unwrap_or_else(|| own_message_id(broker, m));
     message_id.broker_sequence = i64::try_from(m.seq).unwrap_or(i64::MAX);
     let types: Vec<(&str, &str)> = header(TYPES_HEADER)
         .map(|t| t.split(',').filter_map(|p| p.split_once('=')).collect())
@@ -451,5 +479,46 @@ mod tests {
         assert_eq!(to_jms("b", &message, None).kind, kind::TEXT_MESSAGE);
         message.body = vec![0xFF, 0x00];
         assert_eq!(to_jms("b", &message, None).kind, kind::BYTES_MESSAGE);
+    }
+}
+
+#[cfg(test)]
+mod ids {
+    use super::*;
+
+    fn message(seq: u64, id: &str) -> Message {
+        Message {
+            seq,
+            message_id: id.into(),
+            destination: Destination::parse("/queue/q").unwrap(),
+            headers: vec![],
+            body: b"x".to_vec(),
+            stored: true,
+            sender: None,
+            expires: 0,
+            priority: 4,
+            group: None,
+            deliver_at: 0,
+        }
+    }
+
+    /// A STOMP message's JMS id follows the broker's id of it: two
+    /// activations numbering from the same sequence give different JMS ids
+    /// (ActiveMQ's audit would drop the second as a duplicate otherwise),
+    /// and one message keeps its JMS id wherever it is delivered from.
+    #[test]
+    fn jms_ids_of_broker_messages_differ_across_activations() {
+        let first = to_jms("b", &message(7, "ID:b-0123456789ab-7"), None);
+        let second = to_jms("b", &message(7, "ID:b-ba9876543210-7"), None);
+        let (first, second) = (first.message_id.unwrap(), second.message_id.unwrap());
+        assert_ne!(first.producer, second.producer);
+        assert_eq!(first.producer_sequence, 7);
+        assert_eq!(first.producer.unwrap().connection, "ID:b-0123456789ab");
+        // Delivered by a broker that numbers it 99: the same JMS id.
+        let forwarded = to_jms("c", &message(99, "ID:b-0123456789ab-7"), None);
+        let forwarded = forwarded.message_id.unwrap();
+        assert_eq!(forwarded.producer_sequence, 7);
+        assert_eq!(forwarded.broker_sequence, 99);
+        assert_eq!(forwarded.producer.unwrap().connection, "ID:b-0123456789ab");
     }
 }
