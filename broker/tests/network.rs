@@ -728,3 +728,78 @@ async fn a_restarted_broker_gives_no_message_id_twice() {
     assert!(!seen.contains(id), "{id} was given twice");
     assert_ne!(id, kept);
 }
+
+/// A STOMP 1.1 client acknowledges by `message-id`. A forwarded message
+/// keeps its origin's id, whose number is not the receiving broker's:
+/// the ACK still names that message, and only it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stomp_11_ack_by_message_id_names_the_forwarded_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path(), "b", "").await;
+    let a = broker(dir.path(), "a", &connector("a-to-b", &b, "")).await;
+    bridges_up(&a, 1).await;
+    // b numbers messages of its own first, so its numbers and a's differ.
+    send(&b, "/queue/elsewhere", &["b1", "b2", "b3", "b4", "b5"]).await;
+    let consumer_on_b = || async {
+        let mut c = RawClient::open(b.transport_addr("stomp").unwrap()).await;
+        c.send(
+            &Frame::new(Command::Connect)
+                .header("accept-version", "1.1")
+                .header("host", "b"),
+        )
+        .await;
+        assert_eq!(c.next().await.unwrap().command, Command::Connected);
+        c.send(
+            &Frame::new(Command::Subscribe)
+                .header("destination", "/queue/forwarded")
+                .header("id", "s")
+                .header("ack", "client-individual")
+                .header("receipt", "sub"),
+        )
+        .await;
+        // Messages waiting for it may come before the receipt.
+        let mut early = Vec::new();
+        loop {
+            let frame = c.next().await.unwrap();
+            match frame.command {
+                Command::Receipt => return (c, early),
+                Command::Message => early.push(frame),
+                _ => panic!("{frame:?}"),
+            }
+        }
+    };
+    let (mut consumer, early) = consumer_on_b().await;
+    assert!(early.is_empty());
+    demand_reaches(&a, "forwarded").await;
+    send(&a, "/queue/forwarded", &["one", "two", "three"]).await;
+    let mut ids = Vec::new();
+    for want in ["one", "two", "three"] {
+        let m = consumer.next().await.unwrap();
+        assert_eq!(m.body, want.as_bytes());
+        ids.push(m.get("message-id").unwrap().to_owned());
+    }
+    assert!(ids.iter().all(|id| id.starts_with("ID:a-")), "{ids:?}");
+    consumer
+        .send(
+            &Frame::new(Command::Ack)
+                .header("message-id", ids[1].as_str())
+                .header("subscription", "s")
+                .header("receipt", "acked"),
+        )
+        .await;
+    let answer = consumer.next().await.unwrap();
+    assert_eq!(answer.command, Command::Receipt, "{answer:?}");
+    drop(consumer);
+    // Only "two" was acknowledged: the others come back.
+    let (mut again, early) = consumer_on_b().await;
+    let mut back: Vec<String> = early
+        .into_iter()
+        .map(|m| String::from_utf8(m.body).unwrap())
+        .collect();
+    while back.len() < 2 {
+        back.push(String::from_utf8(again.next().await.unwrap().body).unwrap());
+    }
+    back.sort();
+    assert_eq!(back, ["one", "three"]);
+    nothing_more(&mut again).await;
+}

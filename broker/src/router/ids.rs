@@ -25,9 +25,16 @@ pub struct SubKey(pub u64);
 pub enum AckId {
     /// The `ack` header of a delivery: `{subscription}-{sequence}`.
     Delivery { sub: SubKey, seq: u64 },
-    /// A `message-id` (STOMP 1.0 and 1.1 acknowledge by it): its sequence,
-    /// looked for among the connection's deliveries.
+    /// This broker's sequence number of a delivered message (what an
+    /// OpenWire acknowledgement names), looked for among the connection's
+    /// deliveries.
     Message { seq: u64 },
+    /// A `message-id` (STOMP 1.0 and 1.1 acknowledge by it), looked for
+    /// among the connection's deliveries by a fingerprint of the whole id:
+    /// a message from another broker keeps its origin's id, whose number is
+    /// not this broker's. `hint`: the number an id of this broker's form
+    /// ends with, looked at first.
+    Named { fingerprint: u64, hint: Option<u64> },
 }
 
 impl fmt::Display for AckId {
@@ -35,6 +42,7 @@ impl fmt::Display for AckId {
         match self {
             Self::Delivery { sub, seq } => write!(f, "{}-{seq}", sub.0),
             Self::Message { seq } => write!(f, "message {seq}"),
+            Self::Named { fingerprint, .. } => write!(f, "message-id {fingerprint:016x}"),
         }
     }
 }
@@ -56,9 +64,22 @@ impl AckId {
                 });
             }
         }
-        // A message id: `ID:{broker}-{seq}`.
-        let seq = text.rsplit('-').next()?.parse().ok()?;
-        Some(Self::Message { seq })
+        if text.is_empty() {
+            return None;
+        }
+        // A message id: this broker's (`ID:{broker}-{activation}-{seq}`),
+        // or a forwarded message's, kept from where it was sent.
+        Some(Self::Named {
+            fingerprint: Self::fingerprint(text),
+            hint: text.rsplit('-').next().and_then(|seq| seq.parse().ok()),
+        })
+    }
+
+    /// What [`AckId::Named`] compares: a 64-bit hash of a message id (a
+    /// connection compares only against its own deliveries).
+    pub fn fingerprint(message_id: &str) -> u64 {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        BuildHasherDefault::<DefaultHasher>::default().hash_one(message_id)
     }
 }
 
@@ -77,9 +98,23 @@ mod tests {
         );
         assert_eq!(
             AckId::parse("ID:broker-1-42"),
-            Some(AckId::Message { seq: 42 })
+            Some(AckId::Named {
+                fingerprint: AckId::fingerprint("ID:broker-1-42"),
+                hint: Some(42)
+            })
         );
-        assert_eq!(AckId::parse("nothing"), None);
+        assert_eq!(
+            AckId::parse("ID:host-3-1:1:1:1:5"),
+            Some(AckId::Named {
+                fingerprint: AckId::fingerprint("ID:host-3-1:1:1:1:5"),
+                hint: None
+            })
+        );
+        // Any other text is looked for as a message id (and not found).
+        assert!(matches!(
+            AckId::parse("nothing"),
+            Some(AckId::Named { hint: None, .. })
+        ));
         assert_eq!(AckId::parse(""), None);
     }
 }

@@ -48,6 +48,21 @@ impl State {
                 .and_then(|c| c.subs.values().copied().find(|k| in_flight(k, seq)))
                 .map(|key| (key, seq))
                 .ok_or_else(unknown),
+            AckId::Named { fingerprint, hint } => {
+                let c = self.conns.get(&conn).ok_or_else(unknown)?;
+                let named = |m: &Message| AckId::fingerprint(&m.message_id) == fingerprint;
+                let find = |pick: &dyn Fn(&Message) -> bool| {
+                    c.subs.values().find_map(|key| {
+                        let sub = self.subs.get(key).filter(|s| s.conn == conn)?;
+                        let m = sub.inflight.iter().find(|m| pick(m))?;
+                        Some((*key, m.seq))
+                    })
+                };
+                // Most ids are this broker's and end with its number.
+                hint.and_then(|seq| find(&|m: &Message| m.seq == seq && named(m)))
+                    .or_else(|| find(&named))
+                    .ok_or_else(unknown)
+            }
         }
     }
 
