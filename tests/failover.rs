@@ -732,10 +732,9 @@ takeover_after = "150ms"
     assert!(count > 1000, "only {count} messages went through");
     let drained = std::time::Instant::now();
     let deadline = Duration::from_secs(60);
+    // A failure is explained below: which messages, and what each broker holds.
     tokio::task::block_in_place(|| {
-        while drained.elapsed() < deadline && !receipted.is_subset(&seen.lock().unwrap()) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        portico_test_support::holds_within(deadline, || receipted.is_subset(&seen.lock().unwrap()))
     });
     let mut missing: Vec<_> = receipted
         .difference(&seen.lock().unwrap())

@@ -35,16 +35,26 @@ where
 }
 
 /// The same for a thread that is not in the runtime; returns how long it took.
-pub fn wait_until(what: &str, deadline: Duration, mut check: impl FnMut() -> bool) -> Duration {
+pub fn wait_until(what: &str, deadline: Duration, check: impl FnMut() -> bool) -> Duration {
+    let started = std::time::Instant::now();
+    assert!(
+        holds_within(deadline, check),
+        "timed out waiting for: {what}"
+    );
+    started.elapsed()
+}
+
+/// Whether `check` holds before `deadline` runs out (looked at every
+/// [`SPIN`]), for a caller that explains a failure itself.
+pub fn holds_within(deadline: Duration, mut check: impl FnMut() -> bool) -> bool {
     let started = std::time::Instant::now();
     while !check() {
-        assert!(
-            started.elapsed() < deadline,
-            "timed out waiting for: {what}"
-        );
+        if started.elapsed() >= deadline {
+            return false;
+        }
         std::thread::sleep(SPIN);
     }
-    started.elapsed()
+    true
 }
 
 /// A process of the test's, its standard error (and output) in a log file;
