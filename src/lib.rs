@@ -16,7 +16,6 @@ pub mod tls;
 mod admin;
 mod admission;
 mod listener;
-mod read_ahead;
 mod relay;
 mod server;
 mod session;

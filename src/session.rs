@@ -12,23 +12,20 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use rustls::server::{Acceptor, ClientHello};
+use rustls::server::{Accepted, Acceptor, ClientHello, UnbufferedServerConnection};
 use rustls::ServerConfig;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tokio_rustls::server::TlsStream;
-use tokio_rustls::LazyConfigAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, Instrument};
 
 use crate::admission::Admitted;
 use crate::config::TlsVersion;
 use crate::proxy_protocol::ProxyHeader;
-use crate::read_ahead::ReadAhead;
 use crate::relay::{relay, RelayCounters, RelayEnd, Stops};
 use crate::snapshot::{ListenerState, Shared};
-use crate::tls::ServerTls;
+use crate::tls::{Bytes, ServerTls, TlsStream};
 use crate::upstream::{ConnectionGuard, TargetGroup, UpstreamStream};
 
 /// Why a session ended.
@@ -230,36 +227,57 @@ impl Cx<'_> {
         configs: &ServerTls,
         admitted: &mut Admitted,
         report: &mut Report,
-    ) -> Option<Established<TlsStream<ReadAhead<TcpStream>>>> {
+    ) -> Option<Established<TlsStream<UnbufferedServerConnection>>> {
         // One deadline for the whole handshake, however it is split up.
         let deadline = Instant::now() + self.listener.config.handshake_timeout;
+        let mut tcp = tcp;
         let hello = tokio::select! {
             _ = self.shared.abort.cancelled() => return None,
-            r = tokio::time::timeout_at(deadline, LazyConfigAcceptor::new(Acceptor::default(), ReadAhead::new(tcp))) => r,
+            r = tokio::time::timeout_at(deadline, read_client_hello(&mut tcp)) => r,
         };
-        let start = match hello {
+        let (accepted, read) = match hello {
             Err(_) => {
                 report.close = Close::Handshake("timeout");
                 return None;
             }
-            Ok(Err(e)) => {
-                report.close = Close::Handshake(handshake_reason(&e));
+            Ok(Err(close)) => {
+                report.close = close;
                 return None;
             }
             Ok(Ok(start)) => start,
         };
-        report.sni = start.client_hello().server_name().map(str::to_owned);
-        let config = configs.for_hello(&start.client_hello()).clone();
+        report.sni = accepted.client_hello().server_name().map(str::to_owned);
+        let config = configs.for_hello(&accepted.client_hello()).clone();
         let listener_tls = self.listener.config.tls.as_ref();
         let min_version = listener_tls.map(|t| t.min_version);
-        if let Err(reason) = compatible(&start.client_hello(), &config, min_version) {
-            // Let rustls answer with its alert; no target is touched.
-            let _ = tokio::time::timeout_at(deadline, start.into_stream(config)).await;
+        if let Err(reason) = compatible(&accepted.client_hello(), &config, min_version) {
+            // The client hears why; no target is touched.
+            let alert = match accepted.into_connection(config) {
+                Err((_, mut alert)) => {
+                    let mut bytes = Vec::new();
+                    let _ = alert.write_all(&mut bytes);
+                    bytes
+                }
+                // rustls would go on (a client that offers no ALPN
+                // protocol): refuse it with the alert its reason names.
+                Ok(_) => fatal_alert(if reason.starts_with("no_alpn") {
+                    120
+                } else {
+                    40
+                })
+                .to_vec(),
+            };
+            let _ = tokio::time::timeout_at(deadline, tcp.write_all(&alert)).await;
             report.close = Close::Handshake(reason);
             return None;
         }
+        drop(accepted);
         let finish = async {
-            let finished = tokio::time::timeout_at(deadline, start.into_stream(config)).await;
+            let finished = tokio::time::timeout_at(
+                deadline,
+                TlsStream::accept(config, tcp, Bytes::from_vec(read)),
+            )
+            .await;
             admitted.handshake_done();
             match finished {
                 Err(_) => Err(Close::Handshake("timeout")),
@@ -347,6 +365,62 @@ impl Cx<'_> {
         report.to_downstream = outcome.to_downstream;
         report.close = Close::Relay(outcome.end);
     }
+}
+
+/// Reads the client's first flight until its ClientHello is whole: the
+/// hello, and every byte read (which the handshake then starts from).
+/// A malformed hello is answered with rustls's alert.
+async fn read_client_hello(tcp: &mut TcpStream) -> Result<(Accepted, Vec<u8>), Close> {
+    let mut acceptor = Acceptor::default();
+    let mut read = Vec::new();
+    loop {
+        let before = read.len();
+        if before >= MAX_CLIENT_HELLO {
+            return Err(Close::Handshake("not_tls"));
+        }
+        read.reserve(HELLO_READ);
+        tcp.readable()
+            .await
+            .map_err(|e| Close::Handshake(handshake_reason(&e)))?;
+        match tcp.try_read_buf(&mut read) {
+            Ok(0) => return Err(Close::Handshake("closed")),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(Close::Handshake(handshake_reason(&e))),
+        }
+        let mut fresh = &read[before..];
+        while !fresh.is_empty() {
+            let n = acceptor
+                .read_tls(&mut fresh)
+                .map_err(|e| Close::Handshake(handshake_reason(&e)))?;
+            if n == 0 {
+                return Err(Close::Handshake("not_tls"));
+            }
+        }
+        match acceptor.accept() {
+            Ok(Some(accepted)) => return Ok((accepted, read)),
+            Ok(None) => {}
+            Err((e, mut alert)) => {
+                let mut bytes = Vec::new();
+                let _ = alert.write_all(&mut bytes);
+                let _ = tcp.write_all(&bytes).await;
+                let e = io::Error::new(io::ErrorKind::InvalidData, e);
+                return Err(Close::Handshake(handshake_reason(&e)));
+            }
+        }
+    }
+}
+
+/// What one read of a ClientHello takes at most.
+const HELLO_READ: usize = 4096;
+
+/// The largest first flight read before a ClientHello is whole: rustls's
+/// limit on a handshake message, and a record header.
+const MAX_CLIENT_HELLO: usize = 64 * 1024 + 5;
+
+/// A plaintext fatal alert record (sent before any ServerHello).
+fn fatal_alert(description: u8) -> [u8; 7] {
+    [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, description]
 }
 
 /// Refuses, before any target is connected, a ClientHello this listener

@@ -20,20 +20,20 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use hickory_resolver::TokioResolver;
 use prometheus_client::metrics::gauge::Gauge;
+use rustls::client::UnbufferedClientConnection;
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use crate::config::{TargetGroupConfig, TargetSpec};
 use crate::metrics::Metrics;
-use crate::read_ahead::ReadAhead;
+use crate::tls::TlsStream;
 pub(crate) use drain::Drains;
 pub(crate) use health::ProbeError;
 use keeper::Event;
@@ -57,7 +57,7 @@ pub enum UpstreamError {
 #[derive(Debug)]
 pub(crate) enum UpstreamStream {
     Tcp(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<ReadAhead<TcpStream>>>),
+    Tls(Box<TlsStream<UnbufferedClientConnection>>),
 }
 
 impl AsyncRead for UpstreamStream {
@@ -401,11 +401,10 @@ impl TargetGroup {
             match &self.upstream_tls {
                 None => Ok(UpstreamStream::Tcp(tcp)),
                 Some(tls) => {
-                    let stream = TlsConnector::from(tls.clone())
-                        .connect(self.server_name(target), ReadAhead::new(tcp))
+                    let stream = TlsStream::connect(tls.clone(), self.server_name(target), tcp)
                         .await
                         .map_err(UpstreamError::Tls)?;
-                    let kind = stream.get_ref().1.handshake_kind();
+                    let kind = stream.session().handshake_kind();
                     if kind == Some(rustls::HandshakeKind::Resumed) {
                         target.metrics.resumed_handshakes.inc();
                     } else {
