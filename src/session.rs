@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use rustls::server::{Accepted, Acceptor, ClientHello, UnbufferedServerConnection};
 use rustls::ServerConfig;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -378,14 +378,15 @@ async fn read_client_hello(tcp: &mut TcpStream) -> Result<(Accepted, Vec<u8>), C
         if before >= MAX_CLIENT_HELLO {
             return Err(Close::Handshake("not_tls"));
         }
-        read.reserve(HELLO_READ);
+        // Room only once the socket is readable: a connection that sends
+        // nothing holds no buffer.
         tcp.readable()
             .await
             .map_err(|e| Close::Handshake(handshake_reason(&e)))?;
-        match tcp.try_read_buf(&mut read) {
+        read.reserve(HELLO_READ);
+        match tcp.read_buf(&mut read).await {
             Ok(0) => return Err(Close::Handshake("closed")),
             Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(Close::Handshake(handshake_reason(&e))),
         }
         let mut fresh = &read[before..];
