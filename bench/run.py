@@ -16,6 +16,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -929,7 +930,7 @@ LATENCY_CASES = [
 ]
 
 
-def stomp_latency(bench, label, port, tag, persistent, rate, args):
+def stomp_latency(bench, label, port, tag, persistent, rate, args, user=None, password=None):
     """`portico-broker stomp-bench`: one producer and one consumer on one
     queue; send-to-delivery latency and messages/s."""
     count = args.latency_count if rate is None else rate * int(max(args.seconds, 1))
@@ -938,6 +939,8 @@ def stomp_latency(bench, label, port, tag, persistent, rate, args):
             "--persistent", "true" if persistent else "false"]
     if rate:
         argv += ["--rate", rate]
+    if user:
+        argv += ["--user", user, "--password", password]
     bench.note_command(f"stomp-bench {'persistent' if persistent else 'non-persistent'} {label}", argv)
     done = subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=600)
     lines = done.stdout.strip().splitlines()
@@ -1022,6 +1025,107 @@ def broker_bench(bench, args):
     finally:
         for proc in procs:
             proc.stop()
+
+
+# ---------------------------------------------------------------- logins
+
+LOGIN_USER = "bench"
+LOGIN_PASSWORD = "bench-login-password"
+LOGIN_CLIENTS = 16
+
+
+def stomp_login(port):
+    """One CONNECT with the bench user's password: seconds to CONNECTED, or
+    None if the broker answered anything else."""
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
+        s.sendall(
+            f"CONNECT\naccept-version:1.2\nhost:/\nlogin:{LOGIN_USER}\n"
+            f"passcode:{LOGIN_PASSWORD}\n\n\0".encode()
+        )
+        data = b""
+        while b"\0" not in data:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        if not data.startswith(b"CONNECTED"):
+            return None
+        s.sendall(b"DISCONNECT\n\n\0")
+    return time.monotonic() - started
+
+
+class LoginBurst:
+    """LOGIN_CLIENTS threads logging in and out as fast as the broker lets
+    them, until stopped: logins/s and each CONNECT's time to CONNECTED."""
+
+    def __init__(self, port):
+        self.port = port
+        self.stop_flag = threading.Event()
+        self.times = []
+        self.refused = 0
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self.client, daemon=True) for _ in range(LOGIN_CLIENTS)]
+
+    def client(self):
+        while not self.stop_flag.is_set():
+            took = stomp_login(self.port)
+            with self.lock:
+                if took is None:
+                    self.refused += 1
+                else:
+                    self.times.append(took)
+
+    def __enter__(self):
+        self.started = time.monotonic()
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.elapsed = time.monotonic() - self.started
+        self.stop_flag.set()
+        for t in self.threads:
+            t.join(timeout=120)
+        return False
+
+
+def login_bench(bench, args):
+    """A broker whose user has an argon2id hash (what `hash-password`
+    makes): the paced latency probe alone, then during a burst of logins
+    by LOGIN_CLIENTS other clients."""
+    port = free_port()
+    hashed = subprocess.run([str(BROKER), "hash-password"], input=LOGIN_PASSWORD + "\n",
+                            capture_output=True, text=True, check=True).stdout.strip()
+    bench.note_command("password hash", [BROKER, "hash-password"])
+    config = broker_config(bench, "logins", bench.work / "broker-data-logins", "127.0.0.1", port)
+    with open(config, "a") as f:
+        f.write(f'\n[[user]]\nname = "{LOGIN_USER}"\npassword_hash = "{hashed}"\n')
+    broker = Proc(bench, "portico-broker logins", [BROKER, "run", "--config", config], env={"RUST_LOG": "warn"})
+    probe = dict(user=LOGIN_USER, password=LOGIN_PASSWORD)
+    try:
+        wait_for(lambda: port_open("127.0.0.1", port), "portico-broker (logins)")
+        if stomp_login(port) is None:
+            raise RuntimeError("the bench user's login was refused")
+        for r in range(args.rounds):
+            log(f"logins: round {r + 1}/{args.rounds}")
+            for burst in ((False, True) if r % 2 == 0 else (True, False)):
+                tag = f"login.r{r}.{burst}"
+                if not burst:
+                    out = stomp_latency(bench, "quiet", port, tag, False, 2000, args, **probe)
+                    case = "quiet"
+                else:
+                    with LoginBurst(port) as b:
+                        out = stomp_latency(bench, "during a login burst", port, tag, False, 2000, args, **probe)
+                    if b.refused:
+                        raise RuntimeError(f"{b.refused} logins refused during the burst")
+                    case = "login burst"
+                    bench.record("logins", "logins/s", case, len(b.times) / b.elapsed)
+                    bench.record("logins", "CONNECT p50 ms", case, statistics.median(b.times) * 1000)
+                bench.record("logins", "p50 µs", case, out["p50_us"])
+                bench.record("logins", "p99 µs", case, out["p99_us"])
+    finally:
+        broker.stop()
 
 
 # ---------------------------------------------------------------- MQTT
@@ -1401,6 +1505,27 @@ def write_report(bench, args, machine, started, sections):
             theirs = b.median("openwire", case, "ActiveMQ")
             lines.append(f"| {case} | {fmt(ours)} | {fmt(theirs)} | {ratio(ours, theirs)} |")
 
+    if "logins" in sections:
+        lines += [
+            "",
+            "## Broker: logins with argon2id password hashes",
+            "",
+            "A portico-broker whose user has a `hash-password` hash (argon2id, 19 MiB, 2 passes). "
+            "The latency probe (`stomp-bench`, non-persistent, 2,000 msg/s, logged in as that user) "
+            f"runs alone, then while {LOGIN_CLIENTS} other clients log in and out as fast as the "
+            "broker lets them (CONNECT with the password, CONNECTED, DISCONNECT). Password checks "
+            "run on threads of their own, one per core but one, never on the workers that move "
+            "messages.",
+            "",
+            "| case | logins/s | CONNECT to CONNECTED p50 ms | probe p50 µs | probe p99 µs |",
+            "|---|---|---|---|---|",
+        ]
+        for case in ("quiet", "login burst"):
+            cells = [b.median("logins", k, case) for k in ("logins/s", "CONNECT p50 ms", "p50 µs", "p99 µs")]
+            lines.append(
+                f"| {case} | " + " | ".join(fmt(v, 1 if i == 1 else 0) for i, v in enumerate(cells)) + " |"
+            )
+
     if "mqtt" in sections:
         lines += [
             "",
@@ -1457,8 +1582,8 @@ def main():
     )
     parser.add_argument("--failover-seconds", type=float, default=8.0)
     parser.add_argument(
-        "--only", nargs="+", choices=["front", "failover", "broker", "broker-latency", "mqtt"],
-        default=["front", "failover", "broker", "mqtt"],
+        "--only", nargs="+", choices=["front", "failover", "broker", "broker-latency", "logins", "mqtt"],
+        default=["front", "failover", "broker", "logins", "mqtt"],
     )
     parser.add_argument(
         "--baseline", nargs=2, action="append", default=[], metavar=("LABEL", "BINARY"),
@@ -1502,6 +1627,8 @@ def main():
         failover_bench(bench, args)
     if "broker" in args.only or "broker-latency" in args.only:
         broker_bench(bench, args)
+    if "logins" in args.only:
+        login_bench(bench, args)
     if "mqtt" in args.only:
         mqtt_bench(bench, args)
     report = write_report(bench, args, machine, started, args.only)

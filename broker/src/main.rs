@@ -76,6 +76,10 @@ enum Command {
         /// each SEND waits for its RECEIPT (one in flight).
         #[arg(long)]
         rate: Option<u64>,
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        password: Option<String>,
     },
 }
 
@@ -135,6 +139,8 @@ fn main() -> ExitCode {
             count,
             size,
             rate,
+            user,
+            password,
         } => {
             let args = portico_broker::tools::stomp_bench::StompBenchArgs {
                 broker_url,
@@ -143,6 +149,8 @@ fn main() -> ExitCode {
                 count,
                 size,
                 rate: rate.filter(|r| *r > 0),
+                login: user,
+                passcode: password,
             };
             bench("stomp-bench", count, async move {
                 portico_broker::tools::stomp_bench::stomp_bench(&args).await

@@ -24,6 +24,9 @@ pub struct StompBenchArgs {
     pub size: usize,
     /// Messages per second; `None`: synchronous (one SEND in flight).
     pub rate: Option<u64>,
+    /// Credentials for both connections, where the broker asks for them.
+    pub login: Option<String>,
+    pub passcode: Option<String>,
 }
 
 /// The header carrying a message's send time (µs since the run's start).
@@ -43,6 +46,8 @@ async fn open(args: &StompBenchArgs, window: usize) -> Result<Client, String> {
     let url = BrokerUrl::parse(&args.broker_url)?;
     let options = ClientOptions {
         window,
+        login: args.login.clone(),
+        passcode: args.passcode.clone(),
         ..ClientOptions::default()
     };
     Client::connect(url, options)
