@@ -21,6 +21,7 @@ mod server;
 mod session;
 mod snapshot;
 mod upstream;
+mod workers;
 
 pub use config::{Config, ConfigError};
 pub use server::{ReloadError, Server, StartError};

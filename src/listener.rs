@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
 
 use crate::admission::{Admission, LogLimiter};
 use crate::session;
@@ -15,16 +15,25 @@ use crate::snapshot::Shared;
 /// How long to back off when the process is out of file descriptors or memory.
 const RESOURCE_BACKOFF: Duration = Duration::from_millis(100);
 
-/// Accepts connections until `stop` is cancelled: checks the source address
-/// against the allow list and the listener's limits, then hands each
-/// connection to its own task.
+/// Accepts connections on one worker's socket of a listener until `stop`
+/// is cancelled: checks the source address against the allow list and the
+/// listener's limits, then hands each connection to its own task on this
+/// worker.
 pub(crate) async fn run(
     shared: Arc<Shared>,
     name: String,
-    listener: TcpListener,
+    socket: Option<std::net::TcpListener>,
+    admission: Arc<Admission>,
     stop: CancellationToken,
 ) {
-    let admission = Arc::new(Admission::default());
+    let listener = match socket.map(TcpListener::from_std) {
+        Some(Ok(listener)) => listener,
+        Some(Err(e)) => {
+            error!(listener = %name, error = %e, "cannot accept on a worker's socket");
+            return;
+        }
+        None => return,
+    };
     let mut refusals_logged = LogLimiter::new(Duration::from_secs(1));
     loop {
         let accepted = tokio::select! {

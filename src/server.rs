@@ -15,10 +15,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
+use crate::admission::Admission;
 use crate::config::{Config, ConfigError, ConfigWatcher, ResolverConfig, TargetSpec};
 use crate::metrics::Metrics;
 use crate::snapshot::{ListenerState, Shared, Snapshot};
 use crate::upstream::{Drains, GroupContext, TargetGroup, TargetView};
+use crate::workers::Workers;
 use crate::{admin, listener, tls, upstream};
 
 /// Events closer together than this are one change.
@@ -51,6 +53,8 @@ pub enum StartError {
     },
     #[error("cannot set up the DNS resolver for hostname targets: {0}")]
     Resolver(#[from] upstream::discovery::ResolverError),
+    #[error("cannot start the threads that serve connections: {0}")]
+    Workers(#[source] std::io::Error),
 }
 
 /// Why a reload changed nothing.
@@ -93,6 +97,9 @@ pub struct Server {
     /// Stops discovery, health checks and draining.
     stop_background: CancellationToken,
     background: TaskTracker,
+    /// Where the accept loops and their connections run: they stop when the
+    /// server is dropped, so after shutdown has waited for the connections.
+    workers: Arc<Workers>,
 }
 
 impl Server {
@@ -121,7 +128,9 @@ impl Server {
         let shared = Arc::new(Shared::new(empty, metrics, drains));
         let addrs = Arc::new(Mutex::new(Addrs::default()));
         let (tx, rx) = mpsc::channel(64);
+        let workers = Arc::new(Workers::start().map_err(StartError::Workers)?);
         let mut runtime = Runtime {
+            workers: workers.clone(),
             shared: shared.clone(),
             addrs: addrs.clone(),
             listeners: HashMap::new(),
@@ -143,6 +152,7 @@ impl Server {
             stop_accepting,
             stop_background,
             background,
+            workers,
         })
     }
 
@@ -215,6 +225,8 @@ impl Server {
         self.stop_background.cancel();
         self.background.close();
         self.background.wait().await;
+        // Every connection is done: the workers may stop.
+        drop(self.workers);
     }
 }
 
@@ -231,6 +243,7 @@ struct Running {
 
 /// What the reload task owns.
 struct Runtime {
+    workers: Arc<Workers>,
     shared: Arc<Shared>,
     addrs: Arc<Mutex<Addrs>>,
     listeners: HashMap<String, Running>,
@@ -373,14 +386,15 @@ impl Runtime {
             {
                 continue;
             }
-            let socket = TcpListener::bind(l.bind)
-                .await
+            let (addr, sockets) = self
+                .workers
+                .bind(l.bind)
                 .map_err(|source| StartError::Bind {
                     listener: l.name.clone(),
                     addr: l.bind,
                     source,
                 })?;
-            bound.push((l.name.clone(), l.bind, socket));
+            bound.push((l.name.clone(), l.bind, addr, sockets));
         }
         let admin_socket = match &config.admin {
             Some(a) if self.admin.as_ref().map(|r| r.bind) != Some(a.bind) => Some((
@@ -460,16 +474,22 @@ impl Runtime {
 
         // Accept loops: start the new ones, stop the removed and the moved.
         let mut addrs = lock(&self.addrs);
-        for (name, bind, socket) in bound {
-            let addr = socket.local_addr().unwrap_or(bind);
+        for (name, bind, addr, sockets) in bound {
             info!(listener = %name, addr = %addr, "listening on {addr}");
             let stop = self.stop_accepting.child_token();
-            self.background.spawn(listener::run(
-                self.shared.clone(),
-                name.clone(),
-                socket,
-                stop.clone(),
-            ));
+            // One admission (per-source counts and rates) for all the
+            // listener's sockets.
+            let admission = Arc::new(Admission::default());
+            let mut sockets = sockets.into_iter();
+            self.workers.spawn_each(&self.background, |_| {
+                listener::run(
+                    self.shared.clone(),
+                    name.clone(),
+                    sockets.next(),
+                    admission.clone(),
+                    stop.clone(),
+                )
+            });
             if let Some(old) = self.listeners.insert(name.clone(), Running { bind, stop }) {
                 old.stop.cancel();
             }

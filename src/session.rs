@@ -115,13 +115,12 @@ async fn serve(
     metrics.connections.inc();
     metrics.active.inc();
     let _ = tcp.set_nodelay(true);
-    let local = tcp.local_addr().unwrap_or(client);
     let mut report = Report::new();
     if let Some(group) = group {
         let header = listener.config.proxy_protocol.then(|| {
             ProxyHeader {
                 source: client,
-                destination: local,
+                destination: tcp.local_addr().unwrap_or(client),
             }
             .encode()
         });
