@@ -73,25 +73,27 @@ impl Workers {
     /// Binds `addr` once per worker (port 0: one ephemeral port for all).
     /// Fails as a plain bind would if any other socket holds the address,
     /// even one that shares ports: two front doors never split a port
-    /// between them by accident.
+    /// between them by accident. (A port-0 bind never joins sockets that
+    /// share a port: the kernel picks a port nobody holds.)
     pub(crate) fn bind(
         &self,
         addr: SocketAddr,
     ) -> io::Result<(SocketAddr, Vec<std::net::TcpListener>)> {
-        let probe = new_socket(addr)?;
-        probe.bind(addr)?;
-        let addr = probe.local_addr()?;
-        drop(probe);
+        if addr.port() != 0 {
+            new_socket(addr)?.bind(addr)?;
+        }
+        let mut bound = addr;
         let mut sockets = Vec::with_capacity(self.count());
         for _ in 0..self.count() {
-            let socket = new_socket(addr)?;
+            let socket = new_socket(bound)?;
             socket.set_reuseport(true)?;
-            socket.bind(addr)?;
+            socket.bind(bound)?;
+            bound = socket.local_addr()?;
             // Registered with this runtime by `listen`, handed over as a
             // plain socket for its worker to register with its own.
             sockets.push(socket.listen(BACKLOG)?.into_std()?);
         }
-        Ok((addr, sockets))
+        Ok((bound, sockets))
     }
 }
 

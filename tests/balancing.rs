@@ -240,13 +240,11 @@ async fn fail_open_tries_every_target_and_refuse_closes_at_once() {
         "refusal must be immediate"
     );
     assert_eq!(backend.served(), served_before);
-    let metrics = refuse.metrics().render();
-    assert!(
-        metrics.contains(
-            "portico_connections_refused_total{listener=\"front\",reason=\"no_target\"} 1"
-        ),
-        "{metrics}"
-    );
+    metrics_showing(
+        &refuse,
+        &["portico_connections_refused_total{listener=\"front\",reason=\"no_target\"} 1"],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -141,11 +141,7 @@ async fn mutual_tls_requires_a_client_certificate_from_the_ca() {
             .unwrap(),
         "b1"
     );
-    let metrics = server.metrics().render();
-    assert!(
-        metrics.contains("reason=\"no_client_certificate\"} 1"),
-        "{metrics}"
-    );
+    metrics_showing(&server, &["reason=\"no_client_certificate\"} 1"]).await;
 }
 
 /// Both legs: the client resumes with the front door, and the front door
@@ -249,7 +245,9 @@ async fn alpn_is_negotiated_and_a_client_without_a_common_protocol_is_refused() 
         .await
         .is_err());
     assert_eq!(backend.accepted(), accepted);
-    let metrics = server.metrics().render();
-    assert!(metrics.contains("reason=\"no_alpn_match\"} 1"), "{metrics}");
-    assert!(metrics.contains("reason=\"no_alpn\"} 1"), "{metrics}");
+    metrics_showing(
+        &server,
+        &["reason=\"no_alpn_match\"} 1", "reason=\"no_alpn\"} 1"],
+    )
+    .await;
 }

@@ -350,6 +350,8 @@ impl<C: Unbuffered> TlsStream<C> {
             };
             match state {
                 ConnectionState::ReadTraffic(mut traffic) => {
+                    // Records were decrypted (and any failure reported) by
+                    // `process`: rustls hands them out here.
                     while let Some(record) = traffic.next_record() {
                         let record = record.map_err(tls_error)?;
                         discard += record.discard;
@@ -422,19 +424,17 @@ impl<C: Unbuffered> TlsStream<C> {
         }
     }
 
-    /// Encodes whatever rustls queued after an error (its alert). rustls
-    /// may still point into the records it was given: it sees them again.
+    /// Encodes the alert rustls queued after an error. rustls hands out what
+    /// it queued before it reads again, and may still point into the
+    /// records it was given, so it sees them once more; asked a second
+    /// time, it would read the failing record again.
     fn take_alert(conn: &mut C, incoming: &mut Bytes, outgoing: &mut Bytes) {
-        for _ in 0..4 {
-            match conn.process(incoming.data_mut()).state {
-                Ok(ConnectionState::EncodeTlsData(mut encode)) => {
-                    let room = outgoing.extend_zeroed(64);
-                    let used = encode.encode(room).unwrap_or(0);
-                    outgoing.unfill(64 - used);
-                }
-                Ok(ConnectionState::TransmitTlsData(transmit)) => transmit.done(),
-                _ => break,
-            }
+        if let Ok(ConnectionState::EncodeTlsData(mut encode)) =
+            conn.process(incoming.data_mut()).state
+        {
+            let room = outgoing.extend_zeroed(64);
+            let used = encode.encode(room).unwrap_or(0);
+            outgoing.unfill(64 - used);
         }
     }
 
@@ -686,6 +686,35 @@ mod tests {
         assert!(
             matches!(inner, Some(rustls::Error::AlertReceived(_))),
             "{server_err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_forged_record_is_answered_with_an_alert() {
+        let (mut client, mut server) = pair().await;
+        // An application-data record no key made.
+        let mut forged = vec![0x17, 0x03, 0x03, 0x00, 0x20];
+        forged.extend((0..0x20u8).map(|i| i.wrapping_mul(37)));
+        client.io.write_all(&forged).await.unwrap();
+        let mut buf = [0u8; 16];
+        let err = server.read(&mut buf).await.unwrap_err();
+        let inner = err
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<rustls::Error>());
+        assert!(matches!(inner, Some(rustls::Error::DecryptError)), "{err}");
+        // The client hears why.
+        let err = client.read(&mut buf).await.unwrap_err();
+        let inner = err
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<rustls::Error>());
+        assert!(
+            matches!(
+                inner,
+                Some(rustls::Error::AlertReceived(
+                    rustls::AlertDescription::BadRecordMac
+                ))
+            ),
+            "{err}"
         );
     }
 }

@@ -109,3 +109,15 @@ pub async fn greeted_from(
     assert_eq!(name, "b1");
     Ok(tls)
 }
+
+/// Waits until the server's metrics hold every one of `lines` (a session
+/// counts how it ended on its own thread, after its client has seen the
+/// end); returns them.
+pub async fn metrics_showing(server: &portico::Server, lines: &[&str]) -> String {
+    wait_for(&format!("the metrics to show {lines:?}"), || async {
+        let metrics = server.metrics().render();
+        lines.iter().all(|l| metrics.contains(l))
+    })
+    .await;
+    server.metrics().render()
+}
