@@ -22,17 +22,16 @@ const RESOURCE_BACKOFF: Duration = Duration::from_millis(100);
 pub(crate) async fn run(
     shared: Arc<Shared>,
     name: String,
-    socket: Option<std::net::TcpListener>,
+    socket: std::net::TcpListener,
     admission: Arc<Admission>,
     stop: CancellationToken,
 ) {
-    let listener = match socket.map(TcpListener::from_std) {
-        Some(Ok(listener)) => listener,
-        Some(Err(e)) => {
+    let listener = match TcpListener::from_std(socket) {
+        Ok(listener) => listener,
+        Err(e) => {
             error!(listener = %name, error = %e, "cannot accept on a worker's socket");
             return;
         }
-        None => return,
     };
     let mut refusals_logged = LogLimiter::new(Duration::from_secs(1));
     loop {

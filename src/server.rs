@@ -480,16 +480,16 @@ impl Runtime {
             // One admission (per-source counts and rates) for all the
             // listener's sockets.
             let admission = Arc::new(Admission::default());
-            let mut sockets = sockets.into_iter();
-            self.workers.spawn_each(&self.background, |_| {
-                listener::run(
-                    self.shared.clone(),
-                    name.clone(),
-                    sockets.next(),
-                    admission.clone(),
-                    stop.clone(),
-                )
-            });
+            self.workers
+                .spawn_each(&self.background, sockets, |socket| {
+                    listener::run(
+                        self.shared.clone(),
+                        name.clone(),
+                        socket,
+                        admission.clone(),
+                        stop.clone(),
+                    )
+                });
             if let Some(old) = self.listeners.insert(name.clone(), Running { bind, stop }) {
                 old.stop.cancel();
             }

@@ -59,14 +59,18 @@ impl Workers {
         self.handles.len()
     }
 
-    /// Runs `task(i)` on every worker `i`, tracked by `tracker`.
-    pub(crate) fn spawn_each<F, Fut>(&self, tracker: &TaskTracker, mut task: F)
+    /// Runs `task(item)` on each worker, one item each (what [`bind`]
+    /// returned), tracked by `tracker`.
+    ///
+    /// [`bind`]: Workers::bind
+    pub(crate) fn spawn_each<T, F, Fut>(&self, tracker: &TaskTracker, items: Vec<T>, mut task: F)
     where
-        F: FnMut(usize) -> Fut,
+        F: FnMut(T) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        for (i, handle) in self.handles.iter().enumerate() {
-            tracker.spawn_on(task(i), handle);
+        debug_assert_eq!(items.len(), self.count());
+        for (item, handle) in items.into_iter().zip(&self.handles) {
+            tracker.spawn_on(task(item), handle);
         }
     }
 
@@ -131,9 +135,7 @@ mod tests {
 
         let threads = Arc::new(Mutex::new(HashSet::new()));
         let tracker = TaskTracker::new();
-        let mut sockets = sockets.into_iter();
-        workers.spawn_each(&tracker, |_| {
-            let socket = sockets.next().unwrap();
+        workers.spawn_each(&tracker, sockets, |socket| {
             let threads = threads.clone();
             async move {
                 let listener = tokio::net::TcpListener::from_std(socket).unwrap();
