@@ -24,6 +24,29 @@ const BUFFER_SIZE: usize = 16 * 1024;
 /// four records' worth go out in one vectored write instead of four.
 const BATCH: usize = 4 * BUFFER_SIZE;
 
+/// A connection the relay copies between.
+pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin {
+    /// Bytes read and decrypted into the stream's own buffer, to be written
+    /// on from where they lie (Ready(empty) at the end of the stream); None
+    /// for a stream that keeps no such buffer, which the relay reads into
+    /// its own.
+    fn poll_chunk(&mut self, _cx: &mut Context<'_>) -> Option<Poll<io::Result<&[u8]>>> {
+        None
+    }
+
+    /// `n` bytes of the last chunk were written on.
+    fn consume(&mut self, _n: usize) {}
+
+    /// Asks the stream to gather written bytes until it is flushed (a TLS
+    /// stream's records), so that writing chunk by chunk costs no system
+    /// call each: true if it does from now on.
+    fn gather_writes(&mut self) -> bool {
+        false
+    }
+}
+
+impl Stream for tokio::net::TcpStream {}
+
 /// Which end of a proxied connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Side {
@@ -88,11 +111,11 @@ pub(crate) async fn relay<D, U>(
     counters: RelayCounters<'_>,
 ) -> RelayOutcome
 where
-    D: AsyncRead + AsyncWrite + Unpin,
-    U: AsyncRead + AsyncWrite + Unpin,
+    D: Stream,
+    U: Stream,
 {
-    let mut to_upstream = Pipe::new(Side::Downstream, Side::Upstream);
-    let mut to_downstream = Pipe::new(Side::Upstream, Side::Downstream);
+    let mut to_upstream = Pipe::new(Side::Downstream, Side::Upstream, up.gather_writes());
+    let mut to_downstream = Pipe::new(Side::Upstream, Side::Downstream, down.gather_writes());
     let mut first_closed = None;
     let mut last_activity = Instant::now();
     let idle_timer = tokio::time::sleep(idle);
@@ -178,18 +201,22 @@ struct Pipe {
     buf: BytesMut,
     read_done: bool,
     need_flush: bool,
+    /// The writer gathers what it is given until flushed: the reader's
+    /// chunks are written from where they lie.
+    in_place: bool,
     done: bool,
     total: u64,
 }
 
 impl Pipe {
-    fn new(from: Side, to: Side) -> Self {
+    fn new(from: Side, to: Side, in_place: bool) -> Self {
         Self {
             from,
             to,
             buf: BytesMut::new(),
             read_done: false,
             need_flush: false,
+            in_place,
             done: false,
             total: 0,
         }
@@ -228,6 +255,60 @@ impl Pipe {
         Ok(())
     }
 
+    /// Writes what the reader holds decrypted straight from its buffer to
+    /// a writer that gathers its writes, chunk by chunk: no copy of ours.
+    /// Ready(Ok) once the reader has ended, or has no buffer to lend (the
+    /// copying path then goes on).
+    fn poll_in_place<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        reader: &mut R,
+        mut writer: Pin<&mut W>,
+        progress: &mut bool,
+        counter: &Counter,
+    ) -> Poll<Result<(), (Side, io::Error)>>
+    where
+        R: Stream,
+        W: Stream,
+    {
+        let (from, to) = (self.from, self.to);
+        while !self.read_done {
+            let chunk = match reader.poll_chunk(cx) {
+                None => break,
+                Some(Poll::Pending) => {
+                    if self.need_flush {
+                        ready!(writer.as_mut().poll_flush(cx)).map_err(|e| (to, e))?;
+                        self.need_flush = false;
+                    }
+                    return Poll::Pending;
+                }
+                Some(Poll::Ready(Err(e))) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    self.read_done = true;
+                    break;
+                }
+                Some(Poll::Ready(Err(e))) => return Poll::Ready(Err((from, e))),
+                Some(Poll::Ready(Ok([]))) => {
+                    self.read_done = true;
+                    break;
+                }
+                Some(Poll::Ready(Ok(chunk))) => chunk,
+            };
+            let n = ready!(writer.as_mut().poll_write(cx, chunk)).map_err(|e| (to, e))?;
+            if n == 0 {
+                return Poll::Ready(Err((
+                    to,
+                    io::Error::new(io::ErrorKind::WriteZero, "peer accepts no more bytes"),
+                )));
+            }
+            reader.consume(n);
+            *progress = true;
+            counter.inc_by(n as u64);
+            self.total += n as u64;
+            self.need_flush = true;
+        }
+        Poll::Ready(Ok(()))
+    }
+
     /// Ready(Ok) once the reader has ended and the writer is shut down.
     fn poll_copy<R, W>(
         &mut self,
@@ -238,10 +319,13 @@ impl Pipe {
         counter: &Counter,
     ) -> Poll<Result<(), (Side, io::Error)>>
     where
-        R: AsyncRead + ?Sized,
-        W: AsyncWrite + ?Sized,
+        R: Stream,
+        W: Stream,
     {
         let (from, to) = (self.from, self.to);
+        if self.buf.is_empty() && self.in_place {
+            ready!(self.poll_in_place(cx, &mut *reader, writer.as_mut(), progress, counter))?;
+        }
         loop {
             if self.buf.is_empty() && !self.read_done {
                 self.buf.reserve(BUFFER_SIZE);

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use rustls::server::{Accepted, Acceptor, ClientHello, UnbufferedServerConnection};
 use rustls::ServerConfig;
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -343,7 +343,7 @@ impl Cx<'_> {
         deregistered: &CancellationToken,
         report: &mut Report,
     ) where
-        D: AsyncRead + AsyncWrite + Unpin,
+        D: crate::relay::Stream,
     {
         let metrics = &self.listener.metrics;
         let outcome = relay(

@@ -2,6 +2,7 @@
 //! server configuration and the upstream (re-encryption) client
 //! configuration. Loading PEM material lives in `portico_core::tls`.
 
+mod records;
 mod server;
 mod stream;
 mod upstream;

@@ -149,5 +149,7 @@ fn client_order_config(
     config.alpn_protocols = tls.alpn.clone();
     config.ticketer = session.ticketer.clone();
     config.session_storage = session.cache.clone();
+    // A TLS 1.3 stream protects its records itself once established.
+    config.enable_secret_extraction = true;
     Ok(Arc::new(config))
 }

@@ -100,6 +100,28 @@ impl AsyncWrite for UpstreamStream {
     }
 }
 
+impl crate::relay::Stream for UpstreamStream {
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Option<Poll<io::Result<&[u8]>>> {
+        match self {
+            Self::Tcp(_) => None,
+            Self::Tls(s) => Some(s.poll_chunk(cx)),
+        }
+    }
+
+    fn consume(&mut self, n: usize) {
+        if let Self::Tls(s) = self {
+            s.consume(n);
+        }
+    }
+
+    fn gather_writes(&mut self) -> bool {
+        match self {
+            Self::Tcp(_) => false,
+            Self::Tls(s) => crate::relay::Stream::gather_writes(s.as_mut()),
+        }
+    }
+}
+
 /// What `/targets` shows of one target.
 #[derive(Debug, Clone, Serialize)]
 pub struct TargetView {
@@ -404,7 +426,7 @@ impl TargetGroup {
                     let stream = TlsStream::connect(tls.clone(), self.server_name(target), tcp)
                         .await
                         .map_err(UpstreamError::Tls)?;
-                    let kind = stream.session().handshake_kind();
+                    let kind = stream.handshake_kind();
                     if kind == Some(rustls::HandshakeKind::Resumed) {
                         target.metrics.resumed_handshakes.inc();
                     } else {
