@@ -363,17 +363,21 @@ impl<D: Tickets> Records<D> {
         header[0] = APPLICATION_DATA;
         header[1..3].copy_from_slice(&[3, 3]);
         header[3..].copy_from_slice(&(len as u16).to_be_bytes());
-        let (plain, tag) = body.split_at_mut(data.len() + 1);
-        plain[..data.len()].copy_from_slice(data);
-        plain[data.len()] = typ;
+        // The plaintext is encrypted from where it lies into the record:
+        // the data, then the content type, then the tag.
+        let (cipher, typ_and_tag) = body.split_at_mut(data.len());
         let nonce = self.tx.next_nonce()?;
-        let sealed = self
-            .tx
+        self.tx
             .key
-            .seal_in_place_separate_tag(nonce, Aad::from(&*header), plain)
-            .map_err(|_| Error::EncryptError)?;
-        tag.copy_from_slice(sealed.as_ref());
-        Ok(())
+            .seal_out_of_place_scatter(
+                nonce,
+                Aad::from(&*header),
+                data,
+                cipher,
+                &[typ],
+                typ_and_tag,
+            )
+            .map_err(|_| Error::EncryptError)
     }
 }
 
