@@ -37,7 +37,7 @@ const TAG: usize = 16;
 /// The most plaintext one record carries (2^14 bytes).
 pub(crate) const MAX_FRAGMENT: usize = 16 * 1024;
 /// The largest protected record body a peer may send (2^14 + 256).
-const MAX_CIPHERTEXT: usize = MAX_FRAGMENT + 256;
+pub(crate) const MAX_CIPHERTEXT: usize = MAX_FRAGMENT + 256;
 /// The largest post-handshake message taken in (rustls's own limit).
 const MAX_HANDSHAKE_MESSAGE: usize = 64 * 1024;
 

@@ -40,8 +40,7 @@ use tokio::net::TcpStream;
 
 use super::records::{self, Opened, Records, Tickets};
 
-/// What one socket read takes at most: four full records (a bulk relay
-/// makes half the reads it made with two).
+/// What one socket read takes at most: four full records.
 const READ_SIZE: usize = 64 * 1024;
 
 /// The largest handshake flight taken in before it is processed (rustls's
@@ -1054,7 +1053,7 @@ mod tests {
             server.read_exact(&mut got).await.unwrap();
             // Reading a megabyte of records, the buffer grew to a read and
             // the part of a record a read may leave over, no further.
-            let bound = READ_SIZE + records::HEADER + records::MAX_FRAGMENT + 256;
+            let bound = READ_SIZE + records::HEADER + records::MAX_CIPHERTEXT;
             let held = server.incoming.capacity();
             assert!(
                 held <= bound,
